@@ -1,0 +1,48 @@
+"""The ``shallowcnn`` command line: one sub-command per module.
+
+Each module listed in :data:`COMMAND_MODULES` defines ``add_command(subparsers)``,
+which adds its parser and sets ``func`` (called with the parsed arguments; its
+return value is the exit status). Keeping the options beside the code they drive
+means one file per concept here too.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+COMMAND_MODULES = [
+    "shallowcnn.gradcheck",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shallowcnn",
+        description="A hand-written shallow CNN for microcalcification clusters in mammograms.",
+    )
+    parser.add_argument("--version", action="version", version=f"shallowcnn {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_command(subparsers)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        status = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""ShallowCNN: the network of Luna-Lozoya et al. (paper section 3, Table 2).
+
+    x (N, 1, H, W), H, W >= 17, 8-bit patch / 255
+    conv1   6 filters 9x9, valid     -> (N, 6, H-8, W-8)       492 parameters
+    ReLU
+    conv2  16 filters 9x9, valid     -> (N, 16, H-16, W-16)  7,792 parameters
+    ReLU
+    global max pool                  -> (N, 16)
+    dropout (p_drop = 0.2, training only)
+    dense  16 -> 1                   -> (N,) logit               17 parameters
+    sigmoid                          -> probability of a microcalcification cluster
+
+The model returns *logits*; the loss fuses the sigmoid (losses.py) and
+:meth:`ShallowCNN.predict_proba` applies it for users.
+
+Two ways to compute the feature stack (conv1 ... global max pool):
+
+* ``fused=False`` -- the textbook stack of five layers, each with its dense
+  backward (the default with the numpy backend: the reference to read);
+* ``fused=True`` -- conv2, ReLU and max pool as one layer that keeps only each
+  map's maximum and its position, whose backward touches one position per
+  (patch, filter) (the default with the numba and cuda backends).
+Both give the same numbers (tests/test_model.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import __version__
+from .kernels import get_backend, resolve_backend_name
+from .layers import Conv2D, ConvReLUGlobalMaxPool, Dense, Dropout, GlobalMaxPool2D, Layer, ReLU, sigmoid
+from .storage import StoreError, load_npz, save_npz
+
+MODEL_KIND = "shallowcnn.model"
+PARAM_NAMES = ("conv1.W", "conv1.b", "conv2.W", "conv2.b", "dense.W", "dense.b")
+
+
+class DeviceFeatures(Layer):
+    """The whole feature stack run by a backend that keeps activations on its
+    device (cuda): x (N, 1, H, W) -> pooled (N, 16).
+
+    The backend's ``features_forward`` / ``features_backward`` do conv1, ReLU
+    and the fused conv2 + ReLU + max pool in one go; only the pooled features
+    and the weight gradients cross to the host.
+    """
+
+    def __init__(self, conv1: Conv2D, conv2: Conv2D):
+        super().__init__()
+        self.conv1, self.conv2 = conv1, conv2
+        self.kernels = conv1.kernels
+
+    def forward(self, x, training=False):
+        p1, p2 = self.conv1.params, self.conv2.params
+        pooled, self._ctx = self.kernels.features_forward(x, p1["W"], p1["b"], p2["W"], p2["b"])
+        return pooled
+
+    def backward(self, dout):
+        dW1, db1, dW2, db2 = self.kernels.features_backward(dout, self._ctx)
+        self.conv1.grads["W"][...] = dW1
+        self.conv1.grads["b"][...] = db1
+        self.conv2.grads["W"][...] = dW2
+        self.conv2.grads["b"][...] = db2
+        return None
+
+
+class ShallowCNN:
+    """The paper's network with explicit forward and backward passes.
+
+    Parameters
+    ----------
+    backend : "numpy" | "numba" | "cuda" | "auto"
+        Which kernels compute the convolutions (never a silent fallback).
+    seed : int
+        Seeds Glorot-uniform initialisation (zero biases) and the dropout masks.
+    p_drop : float
+        Dropout probability (the paper keeps 80%: 0.2).
+    dtype : np.float32 (training) or np.float64 (gradient checks).
+    fused : bool or None
+        Fused conv2 + ReLU + max pool; None picks it for every backend but numpy.
+    channels, kernel_size : the paper's (6, 16) and 9; other values make a
+        smaller network for experiments.
+
+    Parameters and gradients are reachable by name in :attr:`params` and
+    :attr:`grads` (``"conv1.W"``, ``"conv1.b"``, ``"conv2.W"``, ``"conv2.b"``,
+    ``"dense.W"``, ``"dense.b"``); the arrays are the layers' own, so writing
+    into them (``model.params["conv1.W"][...] = W``) changes the model.
+    """
+
+    def __init__(self, backend="numpy", seed=0, p_drop=0.2, dtype=np.float32, fused=None,
+                 channels=(6, 16), kernel_size=9):
+        self.backend = resolve_backend_name(backend)
+        self.kernels = get_backend(self.backend)
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        self.p_drop = p_drop
+        self.channels = tuple(int(c) for c in channels)
+        self.kernel_size = int(kernel_size)
+        self.fused = (self.backend != "numpy") if fused is None else bool(fused)
+        init_rng, dropout_rng = np.random.default_rng(seed).spawn(2)
+
+        c1, c2 = self.channels
+        K = self.kernel_size
+        self.conv1 = Conv2D(1, c1, K, rng=init_rng, dtype=self.dtype, backend=self.backend, need_dx=False)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2D(c1, c2, K, rng=init_rng, dtype=self.dtype, backend=self.backend)
+        self.relu2 = ReLU()
+        self.pool = GlobalMaxPool2D()
+        self.dropout = Dropout(p_drop, rng=dropout_rng)
+        self.dense = Dense(c2, 1, rng=init_rng, dtype=self.dtype)
+
+        if not self.fused:
+            self.features = [self.conv1, self.relu1, self.conv2, self.relu2, self.pool]
+        elif hasattr(self.kernels, "features_forward"):
+            self.features = [DeviceFeatures(self.conv1, self.conv2)]
+        else:
+            self.features = [self.conv1, self.relu1, ConvReLUGlobalMaxPool(self.conv2)]
+        self.head = [self.dropout, self.dense]
+
+        named = {"conv1": self.conv1, "conv2": self.conv2, "dense": self.dense}
+        self.params = {f"{ln}.{pn}": layer.params[pn] for ln, layer in named.items() for pn in ("W", "b")}
+        self.grads = {f"{ln}.{pn}": layer.grads[pn] for ln, layer in named.items() for pn in ("W", "b")}
+
+    # ---------------------------------------------------------------- shapes
+    @property
+    def min_input_size(self) -> int:
+        """Smallest H and W the network accepts: two valid KxK convolutions need 2K - 1."""
+        return 2 * self.kernel_size - 1
+
+    def _as_input(self, x) -> np.ndarray:
+        """Check and convert an input batch to (N, 1, H, W) in the model's dtype.
+
+        uint8 input is taken as 8-bit pixels and divided by 255 (the paper's scaling).
+        """
+        x = np.asarray(x)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"expected input of shape (N, 1, H, W) or (N, H, W), got {x.shape}")
+        if x.shape[2] < self.min_input_size or x.shape[3] < self.min_input_size:
+            raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the "
+                             f"{self.min_input_size}x{self.min_input_size} minimum of this network")
+        if x.dtype == np.uint8:
+            x = x.astype(self.dtype) / self.dtype.type(255)
+        return np.ascontiguousarray(x, dtype=self.dtype)
+
+    # ------------------------------------------------------ forward/backward
+    def features_forward(self, x, training=False) -> np.ndarray:
+        """x (N, 1, H, W) -> the 16 globally max-pooled features (N, 16)."""
+        h = self._as_input(x)
+        for layer in self.features:
+            h = layer.forward(h, training)
+        return h
+
+    def forward(self, x, training=False) -> np.ndarray:
+        """x (N, 1, H, W) -> logits (N,). ``training`` switches dropout on."""
+        h = self.features_forward(x, training)
+        for layer in self.head:
+            h = layer.forward(h, training)
+        return h[:, 0]
+
+    def backward(self, dlogits) -> None:
+        """dL/dlogits (N,) -> fills :attr:`grads` (overwritten, never accumulated)."""
+        d = np.asarray(dlogits, dtype=self.dtype)[:, None]
+        for layer in reversed(self.features + self.head):
+            d = layer.backward(d)
+
+    def predict_proba(self, x, batch_size=64) -> np.ndarray:
+        """Probabilities of "cluster present", (N,), in batches to bound memory."""
+        x = np.asarray(x)
+        if x.ndim not in (3, 4):
+            raise ValueError(f"expected input of shape (N, 1, H, W) or (N, H, W), got {x.shape}")
+        out = [sigmoid(self.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=self.dtype)
+
+    def predict(self, x, threshold=0.5, batch_size=64) -> np.ndarray:
+        """Class labels (N,) uint8: 1 where the probability is >= threshold (the paper's 0.5)."""
+        return (self.predict_proba(x, batch_size) >= threshold).astype(np.uint8)
+
+    # ------------------------------------------------------------ parameters
+    def n_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def set_params(self, params: dict) -> None:
+        """Copy named arrays into the model (shapes must match; dtype is converted)."""
+        for name, value in params.items():
+            if name not in self.params:
+                raise KeyError(f"unknown parameter {name!r}; expected one of {', '.join(self.params)}")
+            value = np.asarray(value)
+            if value.shape != self.params[name].shape:
+                raise ValueError(f"{name}: shape {value.shape} does not match {self.params[name].shape}")
+            self.params[name][...] = value
+
+    def summary(self, input_size=144) -> str:
+        """The per-layer table of the paper's Table 2, with output shapes."""
+        K = self.kernel_size
+        s1, s2 = input_size - K + 1, input_size - 2 * (K - 1)
+        c1, c2 = self.channels
+        rows = [
+            ("Input", f"(N, 1, {input_size}, {input_size})", 0),
+            (f"Convolution 1 ({c1} x {K}x{K})", f"(N, {c1}, {s1}, {s1})", self.conv1.params["W"].size + c1),
+            ("ReLU", f"(N, {c1}, {s1}, {s1})", 0),
+            (f"Convolution 2 ({c2} x {K}x{K})", f"(N, {c2}, {s2}, {s2})", self.conv2.params["W"].size + c2),
+            ("ReLU", f"(N, {c2}, {s2}, {s2})", 0),
+            ("Global max pooling", f"(N, {c2})", 0),
+            (f"Dropout (p_drop {self.p_drop:g})", f"(N, {c2})", 0),
+            (f"Dense ({c2} -> 1)", "(N, 1)", self.dense.params["W"].size + 1),
+            ("Sigmoid", "(N, 1)", 0),
+        ]
+        w = max(len(r[0]) for r in rows) + 2
+        lines = [f"{'Type of layer':<{w}}{'Output shape':<22}{'Parameters':>10}", "-" * (w + 32)]
+        lines += [f"{name:<{w}}{shape:<22}{n:>10,}" for name, shape, n in rows]
+        lines += ["-" * (w + 32), f"{'Total':<{w}}{'':<22}{self.n_params():>10,}",
+                  f"backend: {self.backend}{' (fused conv2 + ReLU + max pool)' if self.fused else ''}, "
+                  f"dtype: {self.dtype.name}"]
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return (f"ShallowCNN(backend={self.backend!r}, channels={self.channels}, "
+                f"kernel_size={self.kernel_size}, params={self.n_params():,})")
+
+    # -------------------------------------------------------------- save/load
+    def architecture(self) -> dict:
+        return {"name": "ShallowCNN", "channels": list(self.channels), "kernel_size": self.kernel_size,
+                "p_drop": self.p_drop, "dtype": self.dtype.name, "n_params": self.n_params()}
+
+    def save(self, path, metadata: dict | None = None):
+        """Write the weights to ``path`` (.npz, atomically) with JSON metadata:
+        architecture, package version and whatever ``metadata`` adds (e.g. the
+        training settings)."""
+        meta = {"kind": MODEL_KIND, "version": __version__, "architecture": self.architecture(),
+                "seed": self.seed}
+        meta.update(metadata or {})
+        return save_npz(path, self.params, meta)
+
+    @classmethod
+    def load(cls, path, backend="numpy", fused=None):
+        """Read a model written by :meth:`save`; refuses foreign or damaged files
+        with a :class:`~shallowcnn.storage.StoreError` naming the file."""
+        arrays, meta = load_npz(path, kind=MODEL_KIND)
+        arch = meta.get("architecture")
+        try:
+            model = cls(backend=backend, seed=meta.get("seed", 0), p_drop=arch["p_drop"],
+                        dtype=np.dtype(arch["dtype"]), fused=fused,
+                        channels=arch["channels"], kernel_size=arch["kernel_size"])
+        except (TypeError, KeyError, ValueError) as e:
+            raise StoreError(f"{path}: architecture metadata is incomplete or invalid: {e}") from None
+        missing = [n for n in PARAM_NAMES if n not in arrays]
+        if missing:
+            raise StoreError(f"{path}: missing parameters {', '.join(missing)}")
+        for name in PARAM_NAMES:
+            if arrays[name].shape != model.params[name].shape:
+                raise StoreError(f"{path}: {name} has shape {arrays[name].shape}, "
+                                 f"expected {model.params[name].shape}")
+            if not np.all(np.isfinite(arrays[name])):
+                raise StoreError(f"{path}: {name} holds NaN or infinite values")
+        model.set_params({n: arrays[n] for n in PARAM_NAMES})
+        model.metadata = meta
+        return model
