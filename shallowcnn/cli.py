@@ -15,6 +15,10 @@ from . import __version__
 
 COMMAND_MODULES = [
     "shallowcnn.gradcheck",
+    "shallowcnn.data.phantom",
+    "shallowcnn.data.patches",
+    "shallowcnn.train",
+    "shallowcnn.evaluate",
 ]
 
 

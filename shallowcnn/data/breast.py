@@ -1,0 +1,100 @@
+"""The breast region of a mammogram, and the explicit 14-bit -> 8-bit window.
+
+The paper converted INbreast's DICOM images to 8-bit PNG before cutting patches but does
+not say how. We make the conversion explicit and per image:
+
+    lo, hi = percentiles (0.5 %, 99.9 %) of the pixels inside the breast mask
+    u8     = round(clip((value - lo) / (hi - lo), 0, 1) * 255)
+
+Using only breast pixels keeps the dark background (half the image) from wasting grey
+levels; the high percentile is close to 100 % so calcifications, the brightest things in a
+breast, still stand out (the top 0.1 % saturate at 255). One window per image means that
+patches of one image share it, exactly as they would if cut from one PNG.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WINDOW_PERCENTILES = (0.5, 99.9)
+
+
+def _box_mean(image: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1) x (2r+1) box (edges replicated), via an integral image."""
+    padded = np.pad(image.astype(np.float64), radius + 1, mode="edge")
+    integral = padded.cumsum(0).cumsum(1)
+    k = 2 * radius + 1
+    total = (integral[k:, k:] - integral[:-k, k:] - integral[k:, :-k] + integral[:-k, :-k])
+    height, width = image.shape
+    return total[:height, :width] / (k * k)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut of a histogram that maximises the between-class variance."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    counts, edges = np.histogram(values, bins=bins)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    weight_low = np.cumsum(counts)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(counts * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[1:][np.argmax(between)])
+
+
+def breast_mask(pixels: np.ndarray, block: int = 8) -> np.ndarray:
+    """Boolean (H, W) mask of the breast (True) against the dark background.
+
+    pixels  (H, W) image as read (bright = dense; MONOCHROME1 already inverted)
+    block   work on block x block means (8 -> 0.56 mm cells at 0.07 mm), which is fast
+            and ignores pixel noise
+
+    Otsu's threshold on the block means separates tissue from background; a 5 x 5
+    majority vote then removes specks and fills pin-holes.
+    """
+    height, width = pixels.shape
+    rows, cols = -(-height // block), -(-width // block)
+    padded = np.pad(pixels.astype(np.float32), ((0, rows * block - height), (0, cols * block - width)),
+                    mode="edge")
+    small = padded.reshape(rows, block, cols, block).mean(axis=(1, 3))
+    mask_small = small > otsu_threshold(small)
+    mask_small = _box_mean(mask_small, 2) > 0.5
+    return np.repeat(np.repeat(mask_small, block, axis=0), block, axis=1)[:height, :width]
+
+
+def window_limits(pixels: np.ndarray, mask: np.ndarray,
+                  percentiles=WINDOW_PERCENTILES) -> tuple:
+    """``(lo, hi)``: the percentiles of the breast pixels that map to 0 and 255."""
+    inside = pixels[mask] if mask.any() else pixels.ravel()
+    lo, hi = np.percentile(inside[:: max(1, inside.size // 500_000)], percentiles)
+    if hi <= lo:  # a flat image: avoid dividing by zero
+        hi = lo + 1
+    return float(lo), float(hi)
+
+
+def to_uint8(pixels: np.ndarray, mask: np.ndarray | None = None,
+             percentiles=WINDOW_PERCENTILES) -> tuple:
+    """Window a 14-bit (any integer/float) image to 8 bits.
+
+    pixels   (H, W) image
+    mask     (H, W) bool breast mask (computed with :func:`breast_mask` if None)
+    returns  ``(u8, (lo, hi))``: (H, W) uint8 and the window limits used
+    """
+    if mask is None:
+        mask = breast_mask(pixels)
+    lo, hi = window_limits(pixels, mask, percentiles)
+    scaled = (pixels.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), (lo, hi)
+
+
+def window_fraction(mask: np.ndarray, size: int) -> np.ndarray:
+    """Fraction of mask pixels in every size x size window.
+
+    returns (H - size + 1, W - size + 1) float: entry [r, c] is the mean of
+    ``mask[r:r+size, c:c+size]`` (so [r, c] indexes the window's top-left corner).
+    """
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    integral[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    total = (integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size]
+             + integral[:-size, :-size])
+    return total / float(size * size)

@@ -1,0 +1,168 @@
+"""Figures, written as PNG files with matplotlib's Agg backend (no display needed).
+
+Each function takes arrays, writes one PNG and returns its path; none of them shows a
+window, so they work on servers and in tests.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROI_COLOURS = {"calcification": "red", "cluster": "yellow", "other": "cyan"}
+
+
+def _save(fig, path) -> Path:
+    """Save through a temporary name and rename, like every other file of the project."""
+    from .storage import atomic_write_bytes
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def plot_patch_examples(patches: np.ndarray, labels: np.ndarray, path, per_class: int = 6,
+                        seed: int = 0, titles=("with microcalcification cluster (label 1)",
+                                               "normal tissue (label 0)")) -> Path:
+    """The paper's Fig. 2: a row of positive patches above a row of negative ones.
+
+    patches  (M, 144, 144) uint8
+    labels   (M,) 0/1
+    """
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(2, per_class, figsize=(1.9 * per_class, 4.4), squeeze=False)
+    for row, (label, title) in enumerate(zip((1, 0), titles)):
+        chosen = np.flatnonzero(labels == label)
+        chosen = rng.choice(chosen, size=min(per_class, len(chosen)), replace=False) if len(chosen) else []
+        for k, ax in enumerate(axes[row]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k < len(chosen):
+                ax.imshow(patches[chosen[k]], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        axes[row, 0].set_title(title, loc="left", fontsize=10)
+    fig.suptitle("Fig. 2 -- 144 x 144 patches (1 cm$^2$)", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_transforms(patch: np.ndarray, path) -> Path:
+    """The paper's Fig. 3: one patch and its four augmentations.
+
+    patch  (144, 144) uint8 (the untransformed original)
+    """
+    from .data.augment import TRANSFORMS, apply_transform
+
+    fig, axes = plt.subplots(1, len(TRANSFORMS), figsize=(2.2 * len(TRANSFORMS), 2.6))
+    for ax, name in zip(axes, TRANSFORMS):
+        ax.imshow(apply_transform(patch, name), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Fig. 3 -- geometric transforms used for augmentation", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_mammogram(image_u8: np.ndarray, path, rois=(), clusters=(), windows=(), title: str = "",
+                   max_side: int = 1400) -> Path:
+    """A whole mammogram with its annotations.
+
+    image_u8  (H, W) uint8 (windowed image)
+    rois      list of ROI (points drawn in the colour of their kind: calcification red,
+              cluster outline yellow, other findings cyan)
+    clusters  list of clusters (their centres drawn as yellow crosses)
+    windows   iterable of (row, col, size, colour): squares to draw (e.g. patches)
+    """
+    height, width = image_u8.shape
+    scale = min(1.0, max_side / max(height, width))
+    fig = plt.figure(figsize=(width * scale / 100 + 0.2, height * scale / 100 + 0.5), dpi=100)
+    ax = fig.add_axes([0, 0, 1, 0.95])
+    ax.imshow(image_u8, cmap="gray", vmin=0, vmax=255)
+    for roi in rois:
+        colour = ROI_COLOURS.get(roi.kind, "cyan")
+        x, y = roi.points[:, 0], roi.points[:, 1]
+        if len(roi.points) == 1:
+            ax.plot(x, y, "o", ms=6, mfc="none", mec=colour, mew=0.8)
+        else:
+            ax.plot(np.append(x, x[0]), np.append(y, y[0]), "-", color=colour, lw=0.8)
+            if roi.kind == "other":
+                ax.text(x.max(), y.min(), roi.name or "(unnamed)", color=colour, fontsize=7)
+    for cluster in clusters:
+        ax.plot(cluster.centre[1], cluster.centre[0], "+", color="yellow", ms=14, mew=1.5)
+    for row, col, size, colour in windows:
+        ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), size, size, fill=False, ec=colour, lw=0.7))
+    ax.set_xlim(-0.5, width - 0.5)
+    ax.set_ylim(height - 0.5, -0.5)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- training
+def plot_training_curves(history: dict, path) -> Path:
+    """The paper's Fig. 5: (a) accuracy and (b) loss per epoch, train vs validation.
+
+    history: lists "epoch", "loss", "accuracy", "val_loss", "val_accuracy"
+    (validation entries may be NaN when there was no validation set).
+    """
+    epochs = np.asarray(history["epoch"])
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in ((ax_acc, "accuracy", "(a) accuracy"), (ax_loss, "loss", "(b) loss")):
+        ax.plot(epochs, history[key], "o-", ms=3, label="training")
+        val = np.asarray(history.get(f"val_{key}", []), dtype=float)
+        if val.size and np.isfinite(val).any():
+            ax.plot(epochs, val, "s-", ms=3, label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_acc.set_ylabel("accuracy")
+    ax_loss.set_ylabel("binary cross-entropy")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_roc(fpr, tpr, auc: float, path, title="ROC curve") -> Path:
+    """Sensitivity against 1 - specificity over all thresholds, with the area."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    ax.plot(fpr, tpr, lw=2, label=f"ShallowCNN (AUC {auc:.4f})")
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="chance")
+    ax.set_xlabel("false-positive rate (1 - specificity)")
+    ax.set_ylabel("true-positive rate (sensitivity)")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_confident_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path, n: int = 16) -> Path:
+    """The ``n`` most confidently wrong patches, each titled with label and probability.
+
+    images (M, H, W) uint8, labels (M,), probs (M,) probability of class 1.
+    """
+    labels = np.asarray(labels).astype(int)
+    probs = np.asarray(probs, dtype=float)
+    wrong = np.flatnonzero((probs >= 0.5) != (labels == 1))
+    confidence = np.abs(probs[wrong] - 0.5)
+    chosen = wrong[np.argsort(-confidence, kind="stable")][:n]
+    cols = max(1, min(8, len(chosen)))
+    rows = max(1, int(np.ceil(len(chosen) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), chosen):
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"label {labels[i]}, p={probs[i]:.2f}", fontsize=8)
+    if len(chosen) == 0:
+        axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle("most confidently wrong patches", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
