@@ -1,4 +1,4 @@
-"""Training on in-memory arrays: mini-batches, shuffling, Adam, per-epoch metrics.
+"""Training: mini-batches, shuffling, Adam, validation, checkpoints and resume.
 
 One step, the heart of it all::
 
@@ -6,24 +6,70 @@ One step, the heart of it all::
     loss   = bce.forward(logits, yb)              # sigmoid fused into the loss
     model.backward(bce.backward())                # fills model.grads
     adam.step(model.grads)                        # updates model.params in place
+
+Around it, :class:`Trainer` runs epochs (a new order of the samples each time,
+drawn from the seed), validates after each one, keeps the epoch with the best
+validation accuracy (the paper's rule), and -- given a run folder -- writes a
+checkpoint after every epoch from which ``resume`` continues bit for bit as if
+never interrupted. :func:`fit` is the short form for arrays in memory;
+:func:`train_run` is what ``shallowcnn train`` calls.
 """
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import __version__
 from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
+from .model import ShallowCNN
 from .optim import Adam
+from .storage import StoreError, atomic_write_text, load_npz, save_npz
+
+CHECKPOINT_KIND = "shallowcnn.checkpoint"
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """The paper's recipe by default (section 3-4; DESIGN.md section 1)."""
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-7
+    p_drop: float = 0.2
+    seed: int = 0
+    backend: str = "auto"
+
+    def check(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be at least 1")
+        if not self.lr > 0:
+            raise ValueError("lr must be positive")
+        if not 0 <= self.p_drop < 1:
+            raise ValueError("p_drop must be in [0, 1)")
 
 
 def train_step(model, optimizer, xb, yb, loss_fn=None):
     """One forward + backward + Adam step on a batch; returns (loss, logits)."""
     loss_fn = loss_fn or BinaryCrossEntropyWithLogits()
     logits = model.forward(xb, training=True)
-    loss = loss_fn.forward(logits, yb.astype(logits.dtype, copy=False))
+    loss = loss_fn.forward(logits, np.asarray(yb, dtype=logits.dtype))
     model.backward(loss_fn.backward())
     optimizer.step(model.grads)
     return loss, logits
@@ -42,45 +88,241 @@ def evaluate_arrays(model, x, y, batch_size=64):
     return total_loss / n, correct / n
 
 
-def fit(model, x, y, epochs=10, batch_size=64, lr=1e-3, seed=0, x_val=None, y_val=None,
-        optimizer=None, verbose=True):
-    """Train ``model`` on x (N, 1, H, W), y (N,) in {0, 1}.
+class Trainer:
+    """Epoch loop with validation, best-epoch selection and checkpoints.
 
-    Each epoch visits the samples in a new order drawn from ``seed``. Returns the
-    history: ``{"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}`` lists
-    (the validation lists stay empty without a validation set). Training
-    loss/accuracy are running means over the epoch's batches (with dropout).
+    ``model``: a :class:`~shallowcnn.model.ShallowCNN`; ``config``: a
+    :class:`TrainConfig`; ``run_dir``: where ``checkpoint.npz`` (after every
+    epoch), ``model.npz`` (best validation accuracy so far) and ``history.csv``
+    go, or None to keep everything in memory.
     """
-    x = np.asarray(x)
-    y = np.asarray(y)
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
-    optimizer = optimizer or Adam(model.params, lr=lr)
-    rng = np.random.default_rng(seed)
-    loss_fn = BinaryCrossEntropyWithLogits()
-    history = {"epoch": [], "loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    for epoch in range(1, epochs + 1):
-        order = rng.permutation(len(x))
+
+    def __init__(self, model, config: TrainConfig, run_dir=None, verbose=True, extra_metadata=None):
+        config.check()
+        self.model, self.config, self.verbose = model, config, verbose
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.extra_metadata = extra_metadata or {}
+        self.optimizer = Adam(model.params, lr=config.lr, beta1=config.beta1, beta2=config.beta2, eps=config.eps)
+        self.shuffle_rng = np.random.default_rng([config.seed, 2])
+        self.history = {k: [] for k in HISTORY_COLUMNS}
+        self.best = {"epoch": 0, "val_accuracy": -1.0}
+        self.best_params = None
+        self.loss_fn = BinaryCrossEntropyWithLogits()
+
+    # ----------------------------------------------------------- one epoch
+    def run_epoch(self, x, y, epoch):
+        """Train over (x, y) once; returns (mean loss, accuracy) with dropout on."""
+        cfg = self.config
+        order = self.shuffle_rng.permutation(len(x))
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(0, len(x), batch_size), desc=f"epoch {epoch}/{epochs}", unit="batch",
-                   disable=not verbose, leave=False, file=sys.stderr)
+        bar = tqdm(range(0, len(x), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
+                   disable=not self.verbose, leave=False, file=sys.stderr, dynamic_ncols=True)
         for start in bar:
-            idx = order[start:start + batch_size]
+            idx = np.sort(order[start:start + cfg.batch_size])   # sorted: cache-friendly gathers
             yb = y[idx]
-            loss, logits = train_step(model, optimizer, x[idx], yb, loss_fn)
+            loss, logits = train_step(self.model, self.optimizer, x[idx], yb, self.loss_fn)
+            if not math.isfinite(loss):
+                bar.close()
+                raise TrainingDiverged(
+                    f"loss became {loss} at epoch {epoch}, batch {start // cfg.batch_size + 1}; "
+                    f"try a smaller --lr (now {cfg.lr}). "
+                    + (f"The last good checkpoint is kept in {self.run_dir}." if self.run_dir else ""))
             seen += len(idx)
             loss_sum += loss * len(idx)
             correct += int(np.sum((logits >= 0) == (yb >= 0.5)))
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        history["epoch"].append(epoch)
-        history["loss"].append(loss_sum / seen)
-        history["accuracy"].append(correct / seen)
-        line = f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f} acc {correct / seen:.3f}"
-        if x_val is not None:
-            val_loss, val_acc = evaluate_arrays(model, x_val, y_val, batch_size)
-            history["val_loss"].append(val_loss)
-            history["val_accuracy"].append(val_acc)
-            line += f" | val_loss {val_loss:.4f} val_acc {val_acc:.3f}"
+        return loss_sum / seen, correct / seen
+
+    # -------------------------------------------------------------- epochs
+    def fit(self, x, y, x_val=None, y_val=None):
+        """Train until ``config.epochs``; returns the history (dict of lists).
+
+        Starts after the last epoch already in the history (after :meth:`resume`).
+        On Ctrl-C the epoch in progress is dropped, the last checkpoint stays, and
+        KeyboardInterrupt propagates so a caller can report it.
+        """
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+        if len(x) == 0:
+            raise ValueError("no training samples")
+        if (x_val is None) != (y_val is None):
+            raise ValueError("give both x_val and y_val, or neither")
+        has_val = x_val is not None and len(x_val) > 0
+        first = len(self.history["epoch"]) + 1
+        for epoch in range(first, self.config.epochs + 1):
+            t0 = time.perf_counter()
+            loss, acc = self.run_epoch(x, y, epoch)
+            val_loss, val_acc = evaluate_arrays(self.model, x_val, y_val, self.config.batch_size) if has_val \
+                else (float("nan"), float("nan"))
+            seconds = time.perf_counter() - t0
+            for k, v in zip(HISTORY_COLUMNS, (epoch, loss, acc, val_loss, val_acc, seconds)):
+                self.history[k].append(v)
+            # The paper keeps the epoch with the highest validation accuracy (the
+            # first such epoch on ties); without validation, the last epoch.
+            score = val_acc if has_val else float(epoch)
+            improved = score > self.best["val_accuracy"]
+            if improved:
+                self.best = {"epoch": epoch, "val_accuracy": score}
+                self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+            if self.verbose:
+                line = f"epoch {epoch:3d}/{self.config.epochs}  loss {loss:.4f}  acc {acc:.4f}"
+                if has_val:
+                    line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
+                print(line + f"  {seconds:.1f}s" + ("  *best" if improved and has_val else ""), flush=True)
+            if self.run_dir is not None:
+                self.save_checkpoint(improved)
+        return self.history
+
+    # --------------------------------------------------------- checkpoints
+    def _metadata(self):
+        return {"kind": CHECKPOINT_KIND, "version": __version__, "config": asdict(self.config),
+                "architecture": self.model.architecture(), "history": self.history, "best": self.best,
+                "shuffle_rng": self.shuffle_rng.bit_generator.state,
+                "dropout_rng": self.model.dropout.rng.bit_generator.state, **self.extra_metadata}
+
+    def save_checkpoint(self, improved):
+        """Write checkpoint.npz, history.csv and (if improved) model.npz, each atomically."""
+        arrays = {f"model.{k}": v for k, v in self.model.params.items()}
+        arrays.update({f"best.{k}": v for k, v in self.best_params.items()})
+        arrays.update(self.optimizer.state_dict())
+        save_npz(self.run_dir / "checkpoint.npz", arrays, self._metadata())
+        atomic_write_text(self.run_dir / "history.csv", history_to_csv(self.history))
+        if improved:
+            self.save_best(self.run_dir / "model.npz")
+
+    def save_best(self, path):
+        """Save the best epoch's weights as a model file (what evaluate and scan load)."""
+        best_model = ShallowCNN(backend="numpy", seed=self.config.seed, p_drop=self.config.p_drop,
+                                channels=self.model.channels, kernel_size=self.model.kernel_size)
+        best_model.set_params(self.best_params)
+        return best_model.save(path, {"training": {"config": asdict(self.config), "best": self.best},
+                                      **self.extra_metadata})
+
+    def resume(self):
+        """Restore model, Adam, random generators and history from checkpoint.npz."""
+        path = self.run_dir / "checkpoint.npz"
+        arrays, meta = load_npz(path, kind=CHECKPOINT_KIND)
+        if meta["architecture"] != self.model.architecture():
+            raise StoreError(f"{path}: was made for another architecture {meta['architecture']}")
+        for key in ("batch_size", "lr", "beta1", "beta2", "eps", "p_drop", "seed"):
+            if meta["config"][key] != getattr(self.config, key):
+                raise StoreError(f"{path}: was made with {key}={meta['config'][key]}, "
+                                 f"not {getattr(self.config, key)}; resume with the same settings")
+        self.model.set_params({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
+        self.best_params = {k[len("best."):]: v.copy() for k, v in arrays.items() if k.startswith("best.")}
+        self.optimizer.load_state_dict(arrays)
+        self.shuffle_rng.bit_generator.state = meta["shuffle_rng"]
+        self.model.dropout.rng.bit_generator.state = meta["dropout_rng"]
+        self.history = {k: list(meta["history"][k]) for k in HISTORY_COLUMNS}
+        self.best = dict(meta["best"])
+        return len(self.history["epoch"])
+
+
+def history_to_csv(history) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for row in zip(*(history[k] for k in HISTORY_COLUMNS)):
+        writer.writerow([row[0]] + [f"{v:.6f}" for v in row[1:]])
+    return buf.getvalue()
+
+
+def fit(model, x, y, epochs=10, batch_size=64, lr=1e-3, seed=0, x_val=None, y_val=None, verbose=True):
+    """Train ``model`` on x (N, 1, H, W), y (N,) in {0, 1}; returns the history.
+
+    The short form of :class:`Trainer` for arrays in memory (no files written);
+    the model keeps the weights of the last epoch. History keys: epoch, loss,
+    accuracy, val_loss, val_accuracy (NaN without validation data), seconds.
+    """
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, p_drop=model.p_drop,
+                         backend=model.backend)
+    return Trainer(model, config, verbose=verbose).fit(x, y, x_val, y_val)
+
+
+# ------------------------------------------------------------------ the run
+def train_run(patches, run_dir, config: TrainConfig, resume=False, verbose=True):
+    """Train on a patch store (path or loaded store) into ``run_dir``.
+
+    Writes config.json, checkpoint.npz (every epoch), model.npz (best validation
+    accuracy), history.csv and curves.png. Returns the :class:`Trainer`.
+    """
+    from .data.patches import load_patches
+    from .plots import plot_training_curves
+
+    store = load_patches(patches) if isinstance(patches, (str, Path)) else patches
+    x, y = store.arrays("train")
+    x_val, y_val = store.arrays("val")
+    if len(x) == 0:
+        raise ValueError(f"{patches}: the store has no training patches")
+    run_dir = Path(run_dir)
+    if not resume and (run_dir / "checkpoint.npz").exists():
+        raise FileExistsError(f"{run_dir} already holds a run (checkpoint.npz); "
+                              f"use --resume to continue it or choose another folder")
+    model = ShallowCNN(backend=config.backend, seed=config.seed, p_drop=config.p_drop)
+    source = str(patches) if isinstance(patches, (str, Path)) else "in-memory store"
+    trainer = Trainer(model, config, run_dir, verbose, extra_metadata={"patches": source})
+    if resume:
+        done = trainer.resume()
         if verbose:
-            print(line)
-    return history
+            print(f"resuming {run_dir} after epoch {done} (best epoch {trainer.best['epoch']})")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(
+            {**asdict(config), "backend_used": model.backend, "patches": source,
+             "n_train": int(len(x)), "n_val": int(len(x_val)), "version": __version__}, indent=2))
+    if verbose:
+        print(f"training on {len(x)} patches, validating on {len(x_val)}; backend {model.backend}; "
+              f"{config.epochs} epochs of batch {config.batch_size}, lr {config.lr}")
+    try:
+        trainer.fit(x, y, x_val, y_val)
+    finally:
+        if trainer.history["epoch"]:
+            plot_training_curves(trainer.history, run_dir / "curves.png")
+    return trainer
+
+
+def add_command(subparsers):
+    d = TrainConfig()
+    p = subparsers.add_parser(
+        "train", help="train the network on a patch store (the paper's recipe by default)",
+        description="Train ShallowCNN on the train split of a patch store, validating after every "
+                    "epoch and keeping the epoch with the best validation accuracy as RUN_DIR/model.npz. "
+                    "Also writes config.json, history.csv, curves.png and checkpoint.npz (after every "
+                    "epoch, atomically). Ctrl-C stops cleanly; --resume continues from the checkpoint.")
+    p.add_argument("patches", help="patch store (.npz) made by 'shallowcnn patches'")
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="folder for the run's files")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs}, the paper's)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"mini-batch size (default {d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
+    p.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 (default {d.beta2})")
+    p.add_argument("--eps", type=float, default=d.eps, help=f"Adam epsilon (default {d.eps}, as Keras)")
+    p.add_argument("--p-drop", type=float, default=d.p_drop, help=f"dropout probability (default {d.p_drop})")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, shuffling and dropout (default 0)")
+    p.add_argument("--backend", default=d.backend, help="numpy, numba, cuda or auto (default auto)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
+                         beta2=args.beta2, eps=args.eps, p_drop=args.p_drop, seed=args.seed,
+                         backend=args.backend)
+    try:
+        trainer = train_run(args.patches, args.output, config, resume=args.resume, verbose=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the checkpoint of the last finished epoch is in {args.output}; "
+              f"continue with: shallowcnn train {args.patches} -o {args.output} --resume", file=sys.stderr)
+        return 130
+    except TrainingDiverged as e:
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return 1
+    except (StoreError, ValueError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    best = trainer.best
+    print(f"best epoch {best['epoch']} (validation accuracy {best['val_accuracy']:.4f}) saved as "
+          f"{Path(args.output) / 'model.npz'}")
+    return 0
