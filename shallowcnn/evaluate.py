@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .metrics import classification_metrics, format_metrics, roc_curve
 from .model import ShallowCNN
 from .storage import StoreError, atomic_write_text
@@ -22,8 +20,8 @@ SPLITS = ("train", "val", "test", "all")
 
 def _split_images(store, split):
     """uint8 images (n, 144, 144) and labels (n,) of a split ('all' for every patch)."""
-    keep = np.ones(len(store.labels), bool) if split == "all" else (store.split == split)
-    return store.images[keep], store.labels[keep]
+    idx = store.indices(None if split == "all" else split)
+    return store.patches[idx], store.labels[idx]
 
 
 def evaluate(model, patches, split="test", out_dir=None, threshold=0.5, verbose=True) -> dict:
@@ -42,7 +40,7 @@ def evaluate(model, patches, split="test", out_dir=None, threshold=0.5, verbose=
         model = ShallowCNN.load(model, backend="auto")
     source = patches
     if isinstance(patches, (str, Path)) and Path(patches).is_dir():
-        patches = make_patches(patches, None, verbose=False)
+        patches = make_patches(patches, None, augment_patches=False, balance=False, verbose=False, audit=False)
         split = "all"
     elif isinstance(patches, (str, Path)):
         patches = load_patches(patches)
