@@ -1,0 +1,914 @@
+"""GPU kernels written with ``numba.cuda`` (the ``cuda`` backend).
+
+The same functions as :mod:`shallowcnn.kernels.reference` (host NumPy arrays
+in, host NumPy arrays out; the transfers happen inside), plus a device-resident
+path for the whole feature stack of the network, :func:`features_forward` and
+:func:`features_backward`, which keeps conv1's activations on the GPU during a
+training step and brings back only (N, 16) numbers and the gradients.
+
+Convolution is the valid, stride-1 cross-correlation of deep-learning libraries::
+
+    z[n, f, i, j] = b[f] + sum_{c, p, q} W[f, c, p, q] * x[n, c, i + p, j + q]
+
+How the work is split over threads
+==================================
+
+Tiled convolution forward (:func:`_tiled_conv_kernel`, used by conv1, by
+:func:`conv2d_forward` and, fused, by conv2)
+    A thread block of ``BX x BY`` threads computes an output tile of
+    ``BY`` rows by ``BX * R`` columns of one patch ``n``, for a group of up to
+    ``FB`` filters (``blockIdx.z`` = patch x filter group). Thread (tx, ty)
+    owns output row ``i0 + ty`` and the ``R`` columns ``j0 + tx + r * BX``
+    (interleaved, so neighbouring threads read neighbouring shared-memory
+    words: no bank conflicts), and keeps its ``FB * R`` partial sums in
+    registers. Channel by channel, the block copies the input tile it needs
+    (``(BY + K - 1) x (BX * R + K - 1)`` values) and the ``FB x K x K``
+    weights of that channel into shared memory, then every thread runs over
+    the ``K x K`` offsets: each input value read from shared memory feeds
+    ``FB`` multiply-adds and each weight (read by all threads at once, a
+    broadcast) feeds ``R``. Defaults: 8 x 16 threads, 4 pixels, 16 filters:
+    64 accumulators per thread, a 32 x 16 output tile.
+
+    The *epilogue* differs: plain convolution writes ``z``; conv1 writes
+    ``relu(z)``; the fused conv2 never writes its (N, 16, 128, 128) output.
+    Instead each thread finds, per filter, the largest of its own pixels, the
+    block reduces the ``(value, index)`` pairs in shared memory, and one
+    partial maximum per (patch, filter, block) goes to global memory. A second
+    small kernel (:func:`_finish_maxpool_kernel`, one thread per (patch,
+    filter)) reduces those partials.
+
+Ties: the reference keeps the *first* maximum in row-major order. Comparing
+pairs with "larger value wins, equal values -> smaller flat index wins" is an
+associative, commutative choice, so any reduction tree gives that same answer.
+
+Sparse backward of the fused conv2 + ReLU + global max pool
+    The gradient reaches the pre-activation ``z`` at one position per (patch,
+    filter), ``(i*, j*) = argmax``, and only if the ReLU was open::
+
+        g[n, f]       = dpooled[n, f] * (pooled[n, f] > 0)
+        dW[f, c, p, q] = sum_n g[n, f] x[n, c, i* + p, j* + q]
+        db[f]          = sum_n g[n, f]
+        dx[n, c, y, x] = sum_f g[n, f] W[f, c, y - i*, x - j*]   (inside the window)
+
+    ``dW``/``db``: one thread per (patch, weight) writes a per-patch partial;
+    ``dx``: one thread per input pixel gathers over the filters (no atomics).
+
+conv1's weight gradient, straight from the sparse conv2 gradient
+    With ``a1 = relu(z1)`` the conv1 output and ``m = (a1 > 0)`` its mask, the
+    gradient of z1 is ``dz1 = m * sum_f2 (g[n, f2] W2[f2] placed at window
+    f2)``. Because the mask multiplies pointwise, the sum over f2 can be
+    taken outside, and every window contributes on its own::
+
+        dW1[f1, c, p, q] = sum_{n, f2} g[n, f2] sum_{u, v} W2[f2, f1, u, v]
+                              m[n, f1, i* + u, j* + v] x[n, c, i* + u + p, j* + v + q]
+        db1[f1]          = sum_{n, f2} g[n, f2] sum_{u, v} W2[f2, f1, u, v] m[n, f1, i* + u, j* + v]
+
+    so conv1's gradient costs O(N x 16 x 81 x 486) instead of a dense pass
+    over the 136 x 136 map, and conv1's activation gradient is never stored.
+    One thread block per (patch, f2) window, one thread per conv1 weight.
+
+Deterministic sums
+    Every gradient that sums over patches is first written as per-patch (or
+    per-window) partials and then summed by :func:`_sum_rows_kernel` in a fixed
+    order (no ``cuda.atomic.add``), so two runs give bit-identical gradients.
+
+Intermediate buffers that do not outlive a call (partial maxima, partial
+gradients) are kept from call to call instead of being allocated each time;
+the functions are therefore not meant to be called from several Python threads
+at once.
+
+Register blocking relies on the compiler unrolling the short constant-length
+loops over ``FB`` and ``R`` so that the local accumulator arrays live in
+registers; ``benchmarks/bench_gpu.py`` prints the registers and local memory
+per thread of each kernel so this can be checked on a real GPU.
+
+Every kernel also runs, slowly, in Numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported), which is how the
+tests run on machines without a GPU.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from . import BackendUnavailable
+
+try:  # numba-cuda is an optional extra: pip install "shallowcnn[cuda]"
+    import numba
+    from numba import cuda
+    _IMPORT_ERROR = None
+except Exception as e:  # pragma: no cover - depends on the installation
+    numba = cuda = None
+    _IMPORT_ERROR = e
+
+_HOW_TO = (
+    "To use the GPU backend: install numba-cuda (pip install \"shallowcnn[cuda]\"), "
+    "and have an NVIDIA GPU with its driver (nvidia-smi must work). "
+    "Without a GPU, Numba's CUDA simulator runs the kernels (very slowly) if "
+    "NUMBA_ENABLE_CUDASIM=1 is set in the environment before Python starts. "
+    "Or choose backend='numba' (CPU) or 'auto'."
+)
+
+# ---------------------------------------------------------------------------
+# Availability
+# ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _availability() -> str | None:
+    """None when kernels can run, otherwise the reason why not."""
+    if cuda is None:
+        return f"numba.cuda cannot be imported ({_IMPORT_ERROR})."
+    try:
+        if cuda.is_available():
+            return None
+        return "numba.cuda sees no usable GPU."
+    except Exception as e:  # pragma: no cover - driver problems
+        return f"the CUDA driver failed: {e}."
+
+
+def check_available() -> None:
+    """Raise :class:`BackendUnavailable`, saying how to fix it, without a GPU."""
+    reason = _availability()
+    if reason is not None:
+        raise BackendUnavailable(f"backend 'cuda' is unavailable: {reason} {_HOW_TO}")
+
+
+def simulator_enabled() -> bool:
+    """True when the kernels run in Numba's CUDA simulator (Python threads)."""
+    return cuda is not None and bool(getattr(numba.config, "ENABLE_CUDASIM", 0))
+
+
+# ---------------------------------------------------------------------------
+# Launch configuration
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Thread-block shapes. The defaults suit a modern GPU; the tests shrink
+    them so that the simulator (one Python thread per CUDA thread) stays fast
+    and so that outputs span several blocks and several filter groups."""
+
+    conv_block_x: int = 8     # BX: threads along an output row
+    conv_block_y: int = 16    # BY: threads down the columns (= output rows per tile)
+    conv_pixels: int = 4      # R: output pixels per thread, along the row
+    conv_filters: int = 16    # FB: filters per thread (register accumulators FB * R)
+    threads: int = 128        # block size of the one-dimensional kernels
+    reduce_x: int = 32        # _sum_rows_kernel block: columns ...
+    reduce_y: int = 8         # ... times row lanes (a power of two)
+
+
+_config = LaunchConfig()
+
+# Static + dynamic shared memory a block may use without opting in to more.
+_SHARED_LIMIT = 48 * 1024
+_MAX_GRID_Z = 65535
+_NO_INDEX = 2**31 - 1        # index of "no pixel yet" in the argmax reduction
+_NONE, _RELU, _MAXPOOL = 0, 1, 2  # epilogues of the tiled convolution
+
+
+def get_launch_config() -> LaunchConfig:
+    return _config
+
+
+def set_launch_config(config: LaunchConfig | None = None, **changes) -> LaunchConfig:
+    """Replace the launch configuration (``set_launch_config(conv_pixels=2)``);
+    returns the previous one so a caller can restore it."""
+    global _config
+    previous = _config
+    new = config if config is not None else replace(_config, **changes)
+    if new.reduce_y & (new.reduce_y - 1):
+        raise ValueError("reduce_y must be a power of two")
+    _config = new
+    return previous
+
+
+# ---------------------------------------------------------------------------
+# Kernels. Each is built by a cached factory so that dtypes and block shapes
+# are compile-time constants: local (register) and shared arrays need constant
+# sizes, and typed zeros keep float32 sums in float32.
+# ---------------------------------------------------------------------------
+
+
+def _nbtype(dtype):
+    return numba.from_dtype(np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: int):
+    """Tiled valid convolution of ``x`` (N, C, H, W) with ``W`` (F, C, K, K).
+
+    Grid ``(ceil(Wo / (BX R)), ceil(Ho / BY), n_patches x ceil(F / FB))``,
+    block ``(BX, BY)``; dynamic shared memory for one channel's input tile and
+    weights. ``epilogue``: _NONE writes z to ``out`` (N, F, Ho, Wo); _RELU
+    writes relu(z); _MAXPOOL writes, per (patch, filter, block), the block's
+    largest z and its flat index ``i * Wo + j`` to ``part_v``/``part_i``
+    (N, F, n_blocks). ``n0`` is the first patch of this launch.
+    """
+    dt = _nbtype(dtype)
+    NT = BX * BY                        # threads per block
+    TW = BX * R                         # output tile width
+    NACC = FB * R                       # accumulators per thread
+    RED = FB if epilogue == _MAXPOOL else 1
+    HALF = 1                            # largest power of two below NT
+    while HALF * 2 < NT:
+        HALF *= 2
+    NEG_INF = -math.inf
+
+    @cuda.jit
+    def kernel(x, W, b, out, part_v, part_i, n0):
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * BX + tx
+        C, H, Wd = x.shape[1], x.shape[2], x.shape[3]
+        F, K = W.shape[0], W.shape[2]
+        Ho = H - K + 1
+        Wo = Wd - K + 1
+        n_groups = (F + FB - 1) // FB
+        n = n0 + cuda.blockIdx.z // n_groups
+        f0 = (cuda.blockIdx.z % n_groups) * FB
+        i0 = cuda.blockIdx.y * BY
+        j0 = cuda.blockIdx.x * TW
+
+        # Dynamic shared memory: [input tile of one channel | FB x K x K weights]
+        smem = cuda.shared.array(0, dt)
+        tile_w = TW + K - 1
+        w_off = (BY + K - 1) * tile_w       # the weights follow the input tile
+
+        acc = cuda.local.array(NACC, dt)    # acc[f * R + r]: filter f0+f, pixel r
+        xv = cuda.local.array(R, dt)
+        for k in range(NACC):
+            acc[k] = 0
+
+        for c in range(C):
+            cuda.syncthreads()   # everyone is done with the previous channel's tile
+            # 2-D strided loops (rather than one flat index split with // and %):
+            # integer division is slow on a GPU.
+            for row in range(ty, BY + K - 1, BY):
+                y = i0 + row
+                for col in range(tx, tile_w, BX):   # neighbouring threads read
+                    xx = j0 + col                   # neighbouring addresses
+                    if y < H and xx < Wd:
+                        smem[row * tile_w + col] = x[n, c, y, xx]
+                    else:
+                        smem[row * tile_w + col] = 0   # beyond the image: feeds only unused outputs
+            for p in range(ty, K, BY):          # weights in layout [p, q, f]:
+                for q in range(tx, K, BX):      # one offset's FB weights side by side
+                    for f in range(FB):
+                        if f0 + f < F:
+                            smem[w_off + (p * K + q) * FB + f] = W[f0 + f, c, p, q]
+                        else:
+                            smem[w_off + (p * K + q) * FB + f] = 0   # padding filter of the last group
+            cuda.syncthreads()
+
+            # The hot loop. ``xs`` and ``ws`` are views that start at this
+            # offset's first input value and first weight; after the compiler
+            # unrolls the constant-length r and f loops, their indices are
+            # constants and each load is a plain shared-memory load (an index
+            # that is a variable would cost a negative-index check per load).
+            for p in range(K):
+                for q in range(K):
+                    xs = smem[(ty + p) * tile_w + tx + q:]
+                    ws = smem[w_off + (p * K + q) * FB:]
+                    for r in range(R):   # neighbouring threads: neighbouring words
+                        xv[r] = xs[r * BX]
+                    for f in range(FB):
+                        w = ws[f]        # the same word for all threads: a broadcast
+                        for r in range(R):
+                            acc[f * R + r] += w * xv[r]
+
+        i = i0 + ty
+        if epilogue != _MAXPOOL:
+            if i < Ho:
+                for f in range(FB):
+                    if f0 + f < F:
+                        bf = b[f0 + f]
+                        for r in range(R):
+                            j = j0 + tx + r * BX
+                            if j < Wo:
+                                v = acc[f * R + r] + bf
+                                if epilogue == _RELU and not (v > 0):
+                                    out[n, f0 + f, i, j] = 0
+                                else:
+                                    out[n, f0 + f, i, j] = v
+        else:
+            red_v = cuda.shared.array((RED, NT), dt)
+            red_i = cuda.shared.array((RED, NT), numba.int32)
+            # 1. each thread: the first maximum among its own pixels (r ascending
+            #    means j ascending, so a strict ">" keeps the first one)
+            for f in range(FB):
+                bv = dt(NEG_INF)
+                bi = _NO_INDEX
+                if i < Ho and f0 + f < F:
+                    bf = b[f0 + f]          # add the bias before comparing, as the
+                    for r in range(R):      # reference does (rounding may create ties)
+                        j = j0 + tx + r * BX
+                        if j < Wo:
+                            v = acc[f * R + r] + bf
+                            if v > bv:
+                                bv = v
+                                bi = i * Wo + j
+                red_v[f, tid] = bv
+                red_i[f, tid] = bi
+            cuda.syncthreads()
+            # 2. the block: tree reduction of (value, index) pairs, all FB filters
+            #    at once, slot t takes the better of t and t + s
+            s = HALF
+            while s > 0:
+                for k in range(tid, FB * s, NT):
+                    f = k // s
+                    t = k - f * s
+                    u = t + s
+                    if u < NT:
+                        v2 = red_v[f, u]
+                        i2 = red_i[f, u]
+                        v1 = red_v[f, t]
+                        if v2 > v1 or (v2 == v1 and i2 < red_i[f, t]):
+                            red_v[f, t] = v2
+                            red_i[f, t] = i2
+                cuda.syncthreads()
+                s //= 2
+            # 3. one partial per (patch, filter, block)
+            blk = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
+            for f in range(tid, FB, NT):
+                if f0 + f < F:
+                    part_v[n, f0 + f, blk] = red_v[f, 0]
+                    part_i[n, f0 + f, blk] = red_i[f, 0]
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _finish_maxpool_kernel(dtype: str):
+    """One thread per (patch, filter): reduce the block partials (N, F, B) to
+    ``pooled = relu(max z)`` (N, F) and ``argmax`` (N, F) int64."""
+
+    @cuda.jit
+    def kernel(part_v, part_i, pooled, argmax):
+        k = cuda.grid(1)
+        N, F, B = part_v.shape[0], part_v.shape[1], part_v.shape[2]
+        if k < N * F:
+            n = k // F
+            f = k - n * F
+            bv = part_v[n, f, 0]
+            bi = part_i[n, f, 0]
+            for blk in range(1, B):
+                v = part_v[n, f, blk]
+                i = part_i[n, f, blk]
+                if v > bv or (v == bv and i < bi):
+                    bv = v
+                    bi = i
+            argmax[n, f] = bi
+            if bv > 0:
+                pooled[n, f] = bv
+            else:
+                pooled[n, f] = 0
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _sum_rows_kernel(dtype: str, RX: int, RY: int):
+    """``out[e] = sum_r parts[r, e]`` in a fixed order (deterministic).
+
+    Block (RX, RY): RX neighbouring columns (coalesced reads) times RY row
+    lanes; lane ty sums rows ty, ty + RY, ...; the lanes are then added by a
+    tree in shared memory. Grid ceil(E / RX)."""
+    dt = _nbtype(dtype)
+
+    @cuda.jit
+    def kernel(parts, out):
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        e = cuda.blockIdx.x * RX + tx
+        rows, E = parts.shape[0], parts.shape[1]
+        red = cuda.shared.array((RY, RX), dt)
+        s = dt(0)
+        if e < E:
+            for r in range(ty, rows, RY):
+                s += parts[r, e]
+        red[ty, tx] = s
+        cuda.syncthreads()
+        h = RY // 2
+        while h > 0:
+            if ty < h:
+                red[ty, tx] += red[ty + h, tx]
+            cuda.syncthreads()
+            h //= 2
+        if ty == 0 and e < E:
+            out[e] = red[0, tx]
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _dense_grad_partials_kernel(dtype: str):
+    """Per-patch partials of the dense conv weight/bias gradient.
+
+    Grid (N, ceil((E + F) / threads)); ``parts`` (N, E + F) with E = F C K K:
+    ``parts[n, (f,c,p,q)] = sum_{i,j} dout[n,f,i,j] x[n,c,i+p,j+q]``,
+    ``parts[n, E + f] = sum_{i,j} dout[n,f,i,j]``. One thread per element."""
+    dt = _nbtype(dtype)
+
+    @cuda.jit
+    def kernel(dout, x, K, parts):
+        n = cuda.blockIdx.x       # patches along x: its grid limit is 2**31 - 1
+        e = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+        F, Ho, Wo = dout.shape[1], dout.shape[2], dout.shape[3]
+        C = x.shape[1]
+        E = F * C * K * K
+        if e < E:
+            q = e % K
+            t = e // K
+            p = t % K
+            t //= K
+            c = t % C
+            f = t // C
+            s = dt(0)
+            for i in range(Ho):
+                for j in range(Wo):
+                    s += dout[n, f, i, j] * x[n, c, i + p, j + q]
+            parts[n, e] = s
+        elif e < E + F:
+            f = e - E
+            s = dt(0)
+            for i in range(Ho):
+                for j in range(Wo):
+                    s += dout[n, f, i, j]
+            parts[n, e] = s
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _dense_dx_kernel(dtype: str):
+    """``dx[n,c,y,x] = sum_{f,p,q} dout[n,f,y-p,x-q] W[f,c,p,q]`` (inside the
+    output). One thread per input pixel gathers; no atomics, no races."""
+    dt = _nbtype(dtype)
+
+    @cuda.jit
+    def kernel(dout, W, dx):
+        k = cuda.grid(1)
+        N, C, H, Wd = dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3]
+        F, K = W.shape[0], W.shape[2]
+        Ho, Wo = dout.shape[2], dout.shape[3]
+        if k < N * C * H * Wd:
+            xx = k % Wd
+            t = k // Wd
+            y = t % H
+            t //= H
+            c = t % C
+            n = t // C
+            p_lo = max(0, y - Ho + 1)      # i = y - p must lie in [0, Ho)
+            p_hi = min(K - 1, y)
+            q_lo = max(0, xx - Wo + 1)
+            q_hi = min(K - 1, xx)
+            s = dt(0)
+            for f in range(F):
+                for p in range(p_lo, p_hi + 1):
+                    for q in range(q_lo, q_hi + 1):
+                        s += dout[n, f, y - p, xx - q] * W[f, c, p, q]
+            dx[n, c, y, xx] = s
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _sparse_grad_partials_kernel(dtype: str):
+    """Per-patch partials of the sparse weight/bias gradient of the fused
+    conv + ReLU + global max pool.
+
+    Grid (N, ceil((E + F) / threads)); ``parts`` (N, E + F), E = F C K K:
+    ``parts[n, (f,c,p,q)] = g[n,f] x[n,c,i*+p,j*+q]`` with ``(i*, j*)`` the
+    argmax of (n, f), and ``parts[n, E + f] = g[n, f]``."""
+
+    @cuda.jit
+    def kernel(g, argmax, x, K, parts):
+        n = cuda.blockIdx.x
+        e = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+        F = g.shape[1]
+        C, Wd = x.shape[1], x.shape[3]
+        Wo = Wd - K + 1
+        E = F * C * K * K
+        if e < E:
+            q = e % K
+            t = e // K
+            p = t % K
+            t //= K
+            c = t % C
+            f = t // C
+            a = argmax[n, f]
+            i = a // Wo
+            j = a - i * Wo
+            parts[n, e] = g[n, f] * x[n, c, i + p, j + q]
+        elif e < E + F:
+            parts[n, e] = g[n, e - E]
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _sparse_dx_kernel(dtype: str):
+    """``dx[n,c,y,x] = sum_f g[n,f] W[f,c,y-i*,x-j*]`` over the filters whose
+    K x K window at their argmax covers (y, x). One thread per input pixel."""
+    dt = _nbtype(dtype)
+
+    @cuda.jit
+    def kernel(g, argmax, W, dx):
+        k = cuda.grid(1)
+        N, C, H, Wd = dx.shape[0], dx.shape[1], dx.shape[2], dx.shape[3]
+        F, K = W.shape[0], W.shape[2]
+        Wo = Wd - K + 1
+        if k < N * C * H * Wd:
+            xx = k % Wd
+            t = k // Wd
+            y = t % H
+            t //= H
+            c = t % C
+            n = t // C
+            s = dt(0)
+            for f in range(F):
+                a = argmax[n, f]
+                p = y - a // Wo
+                q = xx - a % Wo
+                if p >= 0 and p < K and q >= 0 and q < K:
+                    s += g[n, f] * W[f, c, p, q]
+            dx[n, c, y, xx] = s
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _conv1_grad_partials_kernel(dtype: str):
+    """Per-window partials of conv1's weight and bias gradients (see the
+    module docstring for the maths).
+
+    Grid (N * F2, ceil((E1 + F1) / threads)): block column ``w = n * F2 + f2`` is
+    the window of filter f2 in patch n; ``parts`` (N F2, E1 + F1) with
+    E1 = F1 C0 K1 K1. ``x0`` (N, C0, H0, W0) the network input, ``a1``
+    (N, F1, H1, W1) = relu(conv1), ``W2`` (F2, F1, K2, K2), ``g``/``argmax2``
+    (N, F2) the conv2 pre-activation gradient and its position."""
+    dt = _nbtype(dtype)
+
+    @cuda.jit
+    def kernel(g, argmax2, W2, a1, x0, K1, parts):
+        w = cuda.blockIdx.x
+        e = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+        F2, F1, K2 = W2.shape[0], W2.shape[1], W2.shape[2]
+        C0 = x0.shape[1]
+        Wo2 = a1.shape[3] - K2 + 1
+        n = w // F2
+        f2 = w - n * F2
+        E1 = F1 * C0 * K1 * K1
+        if e >= E1 + F1:
+            return
+        gw = g[n, f2]
+        if gw == 0:                  # ReLU closed or zero gradient: nothing flows
+            parts[w, e] = 0
+            return
+        a = argmax2[n, f2]
+        i = a // Wo2
+        j = a - i * Wo2
+        s = dt(0)
+        if e < E1:
+            q = e % K1
+            t = e // K1
+            p = t % K1
+            t //= K1
+            c = t % C0
+            f1 = t // C0
+            for u in range(K2):
+                for v in range(K2):
+                    if a1[n, f1, i + u, j + v] > 0:
+                        s += W2[f2, f1, u, v] * x0[n, c, i + u + p, j + v + q]
+        else:
+            f1 = e - E1
+            for u in range(K2):
+                for v in range(K2):
+                    if a1[n, f1, i + u, j + v] > 0:
+                        s += W2[f2, f1, u, v]
+        parts[w, e] = gw * s
+
+    return kernel
+
+
+# ---------------------------------------------------------------------------
+# Host-side helpers
+# ---------------------------------------------------------------------------
+
+
+def _is_device_array(a) -> bool:
+    return hasattr(a, "copy_to_host") and hasattr(a, "shape")
+
+
+def _float_dtype(*arrays) -> np.dtype:
+    """float32 or float64, as the reference's ``np.result_type`` would give."""
+    dt = np.result_type(*[a.dtype for a in arrays])
+    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
+
+
+def _to_device(a, dtype):
+    """Device copy of a host array (contiguous, ``dtype``); a numba device
+    array of the right dtype passes through untouched."""
+    if _is_device_array(a):
+        if a.dtype != dtype:
+            raise TypeError(f"device array has dtype {a.dtype}, expected {dtype}")
+        return a
+    return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+
+
+def _check_shapes(x, W):
+    if len(x.shape) != 4 or len(W.shape) != 4:
+        raise ValueError(f"expected x (N, C, H, W) and W (F, C, K, K), got {x.shape} and {W.shape}")
+    if x.shape[1] != W.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} channels but W expects {W.shape[1]}")
+    if W.shape[2] != W.shape[3]:
+        raise ValueError(f"kernels must be square, got {W.shape[2]}x{W.shape[3]}")
+    K = W.shape[2]
+    if x.shape[2] < K or x.shape[3] < K:
+        raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the {K}x{K} kernel")
+
+
+_scratch: dict = {}
+
+
+def _scratch_array(tag: str, shape, dtype):
+    """A device buffer reused from call to call (saves a cudaMalloc per use).
+
+    Only for intermediates that are consumed before the public function
+    returns, never for what ``ctx`` keeps: every launch goes to the default
+    stream, so a later reuse waits for the kernels that read it. One buffer per
+    tag; a new shape or dtype replaces it. (Not safe for concurrent calls from
+    several Python threads.)
+    """
+    shape = tuple(int(s) for s in shape)
+    buf = _scratch.get(tag)
+    if buf is None or buf.shape != shape or buf.dtype != np.dtype(dtype):
+        buf = _scratch[tag] = cuda.device_array(shape, dtype)
+    return buf
+
+
+def _blocks(total: int, per_block: int) -> int:
+    return (total + per_block - 1) // per_block
+
+
+def _filters_per_thread(F, K, itemsize, maxpool) -> int:
+    """FB: at most the configured value, at most F, and small enough that the
+    block's shared memory (input tile + FB weights [+ reduction]) fits."""
+    cfg = _config
+    NT = cfg.conv_block_x * cfg.conv_block_y
+    tile = (cfg.conv_block_y + K - 1) * (cfg.conv_block_x * cfg.conv_pixels + K - 1)
+    FB = max(1, min(cfg.conv_filters, F))
+    while True:
+        need = (tile + FB * K * K) * itemsize
+        if maxpool:
+            need += FB * NT * (itemsize + 4)
+        if need <= _SHARED_LIMIT or FB == 1:
+            break
+        FB = max(1, FB // 2)
+    if need > _SHARED_LIMIT:
+        raise ValueError(f"a {K}x{K} kernel needs more shared memory than one block has; "
+                         "use smaller conv_block_x/conv_block_y/conv_pixels")
+    return FB
+
+
+def _tiled_conv(x_d, W_d, b_d, epilogue, out_d=None):
+    """Launch the tiled convolution. Returns ``out_d`` (N, F, Ho, Wo) for the
+    _NONE/_RELU epilogues, or device (pooled, argmax) (N, F) for _MAXPOOL."""
+    cfg = _config
+    N, C, H, Wd = x_d.shape
+    F, _, K, _ = W_d.shape
+    Ho, Wo = H - K + 1, Wd - K + 1
+    dtype = np.dtype(x_d.dtype)
+    maxpool = epilogue == _MAXPOOL
+    FB = _filters_per_thread(F, K, dtype.itemsize, maxpool)
+    BX, BY, R = cfg.conv_block_x, cfg.conv_block_y, cfg.conv_pixels
+    kernel = _tiled_conv_kernel(dtype.str, FB, BX, BY, R, epilogue)
+    gx, gy = _blocks(Wo, BX * R), _blocks(Ho, BY)
+    n_groups = _blocks(F, FB)
+    shared = ((BY + K - 1) * (BX * R + K - 1) + FB * K * K) * dtype.itemsize
+
+    if maxpool:
+        part_v = _scratch_array("part_v", (N, F, gx * gy), dtype)
+        part_i = _scratch_array("part_i", (N, F, gx * gy), np.int32)
+        out_d = _scratch_array("no_out", (1, 1, 1, 1), dtype)   # unused
+    else:
+        if out_d is None:
+            out_d = cuda.device_array((N, F, Ho, Wo), dtype)
+        part_v = _scratch_array("no_part_v", (1, 1, 1), dtype)  # unused
+        part_i = _scratch_array("no_part_i", (1, 1, 1), np.int32)
+
+    per_launch = max(1, _MAX_GRID_Z // n_groups)                # grid z limit
+    for n0 in range(0, N, per_launch):
+        n_here = min(per_launch, N - n0)
+        kernel[(gx, gy, n_here * n_groups), (BX, BY, 1), 0, shared](
+            x_d, W_d, b_d, out_d, part_v, part_i, n0)
+
+    if not maxpool:
+        return out_d
+    pooled_d = cuda.device_array((N, F), dtype)
+    argmax_d = cuda.device_array((N, F), np.int64)
+    _finish_maxpool_kernel(dtype.str)[_blocks(N * F, cfg.threads), cfg.threads](
+        part_v, part_i, pooled_d, argmax_d)
+    return pooled_d, argmax_d
+
+
+def _sum_rows(parts_d, tag):
+    """Device (rows, E) -> device (E,) (a scratch buffer named ``tag``),
+    summed over rows in a fixed order."""
+    cfg = _config
+    E = parts_d.shape[1]
+    out = _scratch_array(tag, (E,), parts_d.dtype)
+    kernel = _sum_rows_kernel(np.dtype(parts_d.dtype).str, cfg.reduce_x, cfg.reduce_y)
+    kernel[_blocks(E, cfg.reduce_x), (cfg.reduce_x, cfg.reduce_y, 1)](parts_d, out)
+    return out
+
+
+def _sparse_dW_db(g_d, argmax_d, x_d, Wshape):
+    """Device dW (F, C, K, K) and db (F,) of the fused layer, as host arrays."""
+    cfg = _config
+    F, C, K, _ = Wshape
+    N = x_d.shape[0]
+    E = F * C * K * K
+    parts = _scratch_array("sparse_parts", (N, E + F), x_d.dtype)
+    _sparse_grad_partials_kernel(np.dtype(x_d.dtype).str)[
+        (N, _blocks(E + F, cfg.threads)), cfg.threads](g_d, argmax_d, x_d, K, parts)
+    total = _sum_rows(parts, "sparse_sum").copy_to_host()
+    return total[:E].reshape(Wshape), total[E:]
+
+
+def _sparse_dx(g_d, argmax_d, W_d, xshape, dtype):
+    cfg = _config
+    dx_d = cuda.device_array(xshape, dtype)
+    total = int(np.prod(xshape))
+    _sparse_dx_kernel(np.dtype(dtype).str)[_blocks(total, cfg.threads), cfg.threads](
+        g_d, argmax_d, W_d, dx_d)
+    return dx_d
+
+
+def _relu_gate(dpooled, pooled, dtype):
+    """g = dpooled where the ReLU was open (pooled > 0), else 0; host (N, F)."""
+    dpooled = np.asarray(dpooled)
+    pooled = np.asarray(pooled)
+    return np.ascontiguousarray(np.where(pooled > 0, dpooled, 0), dtype=dtype)
+
+
+# ---------------------------------------------------------------------------
+# The kernel API (host arrays in and out)
+# ---------------------------------------------------------------------------
+
+
+def conv2d_forward(x, W, b):
+    """Valid cross-correlation on the GPU.
+
+    x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, H-K+1, W-K+1)
+    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``
+    """
+    check_available()
+    _check_shapes(x, W)
+    dt = _float_dtype(x, W, b)
+    out = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _NONE)
+    return out.copy_to_host()
+
+
+def conv2d_backward(dout, x, W, need_dx=True):
+    """Gradients of the valid cross-correlation (dense; see the fused path for
+    the sparse one).
+
+    dout (N, F, Ho, Wo), x (N, C, H, W), W (F, C, K, K) ->
+    dx (N, C, H, W) or None, dW (F, C, K, K), db (F,)
+
+    ``dW[f,c,p,q] = sum_{n,i,j} dout[n,f,i,j] x[n,c,i+p,j+q]``,
+    ``db[f] = sum_{n,i,j} dout[n,f,i,j]``,
+    ``dx[n,c,y,x] = sum_{f,p,q} dout[n,f,y-p,x-q] W[f,c,p,q]``.
+    """
+    check_available()
+    _check_shapes(x, W)
+    cfg = _config
+    dt = _float_dtype(dout, x, W)
+    F, C, K, _ = W.shape
+    N = x.shape[0]
+    if tuple(dout.shape) != (N, F, x.shape[2] - K + 1, x.shape[3] - K + 1):
+        raise ValueError(f"dout has shape {dout.shape}, expected {(N, F, x.shape[2] - K + 1, x.shape[3] - K + 1)}")
+    dout_d, x_d = _to_device(dout, dt), _to_device(x, dt)
+    E = F * C * K * K
+    parts = _scratch_array("dense_parts", (N, E + F), dt)
+    _dense_grad_partials_kernel(dt.str)[(N, _blocks(E + F, cfg.threads)), cfg.threads](
+        dout_d, x_d, K, parts)
+    total = _sum_rows(parts, "dense_sum").copy_to_host()
+    dW, db = total[:E].reshape(W.shape), total[E:]
+    dx = None
+    if need_dx:
+        dx_d = cuda.device_array(x.shape, dt)
+        _dense_dx_kernel(dt.str)[_blocks(dx_d.size, cfg.threads), cfg.threads](
+            dout_d, _to_device(W, dt), dx_d)
+        dx = dx_d.copy_to_host()
+    return dx, dW, db
+
+
+def conv_relu_maxpool_forward(x, W, b):
+    """Convolution, ReLU and global max pooling fused: the (N, F, Ho, Wo)
+    convolution output is never written to memory.
+
+    x (N, C, H, W), W (F, C, K, K), b (F,) -> pooled (N, F), argmax (N, F) int64
+    ``pooled[n,f] = max_{i,j} relu(z[n,f,i,j])``; ``argmax[n,f]`` the flat
+    index ``i * Wo + j`` of the first maximum of z (row-major).
+    """
+    check_available()
+    _check_shapes(x, W)
+    dt = _float_dtype(x, W, b)
+    pooled_d, argmax_d = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _MAXPOOL)
+    return pooled_d.copy_to_host(), argmax_d.copy_to_host()
+
+
+def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):
+    """Sparse backward of :func:`conv_relu_maxpool_forward`.
+
+    dpooled (N, F), x (N, C, H, W), W (F, C, K, K), argmax and pooled (N, F) ->
+    dx (N, C, H, W) or None, dW (F, C, K, K), db (F,)
+
+    ``g = dpooled * (pooled > 0)``; ``dW[f,c,p,q] = sum_n g[n,f] x[n,c,i*+p,j*+q]``;
+    ``db[f] = sum_n g[n,f]``; ``dx`` = each g[n,f] W[f] placed at its window.
+    """
+    check_available()
+    _check_shapes(x, W)
+    dt = _float_dtype(dpooled, x, W)
+    g_d = cuda.to_device(_relu_gate(dpooled, pooled, dt))
+    argmax_d = cuda.to_device(np.ascontiguousarray(argmax, dtype=np.int64))
+    x_d = _to_device(x, dt)
+    dW, db = _sparse_dW_db(g_d, argmax_d, x_d, W.shape)
+    dx = None
+    if need_dx:
+        dx = _sparse_dx(g_d, argmax_d, _to_device(W, dt), tuple(x.shape), dt).copy_to_host()
+    return dx, dW, db
+
+
+# ---------------------------------------------------------------------------
+# The whole feature stack, device-resident
+# ---------------------------------------------------------------------------
+
+
+def features_forward(x, W1, b1, W2, b2):
+    """conv1 -> ReLU -> fused conv2 + ReLU + global max pool, on the GPU.
+
+    x (N, C0, H, W) host (or numba device) array, W1 (F1, C0, K1, K1), b1 (F1,),
+    W2 (F2, F1, K2, K2), b2 (F2,) -> pooled (N, F2) host array, ctx
+
+    ``a1 = relu(conv(x, W1) + b1)`` stays on the device (in ``ctx``), and
+    ``pooled[n,f] = relu(max_{i,j} conv(a1, W2)[n,f,i,j] + b2[f])``. ``ctx``
+    keeps what :func:`features_backward` needs; its ``"argmax"`` entry is the
+    host (N, F2) argmax of conv2's pre-activation.
+    """
+    check_available()
+    _check_shapes(x, W1)
+    if W2.shape[1] != W1.shape[0]:
+        raise ValueError(f"conv2 expects {W2.shape[1]} channels but conv1 has {W1.shape[0]} filters")
+    dt = _float_dtype(x, W1, b1, W2, b2)
+    x_d = _to_device(x, dt)
+    W2_d = _to_device(W2, dt)
+    a1_d = _tiled_conv(x_d, _to_device(W1, dt), _to_device(b1, dt), _RELU)
+    _check_shapes(a1_d, W2)
+    pooled_d, argmax_d = _tiled_conv(a1_d, W2_d, _to_device(b2, dt), _MAXPOOL)
+    pooled = pooled_d.copy_to_host()
+    argmax = argmax_d.copy_to_host()
+    ctx = {"x": x_d, "a1": a1_d, "W2": W2_d, "argmax_d": argmax_d,
+           "argmax": argmax, "pooled": pooled, "W1_shape": tuple(W1.shape),
+           "W2_shape": tuple(W2.shape), "dtype": dt}
+    return pooled, ctx
+
+
+def features_backward(dpooled, ctx):
+    """Gradients of the feature stack from dL/dpooled, using ``ctx`` from
+    :func:`features_forward`.
+
+    dpooled (N, F2) host -> dW1 (F1, C0, K1, K1), db1 (F1,), dW2 (F2, F1, K2, K2),
+    db2 (F2,) host arrays.
+
+    conv2: one position per (patch, filter) receives gradient (sparse dW2, db2);
+    conv1: summed window by window without forming its activation gradient
+    (module docstring).
+    """
+    check_available()
+    cfg = _config
+    dt = ctx["dtype"]
+    F1, C0, K1, _ = ctx["W1_shape"]
+    F2 = ctx["W2_shape"][0]
+    x_d, a1_d = ctx["x"], ctx["a1"]
+    N = x_d.shape[0]
+    if tuple(np.shape(dpooled)) != (N, F2):
+        raise ValueError(f"dpooled has shape {np.shape(dpooled)}, expected {(N, F2)}")
+    g_d = cuda.to_device(_relu_gate(dpooled, ctx["pooled"], dt))
+
+    dW2, db2 = _sparse_dW_db(g_d, ctx["argmax_d"], a1_d, ctx["W2_shape"])
+
+    E1 = F1 * C0 * K1 * K1
+    parts = _scratch_array("conv1_parts", (N * F2, E1 + F1), dt)
+    _conv1_grad_partials_kernel(dt.str)[(N * F2, _blocks(E1 + F1, cfg.threads)), cfg.threads](
+        g_d, ctx["argmax_d"], ctx["W2"], a1_d, x_d, K1, parts)
+    total = _sum_rows(parts, "conv1_sum").copy_to_host()
+    dW1, db1 = total[:E1].reshape(ctx["W1_shape"]), total[E1:]
+    return dW1, db1, dW2, db2
