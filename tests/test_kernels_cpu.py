@@ -1,0 +1,149 @@
+"""The Numba backend (kernels/cpu.py) against the NumPy reference (kernels/reference.py).
+
+Small shapes keep the suite quick; Numba compiles once per (kernel, dtype, K)
+and caches on disk, so the shapes reuse a few kernel sizes.  Random normal
+data has no exact ties, so the argmax is unambiguous.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from shallowcnn.kernels import cpu, get_backend, reference as ref  # noqa: E402
+
+# (N, C, H, W, F, K): odd sizes, K != 9, batch 1, F not a multiple of the block
+SHAPES = [
+    (2, 3, 13, 11, 5, 3),
+    (1, 1, 20, 17, 6, 9),
+    (3, 6, 19, 22, 16, 9),
+    (2, 2, 140, 10, 3, 3),      # tall and narrow
+    (1, 2, 9, 150, 4, 3),       # output row wider than one tile (128 columns)
+]
+DTYPES = [np.float64, np.float32]
+
+
+def tol(dtype):
+    return dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+
+
+def data(shape, dtype, seed=0):
+    N, C, H, W, F, K = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    Wt = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
+    b = (0.1 * rng.standard_normal(F)).astype(dtype)
+    return x, Wt, b
+
+
+def close(a, b, dtype, scale=1.0):
+    t = tol(dtype)
+    np.testing.assert_allclose(a, b, rtol=t["rtol"], atol=t["atol"] * scale)
+
+
+def test_backend_by_name():
+    assert get_backend("numba") is cpu
+    cpu.check_available()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward(shape, dtype):
+    x, W, b = data(shape, dtype)
+    out = cpu.conv2d_forward(x, W, b)
+    assert out.dtype == dtype
+    close(out, ref.conv2d_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64)), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES[:3])
+@pytest.mark.parametrize("density", [1.0, 0.03])
+def test_backward(shape, dtype, density):
+    """Dense dout (the dot-product path) and sparse dout (the per-position path)."""
+    x, W, b = data(shape, dtype)
+    N, C, H, Wd, F, K = shape
+    rng = np.random.default_rng(1)
+    dout = rng.standard_normal((N, F, H - K + 1, Wd - K + 1))
+    dout *= rng.random(dout.shape) < density
+    dout = dout.astype(dtype)
+    dx, dW, db = cpu.conv2d_backward(dout, x, W)
+    rdx, rdW, rdb = ref.conv2d_backward(dout.astype(np.float64), x.astype(np.float64), W.astype(np.float64))
+    assert dx.dtype == dW.dtype == db.dtype == dtype
+    scale = np.sqrt(dout.size)   # float32 sums of many terms: absolute error grows
+    close(dx, rdx, dtype, scale)
+    close(dW, rdW, dtype, scale)
+    close(db, rdb, dtype, scale)
+    dx2, dW2, db2 = cpu.conv2d_backward(dout, x, W, need_dx=False)
+    assert dx2 is None
+    np.testing.assert_array_equal(dW2, dW)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fused_forward(shape, dtype):
+    x, W, b = data(shape, dtype)
+    pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, b)
+    rp, ra = ref.conv_relu_maxpool_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64))
+    assert pooled.dtype == dtype and argmax.dtype == np.int64
+    np.testing.assert_array_equal(argmax, ra)
+    close(pooled, rp, dtype)
+
+
+def test_fused_forward_first_maximum_and_closed_relu():
+    """Equal maxima: the first in row-major order wins; negative maps pool to 0."""
+    x = np.zeros((1, 1, 6, 7))
+    x[0, 0, 1, 4] = x[0, 0, 3, 2] = 2.0        # two equal maxima, (1, 4) comes first
+    W = np.ones((2, 1, 1, 1))
+    W[1] = -1.0                                # second filter: all <= 0
+    pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, np.zeros(2))
+    assert argmax[0, 0] == 1 * 7 + 4
+    assert pooled[0, 0] == 2.0 and pooled[0, 1] == 0.0
+    assert argmax[0, 1] == ref.conv_relu_maxpool_forward(x, W, np.zeros(2))[1][0, 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES[:3])
+def test_sparse_backward_equals_dense_textbook(shape, dtype):
+    """The sparse fused backward gives the gradients of the dense path:
+    reference conv, ReLU, max, then conv2d_backward with the scattered gradient."""
+    x, W, b = data(shape, dtype)
+    N, C, H, Wd, F, K = shape
+    b = b - 0.3       # some maps entirely negative: closed ReLU, no gradient
+    pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, b)
+    dpooled = np.random.default_rng(2).standard_normal(pooled.shape).astype(dtype)
+    dx, dW, db = cpu.conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled)
+    assert dx.dtype == dW.dtype == db.dtype == dtype
+
+    x64, W64, b64 = (a.astype(np.float64) for a in (x, W, b))
+    z = ref.conv2d_forward(x64, W64, b64)
+    Ho, Wo = z.shape[2:]
+    flat = z.reshape(N, F, -1)
+    am = flat.argmax(axis=2)
+    zmax = flat.max(axis=2)
+    dz = np.zeros_like(flat)
+    n_idx, f_idx = np.nonzero(zmax > 0)
+    dz[n_idx, f_idx, am[n_idx, f_idx]] = dpooled[n_idx, f_idx]
+    rdx, rdW, rdb = ref.conv2d_backward(dz.reshape(N, F, Ho, Wo), x64, W64)
+    close(dx, rdx, dtype)
+    close(dW, rdW, dtype, np.sqrt(N))
+    close(db, rdb, dtype)
+
+    dx2, dW2, db2 = cpu.conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=False)
+    assert dx2 is None
+    np.testing.assert_array_equal(dW2, dW)
+    np.testing.assert_array_equal(db2, db)
+
+
+def test_mixed_dtypes_follow_numpy_promotion():
+    x, W, b = data(SHAPES[0], np.float32)
+    out = cpu.conv2d_forward(x, W.astype(np.float64), b)
+    assert out.dtype == np.float64
+
+
+def test_bad_shapes_raise():
+    x, W, b = data(SHAPES[0], np.float64)
+    with pytest.raises(ValueError):
+        cpu.conv2d_forward(x[:, :2], W, b)
+    with pytest.raises(ValueError):
+        cpu.conv2d_backward(np.zeros((1, 1, 1, 1)), x, W)
