@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "shallowcnn.data.patches",
     "shallowcnn.train",
     "shallowcnn.evaluate",
+    "shallowcnn.scan",
 ]
 
 

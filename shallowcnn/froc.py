@@ -1,0 +1,217 @@
+"""Scoring whole-mammogram scans against the annotations: hits, misses and the FROC curve.
+
+The truth of an image is its microcalcification clusters, as defined by
+:func:`shallowcnn.data.clusters.find_clusters`: Cluster outlines, and groups of at least
+3 calcifications within 1 cm^2. A detection (a peak of the probability map, see
+:func:`shallowcnn.scan.find_detections`) **hits** a cluster when its centre lies within
+``hit_radius`` (default 72 px = half a patch, 5 mm) of the cluster centre, or inside the
+cluster's outline. A detection that hits no cluster is a **false positive**; several
+detections on one cluster count it once and are not false positives.
+
+FROC (free-response ROC): for every threshold t,
+
+    sensitivity(t)  = (clusters hit by some detection with probability >= t) / (clusters)
+    fp_per_image(t) = (false positives with probability >= t) / (images)
+
+Non-maximum suppression never lets a weaker window suppress a stronger one, so the
+detections at threshold t are exactly the peaks found at threshold 0 with probability
+>= t; each image is therefore scanned once and the curve swept afterwards. A cluster is
+found from threshold ``best`` down (the highest probability among the detections that
+hit it), a false positive from its own probability down: the curve is two sorted lists.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data.clusters import PATCH_SIZE, find_clusters, points_in_polygon
+
+DEFAULT_HIT_RADIUS = PATCH_SIZE / 2     # 72 px = 5 mm at 0.07 mm
+
+
+def match_detections(det_rc: np.ndarray, clusters: list, hit_radius: float) -> np.ndarray:
+    """Which detection hits which cluster.
+
+    det_rc      (D, 2) detection centres (row, col), same pixels as the clusters
+    clusters    list of :class:`~shallowcnn.data.clusters.Cluster` (C of them)
+    hit_radius  distance in pixels
+    returns     (D, C) bool: ``|det - centre| <= hit_radius`` or det inside the outline
+    """
+    det_rc = np.asarray(det_rc, dtype=np.float64).reshape(-1, 2)
+    hits = np.zeros((len(det_rc), len(clusters)), dtype=bool)
+    for c, cluster in enumerate(clusters):
+        hits[:, c] = np.hypot(*(det_rc - np.asarray(cluster.centre)).T) <= hit_radius
+        if cluster.outline is not None and len(det_rc):
+            hits[:, c] |= points_in_polygon(det_rc[:, ::-1], cluster.outline)  # polygon is (x, y)
+    return hits
+
+
+@dataclass
+class ImageTruth:
+    """One scanned image scored against its annotations.
+
+    clusters         the true clusters (original image pixels)
+    hit              (C,) bool: hit by a detection at the scan's threshold
+    best             (C,) float: highest probability of a candidate hitting each cluster
+                     (-1 when none does): the cluster counts as found for t <= best
+    fp_probs         (P,) float: probabilities of the candidates that hit no cluster
+    detection_cluster  for each detection at the threshold, the index of a cluster it hits
+                     (the nearest), or None for a false positive
+    """
+
+    name: str
+    clusters: list
+    hit: np.ndarray
+    best: np.ndarray
+    fp_probs: np.ndarray
+    detection_cluster: list
+
+    @property
+    def false_positives(self) -> int:
+        return sum(c is None for c in self.detection_cluster)
+
+    def to_dict(self) -> dict:
+        return {
+            "true_clusters": [
+                {"row": round(float(cl.centre[0]), 2), "col": round(float(cl.centre[1]), 2),
+                 "source": cl.source, "calcifications": int(len(cl.members)), "hit": bool(h),
+                 "best_probability": None if b < 0 else float(b)}
+                for cl, h, b in zip(self.clusters, self.hit, self.best)],
+            "clusters_hit": int(self.hit.sum()),
+            "clusters_missed": int((~self.hit).sum()),
+            "false_positives": self.false_positives,
+        }
+
+
+def score_image(name: str, clusters: list, candidates: list, threshold: float,
+                hit_radius: float = DEFAULT_HIT_RADIUS) -> ImageTruth:
+    """Score the NMS peaks of one image (``candidates``: list of
+    :class:`~shallowcnn.scan.Detection`, all thresholds) against its clusters."""
+    det_rc = np.array([(d.row, d.col) for d in candidates], dtype=np.float64).reshape(-1, 2)
+    probs = np.array([d.probability for d in candidates], dtype=np.float64)
+    hits = match_detections(det_rc, clusters, hit_radius)                 # (D, C)
+    best = np.where(hits, probs[:, None], -1.0).max(axis=0) if len(probs) else np.full(len(clusters), -1.0)
+    fp_probs = probs[~hits.any(axis=1)]
+    above = probs >= threshold
+    hit = (hits & above[:, None]).any(axis=0)
+    detection_cluster = []
+    for d in np.flatnonzero(above):
+        if hits[d].any():
+            dist = [np.hypot(*(det_rc[d] - clusters[c].centre)) if hits[d, c] else np.inf
+                    for c in range(len(clusters))]
+            detection_cluster.append(int(np.argmin(dist)))
+        else:
+            detection_cluster.append(None)
+    return ImageTruth(name=name, clusters=clusters, hit=hit, best=best, fp_probs=fp_probs,
+                      detection_cluster=detection_cluster)
+
+
+def image_truth(result, hit_radius: float = DEFAULT_HIT_RADIUS) -> ImageTruth | None:
+    """Score a :class:`~shallowcnn.scan.ScanResult` against its image's annotations, or
+    None when the truth of the image is unknown (not from an INbreast-layout folder).
+
+    ``hit_radius`` is in 0.07 mm pixels; clusters are found with a 1 cm^2 window in the
+    image's own pixels.
+    """
+    img = result.image
+    if img.rois is None:
+        return None
+    clusters = find_clusters(img.rois, size=int(round(PATCH_SIZE * img.scale)))
+    return score_image(img.name, clusters, result.candidates, result.threshold,
+                       hit_radius * img.scale)
+
+
+@dataclass
+class FrocCurve:
+    """thresholds (T,) descending, sensitivity (T,), fp_per_image (T,), and the counts."""
+
+    thresholds: np.ndarray
+    sensitivity: np.ndarray
+    fp_per_image: np.ndarray
+    n_images: int
+    n_clusters: int
+
+    def at_threshold(self, t: float) -> dict:
+        """The operating point of threshold t (the lowest swept threshold >= t)."""
+        ok = np.flatnonzero(self.thresholds >= t)
+        if len(ok) == 0:
+            return {"threshold": float(t), "sensitivity": 0.0, "fp_per_image": 0.0}
+        i = ok[-1]
+        return {"threshold": float(t), "sensitivity": float(self.sensitivity[i]),
+                "fp_per_image": float(self.fp_per_image[i])}
+
+    def sensitivity_at_fpi(self, fpi: float) -> float:
+        """Best sensitivity with at most ``fpi`` false positives per image."""
+        ok = self.fp_per_image <= fpi
+        return float(self.sensitivity[ok].max()) if ok.any() else 0.0
+
+
+def froc_curve(truths: list) -> FrocCurve:
+    """Sweep the threshold over every candidate probability of every image.
+
+    truths  list of :class:`ImageTruth` (one per annotated image, normal images too:
+            their candidates are all false positives)
+    """
+    n_images = len(truths)
+    best = np.concatenate([t.best for t in truths]) if truths else np.zeros(0)
+    fps = np.concatenate([t.fp_probs for t in truths]) if truths else np.zeros(0)
+    n_clusters = len(best)
+    thresholds = np.unique(np.concatenate([best[best >= 0], fps, [1.0]]))[::-1]
+    # counts of values >= t for each threshold t, via sorted arrays
+    found = len(best) - np.searchsorted(np.sort(best), thresholds, side="left")
+    false = len(fps) - np.searchsorted(np.sort(fps), thresholds, side="left")
+    sensitivity = found / max(n_clusters, 1)
+    fpi = false / max(n_images, 1)
+    return FrocCurve(thresholds=thresholds, sensitivity=sensitivity.astype(np.float64),
+                     fp_per_image=fpi.astype(np.float64), n_images=n_images, n_clusters=n_clusters)
+
+
+def write_froc(curve: FrocCurve, path, threshold: float = 0.5) -> Path:
+    """froc.json: the curve, the operating point at ``threshold``, sensitivity at 0.5 / 1 /
+    2 / 4 false positives per image."""
+    from .storage import atomic_write_text
+
+    content = {
+        "n_images": curve.n_images, "n_clusters": curve.n_clusters,
+        "definition": "sensitivity = clusters hit / clusters; fp_per_image = detections hitting "
+                      "no cluster / images; a detection hits a cluster within hit_radius of its "
+                      "centre or inside its outline",
+        "operating_point": curve.at_threshold(threshold),
+        "sensitivity_at_fp_per_image": {str(f): curve.sensitivity_at_fpi(f) for f in (0.5, 1, 2, 4)},
+        "thresholds": [float(t) for t in curve.thresholds],
+        "sensitivity": [float(s) for s in curve.sensitivity],
+        "fp_per_image": [float(f) for f in curve.fp_per_image],
+    }
+    return atomic_write_text(Path(path), json.dumps(content, indent=2) + "\n")
+
+
+def plot_froc(curve: FrocCurve, path, threshold: float = 0.5) -> Path:
+    """FROC figure: sensitivity against false positives per image, operating point marked."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .storage import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
+    ax.step(curve.fp_per_image, curve.sensitivity, where="post", color="tab:blue")
+    op = curve.at_threshold(threshold)
+    ax.plot([op["fp_per_image"]], [op["sensitivity"]], "o", color="tab:red",
+            label=f"threshold {threshold:g}: sens {op['sensitivity']:.2f}, "
+                  f"{op['fp_per_image']:.2f} FP/image")
+    ax.set_xlabel("false positives per image")
+    ax.set_ylabel("sensitivity (clusters hit)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"FROC: {curve.n_clusters} clusters in {curve.n_images} images", fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(Path(path), buffer.getvalue())
