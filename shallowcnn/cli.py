@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "shallowcnn.train",
     "shallowcnn.evaluate",
     "shallowcnn.scan",
+    "shallowcnn.demo",
 ]
 
 

@@ -38,7 +38,7 @@ def evaluate(model, patches, split="test", out_dir=None, threshold=0.5, verbose=
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if isinstance(model, (str, Path)):
         model = ShallowCNN.load(model, backend="auto")
-    source = patches
+    source = str(patches) if isinstance(patches, (str, Path)) else "the patch store"
     if isinstance(patches, (str, Path)) and Path(patches).is_dir():
         patches = make_patches(patches, None, augment_patches=False, balance=False, verbose=False, audit=False)
         split = "all"
