@@ -1,0 +1,388 @@
+# %% [markdown]
+# # 2. Convolution, forward: by loops, then vectorised
+#
+# The network of Luna-Lozoya et al. is two convolutions, a max and a dot product. This
+# notebook is about the convolution: what it computes, how to compute it with seven
+# nested loops (slow but obviously right), how to compute it fast without changing a
+# single number, and what real filters see in a patch.
+#
+# Every section follows the same rhythm: the maths, one small cell, and a check against a
+# number worked out in advance.
+
+# %%
+import os
+import time
+
+import numpy as np
+import matplotlib.pyplot as plt
+
+from shallowcnn.kernels import reference
+from shallowcnn.layers import Conv2D
+
+QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: smaller sizes
+plt.rcParams.update({"figure.dpi": 80, "image.cmap": "gray"})
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 2.1 What a convolutional layer computes
+#
+# A batch of $N$ images with $C$ channels, $x \in \mathbb{R}^{N\times C\times H\times W}$
+# (NCHW, as in PyTorch), goes through $F$ filters $W \in \mathbb{R}^{F\times C\times K\times K}$
+# with biases $b \in \mathbb{R}^F$:
+#
+# $$\mathrm{out}[n,f,i,j] \;=\; b[f] + \sum_{c=0}^{C-1}\sum_{p=0}^{K-1}\sum_{q=0}^{K-1}
+#   W[f,c,p,q]\; x[n,c,i+p,j+q].$$
+#
+# Each output pixel is the dot product of one filter with the $K\times K$ window whose top-left
+# corner is $(i,j)$. Strictly speaking this is a *cross-correlation* (a mathematician's
+# convolution flips the kernel, $x[i-p, j-q]$); every deep-learning framework calls it
+# convolution, and since the filters are learned the flip does not matter.
+#
+# The paper uses *valid* convolutions (no padding, stride 1): the window must fit inside the
+# image, so $i$ runs over $H-K+1$ positions. For the paper's $144\times144$ patches and $9\times9$
+# filters: conv1 gives $136\times136$ maps, conv2 gives $128\times128$.
+#
+# Here it is with all seven loops: $n, f, i, j$ pick the output, $c, p, q$ run the sum.
+
+# %%
+def conv2d_loops(x, W, b):
+    """x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, H-K+1, W-K+1), by loops."""
+    N, C, H, Wd = x.shape
+    F, _, K, _ = W.shape
+    out = np.zeros((N, F, H - K + 1, Wd - K + 1), dtype=np.result_type(x, W))
+    for n in range(N):
+        for f in range(F):
+            for i in range(H - K + 1):
+                for j in range(Wd - K + 1):
+                    s = b[f]
+                    for c in range(C):
+                        for p in range(K):
+                            for q in range(K):
+                                s += W[f, c, p, q] * x[n, c, i + p, j + q]
+                    out[n, f, i, j] = s
+    return out
+
+# %% [markdown]
+# **A number worked out in advance.** Take the $4\times4$ image $x[i,j] = 4i + j$ (that is,
+# `np.arange(16)`) and a $3\times3$ filter of ones. The output is $2\times2$, and each output is the
+# sum of a $3\times3$ window. Because $x$ is linear in $i$ and $j$, a window's sum is 9 times its
+# centre value: $\mathrm{out}[i,j] = 9\,(4(i+1) + (j+1)) = 9(5 + 4i + j)$, i.e.
+#
+# $$\mathrm{out} = \begin{pmatrix} 45 & 54 \\ 81 & 90 \end{pmatrix}.$$
+#
+# A second one: the $2\times2$ filter $\begin{pmatrix}1 & 0\\0 & -1\end{pmatrix}$ computes
+# $x[i,j] - x[i+1,j+1] = -(4 + 1) = -5$ everywhere, a $3\times3$ map of $-5$.
+
+# %%
+x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+ones3 = np.ones((1, 1, 3, 3))
+diag = np.array([[1.0, 0.0], [0.0, -1.0]]).reshape(1, 1, 2, 2)
+print(conv2d_loops(x, ones3, np.zeros(1))[0, 0])
+print(conv2d_loops(x, diag, np.zeros(1))[0, 0])
+
+# %% check
+assert np.array_equal(conv2d_loops(x, ones3, np.zeros(1))[0, 0], [[45, 54], [81, 90]])
+assert np.array_equal(conv2d_loops(x, diag, np.zeros(1))[0, 0], np.full((3, 3), -5.0))
+assert np.array_equal(conv2d_loops(x, ones3, np.array([0.5]))[0, 0], [[45.5, 54.5], [81.5, 90.5]])
+
+# %% [markdown]
+# A classic filter gives another worked number. The Sobel filter
+# $S_x = \begin{pmatrix}-1&0&1\\-2&0&2\\-1&0&1\end{pmatrix}$ measures the horizontal slope.
+# On the ramp $x[i,j] = j$ each of its rows sees $x[\cdot, j+2] - x[\cdot, j] = 2$, weighted
+# $1 + 2 + 1$: the output is $8$ everywhere. Its transpose $S_y$ measures the vertical slope,
+# which is $0$ on this ramp.
+
+# %%
+sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+ramp = np.tile(np.arange(7.0), (7, 1)).reshape(1, 1, 7, 7)
+W_sobel = np.stack([sobel_x, sobel_x.T])[:, None]          # (2 filters, 1 channel, 3, 3)
+maps = conv2d_loops(ramp, W_sobel, np.zeros(2))
+print(maps.shape, maps[0, 0, 0], maps[0, 1, 0])
+
+# %% check
+assert maps.shape == (1, 2, 5, 5)
+assert np.all(maps[0, 0] == 8) and np.all(maps[0, 1] == 0)
+
+# %% [markdown]
+# ## 2.2 The package's layer computes the same numbers
+#
+# `shallowcnn.layers.Conv2D` holds `params["W"]` $(F, C, K, K)$ and `params["b"]` $(F,)$ and
+# hands the arithmetic to a *backend*; `backend="numpy"` is the readable reference in
+# `shallowcnn/kernels/reference.py`. We compare it with our loops on random numbers, with
+# several channels, filters and images so that no index can be swapped unnoticed.
+
+# %%
+xr = rng.standard_normal((2, 3, 10, 11))
+conv = Conv2D(in_channels=3, out_channels=4, kernel_size=3, rng=rng, dtype=np.float64)
+conv.params["b"][...] = rng.standard_normal(4)
+ours = conv2d_loops(xr, conv.params["W"], conv.params["b"])
+theirs = conv.forward(xr)
+print(theirs.shape, np.abs(ours - theirs).max())
+
+# %% check
+assert theirs.shape == (2, 4, 8, 9)
+assert np.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+# %% [markdown]
+# ## 2.3 Vectorising: one matrix product per kernel offset
+#
+# Seven Python loops cost about a microsecond per multiply-add; one $144\times144$ patch needs
+# 136 million of them. Swap the loop order: put the kernel offset $(p,q)$ outside,
+#
+# $$\mathrm{out}[n,f,:,:] \;{+}{=}\; \sum_c W[f,c,p,q]\; x[n,c,\,p:p+H_o,\,q:q+W_o],$$
+#
+# and for each of the $K^2$ offsets the remaining sum over $c$ is one matrix product of the
+# $(F, C)$ matrix $W[:,:,p,q]$ with a shifted view of the whole batch. That is exactly what
+# `reference.conv2d_forward` does (with `np.einsum`): $K^2 = 81$ big products instead of
+# $10^8$ tiny ones, and no copy of the input.
+
+# %%
+def conv2d_shifts(x, W, b):
+    N, C, H, Wd = x.shape
+    F, _, K, _ = W.shape
+    Ho, Wo = H - K + 1, Wd - K + 1
+    out = np.zeros((N, F, Ho, Wo), dtype=np.result_type(x, W))
+    for p in range(K):
+        for q in range(K):
+            out += np.einsum("fc,nchw->nfhw", W[:, :, p, q], x[:, :, p:p + Ho, q:q + Wo])
+    return out + b[None, :, None, None]
+
+# %% check
+assert np.allclose(conv2d_shifts(xr, conv.params["W"], conv.params["b"]), ours, rtol=1e-12, atol=1e-12)
+
+# %% [markdown]
+# ## 2.4 The other classic: im2col
+#
+# Frameworks often copy every $K\times K$ window of every channel into one row of a matrix
+# ("image to columns"): a matrix of shape $(H_o W_o,\; C K^2)$ per image. The whole convolution
+# is then a single matrix product with the $(C K^2, F)$ matrix of filters. NumPy's
+# `sliding_window_view` builds the windows as a view; the `reshape` makes the copy.
+
+# %%
+def conv2d_im2col(x, W, b):
+    N, C, H, Wd = x.shape
+    F, _, K, _ = W.shape
+    Ho, Wo = H - K + 1, Wd - K + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (K, K), axis=(2, 3))   # (N, C, Ho, Wo, K, K)
+    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(N, Ho * Wo, C * K * K)   # the copy
+    out = cols @ W.reshape(F, C * K * K).T                                  # (N, Ho*Wo, F)
+    return out.transpose(0, 2, 1).reshape(N, F, Ho, Wo) + b[None, :, None, None]
+
+# %% check
+assert np.allclose(conv2d_im2col(xr, conv.params["W"], conv.params["b"]), ours, rtol=1e-12, atol=1e-12)
+
+# %% [markdown]
+# The copy is the catch. For conv2 of the paper ($C = 6$, $K = 9$, so $CK^2 = 486$ values per
+# window, $128^2$ windows per patch) at the paper's batch of 64, in float32:
+#
+# $$64 \times 128^2 \times 486 \times 4\ \text{bytes} = 2{,}038{,}431{,}744\ \text{bytes} \approx 2.04\ \text{GB},$$
+#
+# for a layer whose input is only $64 \times 6 \times 136^2 \times 4 \approx 28$ MB. The shifted
+# products above need no copy at all, which is why the reference (and the fast kernels of
+# notebook 8) avoid im2col.
+
+# %%
+im2col_bytes = 64 * 128 * 128 * (6 * 9 * 9) * 4
+input_bytes = 64 * 6 * 136 * 136 * 4
+print(f"im2col matrix {im2col_bytes / 1e9:.2f} GB for an input of {input_bytes / 1e6:.1f} MB "
+      f"({im2col_bytes / input_bytes:.0f} times larger)")
+
+# %% check
+assert im2col_bytes == 2_038_431_744
+assert round(im2col_bytes / input_bytes) == 72        # about K^2 = 81 times, less the border
+
+# %% [markdown]
+# ## 2.5 How much arithmetic, and how fast
+#
+# One output value costs $CK^2$ multiply-adds, i.e. $2CK^2$ floating-point operations. Per
+# $144\times144$ patch:
+#
+# | layer | outputs | $2CK^2$ | FLOP |
+# |---|---|---|---|
+# | conv1 | $6 \times 136^2 = 110{,}976$ | $2 \cdot 1 \cdot 81 = 162$ | $17{,}978{,}112$ |
+# | conv2 | $16 \times 128^2 = 262{,}144$ | $2 \cdot 6 \cdot 81 = 972$ | $254{,}803{,}968$ |
+#
+# about 273 MFLOP per patch, 93% of it in conv2. (The dense layer's 32 FLOP do not count.)
+
+# %%
+def conv_flop(C, F, K, H):
+    Ho = H - K + 1
+    return 2 * C * K * K * F * Ho * Ho
+
+flop1, flop2 = conv_flop(1, 6, 9, 144), conv_flop(6, 16, 9, 136)
+print(f"conv1 {flop1:,}  conv2 {flop2:,}  total {(flop1 + flop2) / 1e6:.1f} MFLOP, conv2 share {flop2 / (flop1 + flop2):.1%}")
+
+# %% check
+assert (flop1, flop2) == (17_978_112, 254_803_968)
+assert abs(flop2 / (flop1 + flop2) - 0.934) < 0.001
+
+# %% [markdown]
+# Now the stopwatch. The loops get a small problem; the vectorised versions get the same
+# problem and then a real batch of patches.
+
+# %%
+def best_time(f, *args, repeat=3):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f(*args)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+xs = rng.standard_normal((1, 1, 24 if QUICK else 40, 40)).astype(np.float32)
+Ws = rng.standard_normal((6, 1, 9, 9)).astype(np.float32)
+bs = np.zeros(6, np.float32)
+t_loops = best_time(conv2d_loops, xs, Ws, bs, repeat=1)
+t_shift = best_time(conv2d_shifts, xs, Ws, bs)
+t_im2col = best_time(conv2d_im2col, xs, Ws, bs)
+print(f"loops {t_loops * 1e3:.0f} ms, shifted products {t_shift * 1e3:.2f} ms, im2col {t_im2col * 1e3:.2f} ms "
+      f"-> {t_loops / t_shift:.0f}x faster without Python loops")
+
+# %%
+batch = rng.random((4 if QUICK else 16, 6, 136, 136), dtype=np.float32)
+W2 = rng.standard_normal((16, 6, 9, 9)).astype(np.float32) * 0.05
+t = best_time(reference.conv2d_forward, batch, W2, np.zeros(16, np.float32), repeat=2)
+print(f"reference conv2 forward: {len(batch) * flop2 / t / 1e9:.1f} GFLOP/s "
+      f"({len(batch) / t:.1f} patches/s on this machine)")
+
+# %% [markdown]
+# A few GFLOP/s: a small fraction of what the CPU's matrix units can do (about 200 GFLOP/s on
+# the machine these notes were written on). Notebook 8 closes that gap with Numba.
+#
+# ## 2.6 The network's shapes, and its field of view
+#
+# The package's `Conv2D` on a batch of two paper-sized patches:
+
+# %%
+conv1 = Conv2D(1, 6, 9, rng=rng)
+conv2 = Conv2D(6, 16, 9, rng=rng)
+patches = rng.random((2, 1, 144, 144), dtype=np.float32)
+h1 = conv1.forward(patches)
+h2 = conv2.forward(h1)
+print(h1.shape, h2.shape, conv1.params["W"].size + 6, conv2.params["W"].size + 16)
+
+# %% check
+assert h1.shape == (2, 6, 136, 136) and h2.shape == (2, 16, 128, 128)
+assert conv1.params["W"].size + 6 == 492 and conv2.params["W"].size + 16 == 7792   # Table 2 of the paper
+
+# %% [markdown]
+# Each conv2 output sees a $9\times9$ window of conv1 maps, each of which sees a $9\times9$ window
+# of the patch: together a $(9 + 9 - 1) = 17 \times 17$ pixel window, **1.2 mm** at 0.07 mm per
+# pixel -- the size of a few microcalcifications, not of a whole cluster. So an input pixel
+# influences exactly $17 \times 17 = 289$ outputs of conv2 (away from the borders). Let us
+# check that by poking one pixel.
+
+# %%
+probe = rng.random((1, 1, 48, 48))
+c1 = Conv2D(1, 6, 9, rng=rng, dtype=np.float64)
+c2 = Conv2D(6, 16, 9, rng=rng, dtype=np.float64)
+before = c2.forward(c1.forward(probe))
+probe[0, 0, 24, 24] += 1.0
+after = c2.forward(c1.forward(probe))
+changed = np.any(np.abs(after - before) > 1e-12, axis=1)[0]      # (32, 32): which outputs moved
+rows, cols = np.nonzero(changed)
+print(changed.sum(), "outputs changed, rows", rows.min(), "to", rows.max())
+
+# %% check
+assert changed.sum() == 289
+assert (rows.min(), rows.max(), cols.min(), cols.max()) == (24 - 16, 24, 24 - 16, 24)
+
+# %% [markdown]
+# ## 2.7 Feature maps of real filters
+#
+# Before any learning, what do classic hand-made filters see in a mammogram-like patch? We
+# build one: a smooth tissue background, quantum noise, and six microcalcifications -- bright
+# spots about 0.2 mm across (a Gaussian of $\sigma = 1.5$ px). Notebook 1 makes real phantom
+# patches; this little one keeps the present notebook self-contained.
+
+# %%
+def toy_patch(rng, size=144, n_spots=6):
+    yy, xx = np.mgrid[:size, :size]
+    img = 0.4 + 0.12 * np.sin(xx / 19.0) * np.cos(yy / 27.0) + 0.02 * rng.standard_normal((size, size))
+    centres = rng.uniform(16, size - 16, (n_spots, 2))
+    for cy, cx in centres:
+        img += 0.3 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5 ** 2))
+    return img.astype(np.float32), centres
+
+patch, centres = toy_patch(np.random.default_rng(7))
+print(patch.shape, patch.dtype, centres.round(1).tolist())
+
+# %% [markdown]
+# Four $9\times9$ filters, like the paper's first layer:
+#
+# * **Sobel x** and **Sobel y** (padded to $9\times9$ with zeros): edges;
+# * a **box blur**, $1/81$ everywhere: the local mean;
+# * a **Mexican hat** (negated Laplacian of Gaussian), $h(r) = (1 - r^2/2s^2)\,e^{-r^2/2s^2}$,
+#   $s = 1.5$, shifted to sum to zero: a *spot detector*. Its positive centre matches a bright
+#   dot of the same size and its negative ring subtracts the surroundings, so on flat tissue
+#   it answers exactly 0.
+
+# %%
+def pad9(k):
+    out = np.zeros((9, 9))
+    o = (9 - k.shape[0]) // 2
+    out[o:o + k.shape[0], o:o + k.shape[1]] = k
+    return out
+
+yy, xx = np.mgrid[-4:5, -4:5]
+r2 = (xx ** 2 + yy ** 2) / (2 * 1.5 ** 2)
+hat = (1 - r2) * np.exp(-r2)
+hat -= hat.mean()
+filters = np.stack([pad9(sobel_x), pad9(sobel_x.T), np.full((9, 9), 1 / 81), hat])[:, None].astype(np.float32)
+fmaps = reference.conv2d_forward(patch[None, None], filters, np.zeros(4, np.float32))[0]
+print(fmaps.shape)
+
+# %% [markdown]
+# Checks worked out in advance: the zero-sum hat gives 0 on a constant image (to float32
+# rounding), and on the patch its strongest response near each calcification lies on the
+# calcification. Careful with the index: output $(i, j)$ is the window whose **centre** is
+# input pixel $(i + 4, j + 4)$.
+
+# %%
+flat = reference.conv2d_forward(np.full((1, 1, 20, 20), 0.7, np.float32), filters[3:], np.zeros(1, np.float32))
+peaks = []
+for cy, cx in centres:
+    i0, j0 = int(round(cy)) - 4, int(round(cx)) - 4              # output index of the spot's centre
+    win = fmaps[3, i0 - 4:i0 + 5, j0 - 4:j0 + 5]
+    di, dj = np.unravel_index(win.argmax(), win.shape)
+    peaks.append((i0 - 4 + di + 4, j0 - 4 + dj + 4))              # back to input coordinates
+print(np.abs(flat).max(), np.abs(np.array(peaks) - centres).max())
+
+# %% check
+assert np.abs(flat).max() < 1e-6
+assert np.abs(np.array(peaks) - centres).max() <= 1.0          # every peak within a pixel of its spot
+
+# %%
+titles = ["patch", "Sobel x (edges)", "Sobel y (edges)", "box blur (mean)", "Mexican hat (spots)"]
+fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
+for ax, img, title in zip(axes, [patch, *fmaps], titles):
+    ax.imshow(img, cmap="gray" if title == "patch" else "RdBu_r" if "Sobel" in title else "magma")
+    ax.set_title(title)
+    ax.axis("off")
+axes[0].plot(centres[:, 1], centres[:, 0], "o", mfc="none", mec="tab:red", ms=12)
+fig.suptitle("Feature maps of four 9x9 filters (valid convolution: 144 -> 136)")
+plt.show()
+
+# %% [markdown]
+# The hat turns six faint dots into six sharp peaks and flattens the tissue. The Sobel
+# filters answer on either side of each dot (a positive and a negative lobe: the slope goes up,
+# then down) and barely see the gentle background; the blur sees only the background. The
+# network's first layer
+# learns six such filters from data, and the second layer combines their maps; notebook 7
+# shows what they become.
+#
+# ## Exercises
+#
+# 1. With padding $P$ and stride $s$ the output size is $\lfloor (H + 2P - K)/s \rfloor + 1$.
+#    Which $P$ keeps $144\times144$ maps with $9\times9$ filters ("same" padding)? Add `padding` and
+#    `stride` arguments to `conv2d_loops` and check it against `conv2d_shifts` on a zero-padded
+#    input.
+# 2. A true convolution uses $x[i-p, j-q]$. Show that it equals our cross-correlation with the
+#    kernel flipped, `W[:, :, ::-1, ::-1]` (test it against `np.convolve` in 1-D first).
+# 3. How many bytes would im2col need for conv1 at batch 64? For a whole $3328\times4084$
+#    mammogram through conv2?
+# 4. Write a fourth version that loops over the output pixels $(i, j)$ and vectorises the
+#    sum over $(c, p, q)$ with `np.tensordot`. Where does it land between the loops and the
+#    shifted products, and why?
+# 5. With $L$ stacked valid $K\times K$ convolutions the field of view is $L(K-1)+1$ pixels.
+#    Confirm it by poking one pixel through three layers.

@@ -1,0 +1,333 @@
+# %% [markdown]
+# # 3. Backward through convolution, ReLU and global max pooling
+#
+# Training needs the derivative of the loss with respect to every weight. Backpropagation
+# gets it layer by layer, from the loss back to the input: each layer receives
+# $\partial L/\partial\,\mathrm{out}$ (the *upstream gradient*, `dout`), and returns
+# $\partial L/\partial\,\mathrm{in}$ plus the gradients of its own parameters. This notebook
+# derives the three backward passes of the feature stack -- convolution, ReLU, global max
+# pooling -- writes them as loops, checks the package against them, and then looks at the
+# remarkable thing the max pool does to the gradient: it makes it almost entirely zero.
+
+# %%
+import os
+import time
+
+import numpy as np
+import matplotlib.pyplot as plt
+
+from shallowcnn.kernels import reference
+from shallowcnn.layers import Conv2D, ConvReLUGlobalMaxPool, GlobalMaxPool2D, ReLU
+
+QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: smaller sizes
+plt.rcParams.update({"figure.dpi": 80, "image.cmap": "gray"})
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 3.1 The convolution's three gradients
+#
+# Forward: $\mathrm{out}[n,f,i,j] = b[f] + \sum_{c,p,q} W[f,c,p,q]\,x[n,c,i+p,j+q]$.
+# Every output is linear in $W$, $b$ and $x$, so the chain rule
+# $\frac{\partial L}{\partial \theta} = \sum_{n,f,i,j} \frac{\partial L}{\partial\,\mathrm{out}[n,f,i,j]}\,\frac{\partial\,\mathrm{out}[n,f,i,j]}{\partial\theta}$
+# gives, with $g = $ `dout`:
+#
+# $$\frac{\partial L}{\partial b[f]} = \sum_{n,i,j} g[n,f,i,j], \qquad
+#   \frac{\partial L}{\partial W[f,c,p,q]} = \sum_{n,i,j} g[n,f,i,j]\; x[n,c,i+p,j+q],$$
+#
+# $$\frac{\partial L}{\partial x[n,c,h,w]} = \sum_{f,p,q} g[n,f,h-p,w-q]\; W[f,c,p,q]
+#   \quad\text{(over the } (p,q) \text{ where } (h-p, w-q) \text{ is a valid output).}$$
+#
+# $dW$ is again a cross-correlation (of the input with the gradient), and $dx$ is a "full"
+# convolution of the gradient with the flipped filters. The simplest way to *compute* them
+# is to read the forward pass backwards: output $(n,f,i,j)$ was the dot product of filter $f$
+# with one window, so its gradient $g$ adds $g\cdot$window to $dW[f]$ and $g\cdot W[f]$ to
+# that window of $dx$.
+
+# %%
+def conv2d_backward_loops(dout, x, W):
+    """dout (N, F, Ho, Wo), x (N, C, H, W), W (F, C, K, K) -> dx, dW, db, by loops."""
+    N, F, Ho, Wo = dout.shape
+    K = W.shape[2]
+    dx, dW, db = np.zeros_like(x), np.zeros_like(W), np.zeros(F, dtype=W.dtype)
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    g = dout[n, f, i, j]
+                    db[f] += g
+                    dW[f] += g * x[n, :, i:i + K, j:j + K]
+                    dx[n, :, i:i + K, j:j + K] += g * W[f]
+    return dx, dW, db
+
+# %% [markdown]
+# **Worked in advance.** Image $x[i,j] = 4i + j$ ($4\times4$), one $2\times2$ filter of ones, and
+# upstream gradient $g = 1$ on all $3\times3$ outputs (so $L$ is the sum of the outputs):
+#
+# * $db = 9$, the number of outputs;
+# * $dW[p,q]$ is the sum of the $3\times3$ window at $(p,q)$, which is 9 times its centre:
+#   $9(5 + 4p + q)$, i.e. $\begin{pmatrix}45&54\\81&90\end{pmatrix}$ -- the forward result of
+#   notebook 2, as it must be: with $g = 1$, $dW$ *is* a forward convolution;
+# * $dx[h,w]$ counts the windows that cover pixel $(h,w)$: $c_h c_w$ with $c = (1,2,2,1)$.
+
+# %%
+x = np.arange(16.0).reshape(1, 1, 4, 4)
+W = np.ones((1, 1, 2, 2))
+dx, dW, db = conv2d_backward_loops(np.ones((1, 1, 3, 3)), x, W)
+print(db, dW[0, 0], dx[0, 0], sep="\n")
+
+# %% check
+c = np.array([1.0, 2.0, 2.0, 1.0])
+assert db[0] == 9
+assert np.array_equal(dW[0, 0], [[45, 54], [81, 90]])
+assert np.array_equal(dx[0, 0], np.outer(c, c))
+
+# %% [markdown]
+# Now random numbers with every dimension different, against the package: the reference
+# kernel `reference.conv2d_backward` (one matrix product per kernel offset, like the forward)
+# and the layer `Conv2D.backward`, which *overwrites* its `grads`.
+
+# %%
+x = rng.standard_normal((2, 3, 9, 10))
+conv = Conv2D(3, 4, 3, rng=rng, dtype=np.float64)
+out = conv.forward(x)
+g = rng.standard_normal(out.shape)
+dx_loops, dW_loops, db_loops = conv2d_backward_loops(g, x, conv.params["W"])
+dx_pkg = conv.backward(g)
+print(max(np.abs(dx_pkg - dx_loops).max(), np.abs(conv.grads["W"] - dW_loops).max(),
+          np.abs(conv.grads["b"] - db_loops).max()))
+
+# %% check
+assert np.allclose(dx_pkg, dx_loops, atol=1e-12)
+assert np.allclose(conv.grads["W"], dW_loops, atol=1e-12)
+assert np.allclose(conv.grads["b"], db_loops, atol=1e-12)
+dx_ref, dW_ref, db_ref = reference.conv2d_backward(g, x, conv.params["W"])
+assert np.allclose(dW_ref, dW_loops, atol=1e-12) and np.allclose(dx_ref, dx_loops, atol=1e-12)
+
+# %% [markdown]
+# And one entry against the definition of a derivative, with $L = \sum \mathrm{out}\cdot g$
+# (whose gradient with respect to `out` is exactly $g$). Notebook 5 does this properly, for
+# every entry of every layer.
+
+# %%
+def L():
+    return float(np.sum(conv.forward(x) * g))
+
+h = 1e-6
+w = conv.params["W"]
+w[1, 2, 0, 1] += h
+up = L()
+w[1, 2, 0, 1] -= 2 * h
+down = L()
+w[1, 2, 0, 1] += h
+numeric = (up - down) / (2 * h)
+print(numeric, dW_loops[1, 2, 0, 1])
+
+# %% check
+assert abs(numeric - dW_loops[1, 2, 0, 1]) < 1e-6 * max(1.0, abs(numeric))
+
+# %% [markdown]
+# ## 3.2 ReLU
+#
+# $\mathrm{relu}(z) = \max(z, 0)$ has slope 1 for $z > 0$ and 0 for $z < 0$, so the backward
+# pass is a mask: $\partial L/\partial z = g\,[z > 0]$. (At $z = 0$ exactly the slope is
+# undefined; we use 0, like every framework.) Worked: $z = (-2, -0.5, 0.5, 3)$ and
+# $g = (1, 2, 3, 4)$ give $(0, 0, 3, 4)$.
+
+# %%
+relu = ReLU()
+print(relu.forward(np.array([-2.0, -0.5, 0.5, 3.0])), relu.backward(np.array([1.0, 2.0, 3.0, 4.0])))
+
+# %% check
+assert np.array_equal(relu.forward(np.array([-2.0, -0.5, 0.5, 3.0])), [0, 0, 0.5, 3])
+assert np.array_equal(relu.backward(np.array([1.0, 2.0, 3.0, 4.0])), [0, 0, 3, 4])
+
+# %% [markdown]
+# ## 3.3 Global max pooling
+#
+# The paper's pooling keeps one number per feature map, $\mathrm{out}[n,c] = \max_{i,j} x[n,c,i,j]$.
+# Since $\partial \max(a, b)/\partial a$ is 1 when $a > b$ and 0 when $a < b$, the gradient is
+# *one-hot*: all of $g[n,c]$ goes to the position of the maximum, nothing anywhere else.
+# With exact ties the derivative does not exist; the package sends the gradient to the first
+# maximum in row-major order, as `argmax` finds it.
+#
+# Worked: $\begin{pmatrix}1&5\\3&2\end{pmatrix}$ pools to 5 and sends $g = 7$ to the top-right
+# corner; $\begin{pmatrix}5&5\\0&0\end{pmatrix}$ sends it to the top-left one.
+
+# %%
+pool = GlobalMaxPool2D()
+xs = np.array([[[[1.0, 5.0], [3.0, 2.0]], [[5.0, 5.0], [0.0, 0.0]]]])   # (1, 2, 2, 2)
+print(pool.forward(xs), pool.backward(np.array([[7.0, 7.0]])), sep="\n")
+
+# %% check
+assert np.array_equal(pool.forward(xs), [[5.0, 5.0]])
+assert np.array_equal(pool.backward(np.array([[7.0, 7.0]])), [[[[0, 7], [0, 0]], [[7, 0], [0, 0]]]])
+
+# %% [markdown]
+# ## 3.4 The gradient that the max pool leaves behind
+#
+# Put the pieces in the paper's order: conv1, ReLU, conv2, ReLU, global max pool. Let the
+# upstream gradient be $g = 1$ for all 16 pooled features (as if the dense layer's weights were
+# all 1). How many of the $16 \times 128 \times 128 = 262{,}144$ entries of
+# $\partial L/\partial z_2$ (the gradient at conv2's output, per patch) are not zero?
+#
+# The max pool passes gradient to one position per map, and the ReLU in front of it lets it
+# through only if that maximum is positive. So: **at most 16 per patch**, a fraction of
+# $16/262{,}144 = 6.1\times10^{-5}$. We use mammogram-like patches (as in notebook 2: tissue,
+# noise, six calcifications).
+
+# %%
+def toy_patch(rng, size=144, n_spots=6):
+    yy, xx = np.mgrid[:size, :size]
+    img = 0.4 + 0.12 * np.sin(xx / 19.0) * np.cos(yy / 27.0) + 0.02 * rng.standard_normal((size, size))
+    for cy, cx in rng.uniform(16, size - 16, (n_spots, 2)):
+        img += 0.3 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 1.5 ** 2))
+    return img.astype(np.float32)
+
+N = 2 if QUICK else 4
+patches = np.stack([toy_patch(np.random.default_rng(s)) for s in range(N)])[:, None]
+conv1, relu1 = Conv2D(1, 6, 9, rng=rng), ReLU()
+conv2, relu2, pool = Conv2D(6, 16, 9, rng=rng), ReLU(), GlobalMaxPool2D()
+conv1.params["b"][...] = 0.01                       # small positive biases: most maxima are > 0
+conv2.params["b"][...] = 0.01
+h1 = relu1.forward(conv1.forward(patches))
+pooled = pool.forward(relu2.forward(conv2.forward(h1)))
+dz2 = relu2.backward(pool.backward(np.ones_like(pooled)))   # (N, 16, 128, 128)
+per_patch = (dz2 != 0).reshape(N, -1).sum(axis=1)
+print(dz2.shape, "non-zero per patch:", per_patch, "of", dz2[0].size)
+
+# %% check
+assert dz2[0].size == 262_144
+assert np.all(per_patch == (pooled > 0).sum(axis=1))      # one per map whose maximum passed the ReLU
+assert np.all(per_patch <= 16) and per_patch.sum() > 0
+
+# %% [markdown]
+# ### What that buys
+#
+# In the formulas of 3.1, every term with $g[n,f,i,j] = 0$ vanishes. With one non-zero
+# $g$ per $(n, f)$, at position $(i^*, j^*)$:
+#
+# $$dW_2[f] = \sum_n g[n,f]\; h_1[n, :, i^*\!:i^*\!+9,\, j^*\!:j^*\!+9], \qquad
+#   db_2[f] = \sum_n g[n,f], \qquad dh_1[n,:,\text{window}] \mathrel{+}= g[n,f]\, W_2[f].$$
+#
+# The textbook backward multiplies $N \cdot 16 \cdot 128^2$ gradient entries by 486-value windows;
+# this one touches $N \cdot 16$ windows: $128^2 = 16{,}384$ times less work for $dW_2$ and
+# $dh_1$. It is literally the loop of 3.1 restricted to the non-zero gradients -- and the
+# forward pass needs to remember only the maximum and its position, not the 16 maps.
+# `reference.conv_relu_maxpool_forward` returns exactly that: `pooled` and the flat `argmax`
+# $= i^* W_o + j^*$.
+
+# %%
+def conv_relu_maxpool_backward_sparse(dpooled, x, W, argmax, pooled):
+    N, F = dpooled.shape
+    K = W.shape[2]
+    Wo = x.shape[3] - K + 1
+    dx, dW, db = np.zeros_like(x), np.zeros_like(W), np.zeros(F, dtype=W.dtype)
+    for n in range(N):
+        for f in range(F):
+            if pooled[n, f] <= 0:               # the ReLU was closed: no gradient at all
+                continue
+            i, j = divmod(int(argmax[n, f]), Wo)
+            g = dpooled[n, f]
+            db[f] += g
+            dW[f] += g * x[n, :, i:i + K, j:j + K]
+            dx[n, :, i:i + K, j:j + K] += g * W[f]
+    return dx, dW, db
+
+# %% [markdown]
+# Check it against the dense textbook path (the layer stack above, and the reference's fused
+# backward, which builds the mostly-zero $dz_2$ and calls the dense convolution backward), on a
+# random upstream gradient, and time both.
+
+# %%
+W2 = conv2.params["W"]
+p2, am2 = reference.conv_relu_maxpool_forward(h1, W2, conv2.params["b"])
+gp = rng.standard_normal(p2.shape).astype(np.float32)
+t0 = time.perf_counter()
+dh1_dense = conv2.backward(relu2.backward(pool.backward(gp)))      # the stack of three layers
+t_dense = time.perf_counter() - t0
+t0 = time.perf_counter()
+dh1_sparse, dW2_sparse, db2_sparse = conv_relu_maxpool_backward_sparse(gp, h1, W2, am2, p2)
+t_sparse = time.perf_counter() - t0
+print(f"dense {t_dense * 1e3:.0f} ms, sparse {t_sparse * 1e3:.1f} ms, "
+      f"max difference {np.abs(conv2.grads['W'] - dW2_sparse).max():.1e}")
+
+# %% check
+assert np.array_equal(p2, pooled)
+assert np.allclose(dW2_sparse, conv2.grads["W"], rtol=1e-4, atol=1e-5)
+assert np.allclose(db2_sparse, conv2.grads["b"], rtol=1e-5, atol=1e-6)
+assert np.allclose(dh1_sparse, dh1_dense, rtol=1e-4, atol=1e-6)
+_, dW_ref, _ = reference.conv_relu_maxpool_backward(gp, h1, W2, am2, p2)
+assert np.allclose(dW_ref, dW2_sparse, rtol=1e-4, atol=1e-5)
+
+# %% [markdown]
+# Even as Python loops the sparse backward beats the vectorised dense one by a wide margin.
+# The package wraps this in a layer, `ConvReLUGlobalMaxPool`, which shares the parameters of
+# the `Conv2D` it wraps; `ShallowCNN(fused=True)` uses it, and notebook 8's Numba and CUDA
+# kernels implement its sparse backward.
+
+# %%
+fused = ConvReLUGlobalMaxPool(conv2)
+pf = fused.forward(h1)
+dh1_fused = fused.backward(gp)
+
+# %% check
+assert np.array_equal(pf, p2)
+assert np.allclose(dh1_fused, dh1_sparse, rtol=1e-4, atol=1e-6)
+assert np.allclose(fused.grads["W"], dW2_sparse, rtol=1e-4, atol=1e-5)
+
+# %% [markdown]
+# ## 3.5 Where the gradient reaches the patch
+#
+# The sparsity propagates. $dh_1$ is non-zero only inside the $\le 16$ windows of $9\times9$
+# picked by the maxima: at most $16 \cdot 81 = 1{,}296$ of the $136^2 = 18{,}496$ positions of
+# conv1's maps (7%). One layer further, the gradient with respect to the *patch* lives inside
+# $\le 16$ windows of $17\times17$ pixels: the network's answer depends on a few small places,
+# and the gradient says which. (Here the weights are random; notebook 7 repeats this with a
+# trained network.)
+
+# %%
+dz1 = relu1.backward(dh1_sparse)
+dpatch = conv1.backward(dz1)                       # Conv2D computes dx by default
+support = np.any(dz1 != 0, axis=1)                 # (N, 136, 136)
+print("conv1 positions with gradient, per patch:", support.reshape(N, -1).sum(axis=1), "of", 136 * 136)
+
+# %% check
+assert np.all(support.reshape(N, -1).sum(axis=1) <= 16 * 81)
+rows, cols = np.nonzero(np.any(dpatch[0, 0:1] != 0, axis=0))
+inside = np.zeros((144, 144), bool)
+for a in am2[0][p2[0] > 0]:
+    i, j = divmod(int(a), 128)
+    inside[i:i + 17, j:j + 17] = True               # the 17 x 17 field of view of output (i, j)
+assert inside[rows, cols].all()                     # no gradient outside the fields of view
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+axes[0].imshow(patches[0, 0])
+for a in am2[0][p2[0] > 0]:
+    i, j = divmod(int(a), 128)
+    axes[0].add_patch(plt.Rectangle((j - 0.5, i - 0.5), 17, 17, fill=False, ec="tab:orange"))
+axes[0].set_title(f"patch and the 17x17 windows of\nthe {(p2[0] > 0).sum()} maxima that passed the ReLU")
+axes[1].imshow(support[0], cmap="viridis")
+axes[1].set_title(f"where dL/dz1 != 0 ({support[0].sum()} of {136 * 136})")
+axes[2].imshow(np.abs(dpatch[0, 0]), cmap="magma")
+axes[2].set_title("|dL/dpatch|: what this (random)\nnetwork's answer depends on")
+for ax in axes:
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Derive $dx$ of the convolution as a *full* cross-correlation of the zero-padded `dout`
+#    with the filters rotated by 180 degrees, implement it with `conv2d_shifts` from notebook
+#    2, and check it against `conv2d_backward_loops`.
+# 2. In `conv2d_backward_loops`, why must `dx[...] +=` accumulate while `Conv2D.backward`
+#    must *overwrite* `grads`? What goes wrong in training if a layer accumulated its `grads`
+#    across batches?
+# 3. Global *average* pooling would pass $g/(H_oW_o)$ to every position. What does that do to
+#    the cost of the backward pass, and to which pixels the network can learn from?
+# 4. When two positions tie for the maximum, the gradient goes to the first. Construct a
+#    tie and show that a centred difference disagrees with the analytic gradient there.
+# 5. Count the multiply-adds of the dense and sparse conv2 backward for a batch of 64 and
+#    compare them with the forward pass (notebook 2). What fraction of a training step is the
+#    backward pass once it is sparse?

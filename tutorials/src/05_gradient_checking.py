@@ -1,0 +1,286 @@
+# %% [markdown]
+# # 5. Gradient checking
+#
+# A backward pass can be wrong and training can still *seem* to work: the loss goes down a
+# little, the accuracy is mediocre, and nobody knows why. The cure is cheap: compare every
+# analytic gradient with a numerical one, computed from nothing but forward passes. This
+# notebook builds the tool -- centred differences, a relative error, float64 -- shows the
+# traps (kinks, float32), catches two planted bugs, and then runs the package's check of
+# every layer and every parameter of the network (`shallowcnn gradcheck` on the command line).
+
+# %%
+import os
+
+import numpy as np
+import matplotlib.pyplot as plt
+
+from shallowcnn import gradcheck
+from shallowcnn.gradcheck import numerical_gradient, rel_error
+from shallowcnn.layers import Conv2D, Dense, GlobalMaxPool2D, ReLU
+from shallowcnn.model import ShallowCNN
+
+QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: fewer entries checked
+plt.rcParams.update({"figure.dpi": 80})
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 5.1 One-sided and centred differences
+#
+# Taylor's theorem, $f(x \pm h) = f(x) \pm h f'(x) + \tfrac{h^2}{2} f''(x) \pm \tfrac{h^3}{6} f'''(x) + \dots$, gives
+#
+# $$\frac{f(x+h) - f(x)}{h} = f'(x) + \tfrac{h}{2} f''(x) + O(h^2), \qquad
+#   \frac{f(x+h) - f(x-h)}{2h} = f'(x) + \tfrac{h^2}{6} f'''(x) + O(h^4).$$
+#
+# The centred difference cancels the even terms: its error is $O(h^2)$ instead of $O(h)$.
+# **Worked:** $f(x) = x^3$ at $x = 1$ ($f' = 3$). Exactly, $\frac{(1+h)^3 - 1}{h} = 3 + 3h + h^2$ and
+# $\frac{(1+h)^3 - (1-h)^3}{2h} = 3 + h^2$: with $h = 10^{-3}$ the errors are $3.001\times10^{-3}$ and
+# $10^{-6}$.
+
+# %%
+f = lambda x: x ** 3
+h = 1e-3
+one_sided = (f(1 + h) - f(1)) / h
+centred = (f(1 + h) - f(1 - h)) / (2 * h)
+print(one_sided - 3, centred - 3)
+
+# %% check
+assert abs((one_sided - 3) - 3.001e-3) < 1e-9
+assert abs((centred - 3) - 1e-6) < 1e-9
+
+# %% [markdown]
+# ## 5.2 How small should $h$ be?
+#
+# Not as small as possible. The computer rounds $f(x \pm h)$ to a relative precision
+# $\varepsilon$ ($1.1\times10^{-16}$ in float64, $6\times10^{-8}$ in float32), and dividing by $2h$ magnifies
+# that: the total error is about
+#
+# $$\underbrace{\tfrac{h^2}{6}|f'''|}_{\text{truncation}} + \underbrace{\varepsilon\,|f|/h}_{\text{rounding}},$$
+#
+# smallest near $h \approx \varepsilon^{1/3}$: about $5\times10^{-6}$ in float64 (error $\sim10^{-11}$) but
+# $4\times10^{-3}$ in float32 (error $\sim10^{-5}$). Measure it on $f = \sin$ at $x = 1$:
+
+# %%
+hs = np.logspace(-12, -0.5, 120)
+err = {}
+for dt in (np.float64, np.float32):
+    x0 = dt(1.0)
+    err[dt.__name__] = np.array([abs(float((np.sin(x0 + dt(h)) - np.sin(x0 - dt(h))) / (2 * dt(h))) - np.cos(1.0))
+                                 for h in hs])
+best = {k: (v.min(), hs[v.argmin()]) for k, v in err.items()}
+typical32 = np.median(err["float32"][(hs >= 1e-4) & (hs <= 1e-1)])   # around float32's best h
+print({k: f"min error {e:.1e} at h = {hh:.0e}" for k, (e, hh) in best.items()},
+      f"typical float32 error near its best h: {typical32:.1e}")
+
+# %% check
+assert best["float64"][0] < 1e-9 and 1e-7 < best["float64"][1] < 1e-3
+assert typical32 > 1e-6          # float32 stays ~1e-5 off (a lucky cancellation at one h aside)
+assert err["float32"][np.argmin(abs(hs - 1e-5))] > 1e-4           # and h = 1e-5 is hopeless there
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 4))
+for k, v in err.items():
+    ax.loglog(hs, np.maximum(v, 1e-17), label=k)
+ax.axvline(1e-5, color="gray", ls=":", label="h = 1e-5 (the package's)")
+ax.set(xlabel="h", ylabel="|centred difference - cos(1)|", title="Rounding (left) against truncation (right)")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# Hence the rules: **float64**, centred differences, $h = 10^{-5}$. Every layer of the package
+# works in float64 for exactly this purpose, and `numerical_gradient` refuses anything else.
+
+# %%
+try:
+    numerical_gradient(lambda: 0.0, np.zeros(3, np.float32))
+    refused = False
+except TypeError as e:
+    refused = True
+    print("TypeError:", e)
+
+# %% check
+assert refused
+
+# %% [markdown]
+# ## 5.3 Comparing two gradients: the relative error
+#
+# Gradients span many orders of magnitude, so an absolute tolerance is meaningless. CS231n's
+# measure, used by the package, is the worst entry of
+#
+# $$\mathrm{rel}(a, b) = \frac{|a - b|}{\max(10^{-8},\ |a| + |b|)}.$$
+#
+# The floor $10^{-8}$ keeps two tiny numbers from looking different: below it the error is
+# effectively absolute (times $10^8$). **Worked:** $\mathrm{rel}(1, 1.001) = 0.001/2.001 = 4.9975\times10^{-4}$;
+# $\mathrm{rel}(0, 0) = 0$; $\mathrm{rel}(10^{-10}, 2\times10^{-10}) = 10^{-10}/10^{-8} = 0.01$.
+# A correct float64 gradient typically scores $10^{-7}$ or better; $10^{-2}$ means a bug.
+
+# %%
+print(rel_error(1.0, 1.001), rel_error(0.0, 0.0), rel_error(1e-10, 2e-10))
+
+# %% check
+assert abs(rel_error(1.0, 1.001) - 0.001 / 2.001) < 1e-15
+assert rel_error(0.0, 0.0) == 0.0 and abs(rel_error(1e-10, 2e-10) - 0.01) < 1e-12
+
+# %% [markdown]
+# ## 5.4 The numerical gradient of a whole array
+#
+# To check a layer, turn its output into a scalar: $L = \sum \mathrm{out} \odot R$ with a fixed random
+# $R$, so that $\partial L/\partial\,\mathrm{out} = R$ is what we feed to `backward`. (With $R = 1$ many bugs
+# hide: a gradient with two indices swapped, say, still sums the same numbers.) Then nudge
+# each entry of each array by $\pm h$, in place, and difference the losses:
+
+# %%
+def num_grad(loss, arr, h=1e-5):
+    grad = np.zeros_like(arr)
+    for idx in np.ndindex(arr.shape):
+        old = arr[idx]
+        arr[idx] = old + h
+        up = loss()
+        arr[idx] = old - h
+        down = loss()
+        arr[idx] = old                      # always restore
+        grad[idx] = (up - down) / (2 * h)
+    return grad
+
+dense = Dense(16, 3, rng=rng, dtype=np.float64)
+X = rng.standard_normal((5, 16))
+R = rng.standard_normal((5, 3))
+loss = lambda: float(np.sum(dense.forward(X) * R))
+dense.forward(X)
+dX = dense.backward(R)
+errors = {"X": rel_error(dX, num_grad(loss, X)),
+          "W": rel_error(dense.grads["W"], num_grad(loss, dense.params["W"])),
+          "b": rel_error(dense.grads["b"], num_grad(loss, dense.params["b"]))}
+print(errors)
+
+# %% check
+assert max(errors.values()) < 1e-8
+assert np.allclose(num_grad(loss, X), numerical_gradient(loss, X), rtol=1e-12, atol=0)   # the package's twin
+
+# %% [markdown]
+# ## 5.5 Catching bugs
+#
+# Two plausible mistakes in a convolution's backward pass (notebook 3). The first forgets that
+# $db$ is a *sum* over the batch and the positions and takes the mean; the second slides each
+# filter over $dx$ upside down -- the classic flip confusion between convolution and
+# cross-correlation. Both run, both return arrays of the right shape, and a network trained
+# with either would still learn something. The check says otherwise.
+
+# %%
+def conv_backward_buggy(dout, x, W):
+    N, F, Ho, Wo = dout.shape
+    K = W.shape[2]
+    dx, dW = np.zeros_like(x), np.zeros_like(W)
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    dW[f] += dout[n, f, i, j] * x[n, :, i:i + K, j:j + K]
+                    dx[n, :, i:i + K, j:j + K] += dout[n, f, i, j] * W[f, :, ::-1, ::-1]   # bug 2: flipped
+    db = dout.mean(axis=(0, 2, 3))                                                        # bug 1: mean
+    return dx, dW, db
+
+conv = Conv2D(2, 3, 3, rng=rng, dtype=np.float64)
+xc = rng.standard_normal((2, 2, 6, 6))
+Rc = rng.standard_normal((2, 3, 4, 4))
+loss = lambda: float(np.sum(conv.forward(xc) * Rc))
+dx_bug, dW_bug, db_bug = conv_backward_buggy(Rc, xc, conv.params["W"])
+bug_report = {"x": rel_error(dx_bug, num_grad(loss, xc)),
+              "W": rel_error(dW_bug, num_grad(loss, conv.params["W"])),
+              "b": rel_error(db_bug, num_grad(loss, conv.params["b"]))}
+print({k: f"{v:.1e}" for k, v in bug_report.items()})
+
+# %% check
+assert bug_report["W"] < 1e-8                          # the part without a bug passes
+assert bug_report["x"] > 0.1 and bug_report["b"] > 0.5  # both bugs are caught, by a mile
+
+# %% [markdown]
+# For the mean, the ratio is exact: the buggy $db$ is the right one divided by
+# $N H_o W_o = 2 \cdot 4 \cdot 4 = 32$, so the relative error is $(1 - 1/32)/(1 + 1/32) = 31/33 = 0.939$.
+
+# %% check
+assert abs(bug_report["b"] - 31 / 33) < 1e-8
+
+# %% [markdown]
+# ## 5.6 Kinks
+#
+# ReLU and max are not differentiable everywhere. If $x \pm h$ straddles a kink the centred
+# difference averages two slopes and disagrees with the analytic one -- with no bug anywhere.
+#
+# **Worked (ReLU):** at $x = 10^{-6}$ with $h = 10^{-5}$, $\frac{\mathrm{relu}(x+h) - \mathrm{relu}(x-h)}{2h} = \frac{1.1\times10^{-5} - 0}{2\times10^{-5}} = 0.55$,
+# while the analytic slope is 1: relative error $0.45/1.55 = 0.290$.
+#
+# **Worked (max):** $\max(a, b)$ with $a = 1$, $b = 1 + 5\times10^{-6}$: the analytic gradient with
+# respect to $a$ is 0 ($b$ wins), but $\frac{(1 + 10^{-5}) - (1 + 5\times10^{-6})}{2\times10^{-5}} = 0.25$.
+
+# %%
+relu = ReLU()
+xk = np.array([1e-6])
+relu.forward(xk)
+relu_err = rel_error(relu.backward(np.ones(1)), num_grad(lambda: float(relu.forward(xk).sum()), xk))
+pool = GlobalMaxPool2D()
+xm = np.array([[[[1.0, 1.0 + 5e-6]]]])
+pool.forward(xm)
+analytic_max = pool.backward(np.ones((1, 1)))
+numeric_max = num_grad(lambda: float(pool.forward(xm).sum()), xm)
+print(relu_err, analytic_max.ravel(), numeric_max.ravel())
+
+# %% check
+assert abs(relu_err - 0.45 / 1.55) < 1e-6
+assert np.array_equal(analytic_max.ravel(), [0, 1]) and np.allclose(numeric_max.ravel(), [0.25, 0.75])
+
+# %% [markdown]
+# In a network the kinks are everywhere (every ReLU, every max), but with random inputs an
+# input lands within $h = 10^{-5}$ of a kink rarely, and the harm is bounded. The package therefore
+# (i) keeps test inputs of ReLU away from 0 and avoids exact ties in max pools, and (ii) accepts a
+# relative error up to $10^{-5}$ wherever ReLU or max is involved, and $10^{-7}$ for smooth layers.
+#
+# ## 5.7 The whole network
+#
+# `gradcheck.run_all` checks every layer, both losses and every named parameter of `ShallowCNN`
+# in float64, sampling `max_entries` entries of each array at random (all of them would take
+# $8{,}301 \times 2$ forward passes of the model; a sample catches any systematic bug).
+
+# %%
+rows = gradcheck.run_all("numpy", seed=0, max_entries=10 if QUICK else 40)
+print(gradcheck.format_report(rows))
+
+# %% check
+assert len(rows) == 24 and all(err <= bound for _, _, err, bound in rows)
+assert {r[1] for r in rows if r[0].startswith("ShallowCNN")} == {"conv1.W", "conv1.b", "conv2.W",
+                                                                 "conv2.b", "dense.W", "dense.b"}
+
+# %% [markdown]
+# The same check on the fused model (conv2 + ReLU + max pool as one layer with a sparse
+# backward, notebook 3) and on the textbook stack, with the same weights, must give the same
+# analytic gradients -- a check that compares two implementations instead of one against
+# finite differences.
+
+# %%
+x = rng.random((2, 1, 25, 25))
+y = np.array([0.0, 1.0])
+errs = {}
+grads = {}
+for fused_flag in (False, True):
+    m = ShallowCNN(dtype=np.float64, seed=3, fused=fused_flag)
+    errs[fused_flag] = gradcheck.check_model(m, x, y, max_entries=5 if QUICK else 20)
+    grads[fused_flag] = {k: v.copy() for k, v in m.grads.items()}
+print({k: max(v.values()) for k, v in errs.items()})
+
+# %% check
+assert max(max(v.values()) for v in errs.values()) <= gradcheck.KINK_BOUND
+assert all(np.allclose(grads[False][k], grads[True][k], rtol=1e-10, atol=1e-14) for k in grads[False])
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. Redo 5.2 with the one-sided difference. Where is its optimal $h$, and its best error, in
+#    float64 and float32? (Expect $\varepsilon^{1/2}$.)
+# 2. Complex-step differentiation: $f'(x) \approx \mathrm{Im}\,f(x + ih)/h$ has no subtraction and
+#    therefore no rounding catastrophe. Try it on $\sin$ with $h = 10^{-20}$. Why can it not be used
+#    through a ReLU?
+# 3. Plant a third bug in `conv_backward_buggy`: shift the window of $dW$ by one pixel
+#    (`x[n, :, i+1:i+K+1, ...]`, with a bigger input). Which relative error does the check report?
+# 4. Run `gradcheck.check_layer` on a `Dropout` layer *without* the `reset` argument. Why does
+#    it fail, and what does `reset` fix?
+# 5. From the shell: `shallowcnn gradcheck --entries 0 --size 17` checks every entry. How long
+#    does it take, and which component has the largest error?

@@ -1,0 +1,196 @@
+# %% [markdown]
+# # 9. Scanning a whole mammogram
+#
+# The network answers for one 1 cm² patch. A radiologist wants a whole mammogram checked: a
+# probability for every 144 x 144 window, at a small stride, and the places where a cluster is
+# likely. Cutting out every window and running the network on each would repeat almost all
+# the work, since neighbouring windows at stride 16 share 89% of their pixels. This notebook
+# shows why the network can instead run *once* over the whole image, checks that this gives
+# exactly the same numbers as cutting patches, and scans a phantom mammogram.
+
+# %%
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import matplotlib.pyplot as plt
+
+warnings.filterwarnings("ignore", message="IProgress not found")
+from shallowcnn.data.clusters import find_clusters
+from shallowcnn.data.phantom import generate_phantom
+from shallowcnn.kernels import reference
+from shallowcnn.model import ShallowCNN
+from shallowcnn.scan import load_image, scan_image, scan_patchwise, window_starts
+
+QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: coarser strides
+plt.rcParams.update({"figure.dpi": 80, "image.cmap": "gray"})
+WORK = Path(tempfile.mkdtemp(prefix="shallowcnn-tutorial-9-"))
+rng = np.random.default_rng(0)
+
+# %% [markdown]
+# ## 9.1 The network is convolutional up to its last two layers
+#
+# Everything before the global max pool is a valid convolution or a ReLU, so it accepts an image
+# of any size: conv2's output at position $(i, j)$ depends only on the $17\times17$ pixels
+# $\mathrm{image}[i:i+17,\ j:j+17]$ (notebook 2). A window with top-left corner $(r, c)$ holds exactly
+# the conv2 positions $i \in [r, r+128)$, $j \in [c, c+128)$, so its 16 pooled features are
+#
+# $$\mathrm{feature}[r, c, f] = \max_{0 \le p, q < 128} \mathrm{relu}\bigl(\mathrm{conv2}(\mathrm{image})[f,\ r+p,\ c+q]\bigr),$$
+#
+# the maxima of *one* pair of feature maps computed over the whole image. Check it by hand on a
+# small image, in float64, with the reference kernels:
+
+# %%
+model64 = ShallowCNN(dtype=np.float64, seed=0)
+P = model64.params
+img = rng.random((200, 232))
+z1 = np.maximum(reference.conv2d_forward(img[None, None], P["conv1.W"], P["conv1.b"]), 0)
+z2 = np.maximum(reference.conv2d_forward(z1, P["conv2.W"], P["conv2.b"]), 0)[0]   # (16, 184, 216)
+r, c = 40, 72
+from_maps = z2[:, r:r + 128, c:c + 128].max(axis=(1, 2))
+from_patch = model64.features_forward(img[None, None, r:r + 144, c:c + 144])[0]
+print(z2.shape, np.abs(from_maps - from_patch).max())
+
+# %% check
+assert z2.shape == (16, 200 - 16, 232 - 16)
+assert np.allclose(from_maps, from_patch, rtol=1e-12, atol=1e-12)
+
+# %% [markdown]
+# ## 9.2 How much that saves
+#
+# For an $H \times W$ image and stride $s$ there are $n_R = \lfloor (H - 144)/s \rfloor + 1$ by
+# $n_C = \lfloor (W - 144)/s\rfloor + 1$ windows. Patch by patch, each costs 272.8 MFLOP (notebook 2).
+# Over the whole image, conv1 and conv2 cost
+# $2\,(6 \cdot 81\,(H-8)(W-8) + 16 \cdot 486\,(H-16)(W-16))$ FLOP once. For a full INbreast image
+# ($4084 \times 3328$) at stride 16: $247 \times 200 = 49{,}400$ windows, 13.5 TFLOP patch by patch
+# against 0.22 TFLOP for the whole image -- about 60 times less.
+
+# %%
+def windows(H, W, s):
+    return ((H - 144) // s + 1) * ((W - 144) // s + 1)
+
+def full_image_flop(H, W):
+    return 2 * (6 * 81 * (H - 8) * (W - 8) + 16 * 486 * (H - 16) * (W - 16))
+
+patch_flop = 2 * (6 * 81 * 136 ** 2 + 16 * 486 * 128 ** 2)
+n_win = windows(4084, 3328, 16)
+ratio = n_win * patch_flop / full_image_flop(4084, 3328)
+print(f"{n_win:,} windows, {n_win * patch_flop / 1e12:.1f} TFLOP patch by patch, "
+      f"{full_image_flop(4084, 3328) / 1e12:.2f} TFLOP once: {ratio:.0f} times less")
+
+# %% check
+assert n_win == 247 * 200 == 49_400 and patch_flop == 272_782_080
+assert 58 < ratio < 64
+
+# %% [markdown]
+# Why about 60: every conv2 position inside the image lies in $(128/16)^2 = 64$ windows, so patch by
+# patch it is computed 64 times (fewer near the borders, hence 61). At stride 8 the factor grows
+# towards $16^2 = 256$; at stride 144 -- no overlap -- there is almost nothing to gain.
+#
+# `shallowcnn.scan` adds two practical tricks (see its docstring): the image is processed in tiles
+# that overlap by 16 pixels (the receptive field minus one), so the 16-channel map of a whole
+# mammogram (860 MB) is never held; and the conv2 map is reduced to block maxima on a grid of
+# $g = \gcd(s, 128)$ pixels, from which every window's maximum is a running maximum over
+# $128/g$ blocks. Windows less than half inside the breast are skipped (NaN in the map).
+#
+# ## 9.3 A phantom mammogram
+#
+# One phantom patient; we scan the image with the most calcification clusters. The network
+# here has the package's initial (untrained) weights unless `SHALLOWCNN_TUTORIAL_MODEL` names a
+# trained `model.npz` (notebook 7, or `shallowcnn train`): the equalities checked below hold for
+# any weights, but only a trained network makes the heat map mean something.
+
+# %%
+images = generate_phantom(WORK / "phantom", cases=2, seed=3, verbose=False)
+best = max((im for im in images if im.xml_path is not None), key=lambda im: len(find_clusters(im.rois)))
+scan_img = load_image(best.dicom_path)
+model_path = os.environ.get("SHALLOWCNN_TUTORIAL_MODEL")
+model = ShallowCNN.load(model_path, backend="numba") if model_path else ShallowCNN(backend="numba", seed=0)
+truth = find_clusters(scan_img.rois)
+print(scan_img.pixels.shape, scan_img.pixels.dtype, f"breast {scan_img.mask.mean():.0%}",
+      len(truth), "clusters;", "trained model" if model_path else "untrained model")
+
+# %% [markdown]
+# ## 9.4 Scan, and check against cutting patches
+#
+# `scan_image` computes the probability map the fast way; `scan_patchwise` cuts out every
+# window in the breast and calls `predict_proba` on it -- slow but obviously right. They must
+# agree to float32 rounding. (At a coarse stride, to keep the patchwise side quick.)
+
+# %%
+stride = 64 if QUICK else 32
+t0 = time.perf_counter()
+fast = scan_image(model, scan_img, stride=stride)
+t_fast = time.perf_counter() - t0
+valid = np.isfinite(fast.prob_map)
+t0 = time.perf_counter()
+slow = scan_patchwise(model, scan_img.pixels, stride=stride, valid=valid)
+t_slow = time.perf_counter() - t0
+print(f"stride {stride}: {valid.sum()} windows in the breast of {valid.size}; "
+      f"scan {t_fast:.2f} s, patch by patch {t_slow:.2f} s; max difference {np.nanmax(np.abs(fast.prob_map - slow)):.1e}")
+
+# %% check
+assert fast.prob_map.shape == (len(window_starts(scan_img.pixels.shape[0], stride)),
+                               len(window_starts(scan_img.pixels.shape[1], stride)))
+assert np.array_equal(np.isfinite(slow), valid) and valid.sum() > 0
+assert np.nanmax(np.abs(fast.prob_map - slow)) < 1e-5
+
+# %% [markdown]
+# Now the real scan, at the default stride of 16 pixels (1.1 mm), and its detections: peaks of
+# the probability map at or above 0.5, at least one window apart (non-maximum suppression).
+
+# %%
+result = scan_image(model, scan_img, stride=16)
+print(f"{result.n_windows} windows in {result.seconds:.2f} s ({result.n_windows / result.seconds:.0f} windows/s), "
+      f"{len(result.detections)} detections")
+for d in result.detections[:5]:
+    print(d.to_dict())
+
+# %% check
+assert result.prob_map.shape == (len(result.window_rows), len(result.window_cols))
+finite = result.prob_map[np.isfinite(result.prob_map)]
+assert finite.size == result.n_windows and np.all((finite >= 0) & (finite <= 1))
+assert all(d.probability >= 0.5 for d in result.detections)
+
+# %%
+H, W = scan_img.pixels.shape
+extent = (result.window_cols[0] + 72 - 8, result.window_cols[-1] + 72 + 8,
+          result.window_rows[-1] + 72 + 8, result.window_rows[0] + 72 - 8)   # window centres
+fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 7))
+a1.imshow(scan_img.pixels)
+for cl in truth:
+    a1.add_patch(plt.Rectangle((cl.centre[1] - 72, cl.centre[0] - 72), 144, 144, fill=False, ec="lime"))
+a1.set_title(f"phantom mammogram, {len(truth)} true clusters (green)")
+a2.imshow(scan_img.pixels)
+heat = a2.imshow(result.prob_map, extent=extent, cmap="inferno", alpha=0.55, vmin=0, vmax=1)
+for d in result.detections:
+    a2.plot(d.col, d.row, "c+", ms=12, mew=2)
+a2.set(xlim=(-0.5, W - 0.5), ylim=(H - 0.5, -0.5), title="probability per window (at its centre), detections (+)")
+fig.colorbar(heat, ax=a2, shrink=0.6)
+for a in (a1, a2):
+    a.axis("off")
+plt.show()
+
+# %% [markdown]
+# From the command line, `shallowcnn scan model.npz mammogram.dcm -o out/` does the same and
+# writes the map (`.npy`), an overlay PNG and the detections as JSON; with an INbreast folder it
+# also scores the detections against the annotated clusters (FROC: sensitivity against false
+# positives per image).
+#
+# ## Exercises
+#
+# 1. Show that $\max(\mathrm{relu}(z)) = \mathrm{relu}(\max z)$, and explain why that lets the scanner apply the
+#    ReLU to block maxima only.
+# 2. Redo 9.2 for strides 8, 32 and 144. At which stride does the whole-image computation stop
+#    paying off, and why is the answer not exactly 144?
+# 3. A window's maximum over 128 x 128 positions is the maximum of $(128/g)^2$ block maxima. For
+#    $s = 16$, how many numbers does the scanner keep per channel for a full image, and how many
+#    would a $(16, H-16, W-16)$ conv2 map need?
+# 4. Scan an image whose pixel size is 0.05 mm (resample it to 0.07 mm first: `load_image` does).
+#    Why must a 1 cm² window stay 144 pixels?
+# 5. With a trained model (notebook 7 or `shallowcnn train`), count how many true clusters get a
+#    detection within 1 cm of their centre, and how many detections are false, at thresholds
+#    0.5, 0.7 and 0.9.
