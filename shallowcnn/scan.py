@@ -501,22 +501,12 @@ def features_to_logits(model, features: np.ndarray) -> np.ndarray:
 
 
 def _progress(progress, **kwargs):
-    """A tqdm bar, or a do-nothing stand-in when ``progress`` is False."""
-    if not progress:
-        class _Null:
-            def update(self, n=1):
-                pass
-
-            def close(self):
-                pass
-
-            def set_postfix_str(self, s):
-                pass
-        return _Null()
+    """A tqdm bar; ``progress`` False hides it, a dict adds tqdm options (e.g. position).
+    Bars show only on a terminal, so logs stay readable."""
     from tqdm import tqdm
     if isinstance(progress, dict):
         kwargs.update(progress)
-    return tqdm(**kwargs)
+    return tqdm(disable=None if progress else True, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------
@@ -922,7 +912,7 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
 
     out = Path(out)
     truths, summary, failed = [], [], []
-    bar = tqdm(paths, desc="images", unit="image", disable=not verbose)
+    bar = tqdm(paths, desc="images", unit="image", disable=None if verbose else True)
     for path in bar:
         path = Path(path)
         bar.set_postfix_str(path.name[:30])

@@ -116,7 +116,7 @@ class Trainer:
         order = self.shuffle_rng.permutation(len(x))
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(range(0, len(x), cfg.batch_size), desc=f"epoch {epoch}/{cfg.epochs}", unit="batch",
-                   disable=not self.verbose, leave=False, file=sys.stderr, dynamic_ncols=True)
+                   disable=None if self.verbose else True, leave=False, file=sys.stderr, dynamic_ncols=True)
         for start in bar:
             idx = np.sort(order[start:start + cfg.batch_size])   # sorted: cache-friendly gathers
             yb = y[idx]

@@ -229,7 +229,7 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
     problems.merge(case_list.problems)
     parts = {"patches": [], "labels": [], "patient": [], "image": [], "position": []}
     n_clusters = n_images = 0
-    for case in tqdm(case_list.cases, desc="patches", unit="image", disable=not verbose,
+    for case in tqdm(case_list.cases, desc="patches", unit="image", disable=None if verbose else True,
                      file=sys.stderr):
         try:
             dicom, rois = load_case(case, problems)
