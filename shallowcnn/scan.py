@@ -59,7 +59,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from .layers import sigmoid
+from .storage import save_npy
 
 PATCH_SIZE = 144          # 1 cm at 0.07 mm: the window the network was trained on
 PIXEL_MM = 0.07           # INbreast's pixel size; other images are resampled to it
@@ -725,24 +725,6 @@ def scan_patchwise(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
 # ---------------------------------------------------------------------------------------
 # Writing the outputs
 # ---------------------------------------------------------------------------------------
-
-
-def save_npy(path, array: np.ndarray) -> Path:
-    """Write one array as ``.npy`` atomically (temporary name, then rename); no pickle."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def plot_scan_overlay(result: ScanResult, path, truth=None, max_side: int = 1600,

@@ -11,6 +11,7 @@ that every file
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -26,14 +27,20 @@ class StoreError(ValueError):
     """A file that cannot be read as the store it claims to be (names the file)."""
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+@contextlib.contextmanager
+def atomic_open(path):
+    """Open a temporary file beside ``path`` for binary writing; on success it is
+    flushed to disk and renamed onto ``path`` in one step, on failure removed.
+
+        with atomic_open("model.npz") as f:
+            f.write(...)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -41,12 +48,25 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    with atomic_open(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` (UTF-8) atomically; see :func:`atomic_write_bytes`."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_npy(path, array) -> Path:
+    """Write one array as ``.npy`` atomically; no pickle."""
+    with atomic_open(path) as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+    return Path(path)
 
 
 def save_npz(path, arrays: dict, metadata: dict, compress: bool = False) -> Path:
@@ -55,7 +75,6 @@ def save_npz(path, arrays: dict, metadata: dict, compress: bool = False) -> Path
     Arrays must be plain numeric/bool/str arrays (object arrays would need pickle
     and are refused).
     """
-    path = Path(path)
     if METADATA_KEY in arrays:
         raise ValueError(f"array name {METADATA_KEY!r} is reserved")
     payload = {}
@@ -65,19 +84,9 @@ def save_npz(path, arrays: dict, metadata: dict, compress: bool = False) -> Path
             raise ValueError(f"array {name!r} has dtype object; it cannot be saved without pickle")
         payload[name] = a
     payload[METADATA_KEY] = np.frombuffer(json.dumps(metadata, sort_keys=True).encode("utf-8"), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            (np.savez_compressed if compress else np.savez)(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_open(path) as f:
+        (np.savez_compressed if compress else np.savez)(f, **payload)
+    return Path(path)
 
 
 def load_npz(path, kind: str | None = None) -> tuple[dict, dict]:
