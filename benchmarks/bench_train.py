@@ -229,6 +229,14 @@ def matmul_peak(n=2048, reps=7):
     return 2 * n ** 3 / best / 1e9
 
 
+def _loadavg():
+    """1, 5 and 15 minute load averages (None where the OS has none)."""
+    try:
+        return tuple(round(v, 2) for v in os.getloadavg())
+    except (AttributeError, OSError):
+        return None
+
+
 def _timeit(fn):
     t = time.perf_counter()
     fn()
@@ -270,13 +278,15 @@ def main(argv=None):
           f"median of {args.reps} reps after {args.warmup} warm-up")
     print(f"FLOPs per patch: inference {fwd / 1e6:.0f} M (forward convolutions); "
           f"training {3 * fwd / 1e6:.0f} M (dense-equivalent: 3 x forward)")
+    load0 = _loadavg()
     peak = matmul_peak()
-    print(f"NumPy float32 matmul peak: {peak:.0f} GFLOP/s\n")
+    print(f"NumPy float32 matmul peak: {peak:.0f} GFLOP/s; load average {load0} "
+          f"(compare runs only when both agree: other processes slow every number)\n")
 
     results = {"batch": args.batch, "size": args.size, "threads": args.threads,
                "reps": args.reps, "warmup": args.warmup, "matmul_peak_gflops": peak,
                "flops_per_patch": flops, "flop_note": "training = dense-equivalent 3 x forward",
-               "frameworks": {}, "skipped": {}}
+               "frameworks": {}, "skipped": {}, "loadavg_before": load0}
     for b in backends:
         ok, why = _available(b)
         if not ok:
@@ -317,6 +327,8 @@ def main(argv=None):
             g = f"{v['gflops']:6.1f} GFLOP/s ({100 * v['gflops'] / peak:4.1f}% of peak)" if v["gflops"] else ""
             print(f"  {name:38s} {v['ms']:8.2f} ms  {g}")
 
+    results["loadavg_after"] = _loadavg()
+    print(f"\nload average after: {results['loadavg_after']}")
     path = os.path.join(args.out, "bench_train.json")
     with open(path + ".tmp", "w") as fh:
         json.dump(results, fh, indent=2)

@@ -19,7 +19,8 @@ SHAPES = [
     (1, 1, 20, 17, 6, 9),
     (3, 6, 19, 22, 16, 9),
     (2, 2, 140, 10, 3, 3),      # tall and narrow
-    (1, 2, 9, 150, 4, 3),       # output row wider than one tile (128 columns)
+    (1, 2, 9, 150, 4, 3),       # output row not a multiple of the vector width
+    (1, 2, 11, 273, 7, 3),      # two column chunks (JT = 256), rows not a multiple of RB = 4
 ]
 DTYPES = [np.float64, np.float32]
 
@@ -147,3 +148,42 @@ def test_bad_shapes_raise():
         cpu.conv2d_forward(x[:, :2], W, b)
     with pytest.raises(ValueError):
         cpu.conv2d_backward(np.zeros((1, 1, 1, 1)), x, W)
+
+
+def test_fused_forward_tie_across_column_chunks():
+    """A tile of the next column chunk can hold an earlier flat index than the
+    current chunk's second row: the first maximum in row-major order still wins."""
+    Wd = cpu.JT + 40                           # two column chunks with K = 1
+    x = np.zeros((1, 1, 6, Wd))
+    x[0, 0, 1, 5] = 3.0                        # chunk 0, row 1
+    x[0, 0, 0, Wd - 3] = 3.0                   # chunk 1, row 0: smaller flat index
+    pooled, argmax = cpu.conv_relu_maxpool_forward(x, np.ones((1, 1, 1, 1)), np.zeros(1))
+    assert argmax[0, 0] == Wd - 3 == ref.conv_relu_maxpool_forward(x, np.ones((1, 1, 1, 1)), np.zeros(1))[1][0, 0]
+    assert pooled[0, 0] == 3.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [1, 5, 7])
+def test_scan_blockmax_shares_the_tile(dtype, g):
+    """scan_kernels.conv_relu_blockmax uses cpu.conv_tile: odd K, F, wide rows (two chunks)."""
+    from shallowcnn.scan_kernels import conv_relu_blockmax
+    N, C, H, Wd, F, K = 2, 3, 5 + 23, 5 + 270, 6, 5
+    x, W, b = data((N, C, H, Wd, F, K), dtype, seed=g)
+    z = ref.conv2d_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64))
+    Ho, Wo = z.shape[2:]
+    nr, nc = Ho // g, Wo // g
+    expected = np.maximum(z[:, :, :nr * g, :nc * g].reshape(N, F, nr, g, nc, g).max(axis=(3, 5)), 0)
+    got = conv_relu_blockmax(x, W, b, g)
+    assert got.dtype == dtype and got.shape == expected.shape
+    close(got, expected, dtype)
+
+
+def test_forward_batch_1_each_kernel_size():
+    """One compiled version per K: K = 1, 2, 4 next to the 3 and 9 above."""
+    for K in (1, 2, 4):
+        x, W, b = data((1, 2, 12, 13, 5, K), np.float64, seed=K)
+        close(cpu.conv2d_forward(x, W, b), ref.conv2d_forward(x, W, b), np.float64)
+        p, a = cpu.conv_relu_maxpool_forward(x, W, b)
+        rp, ra = ref.conv_relu_maxpool_forward(x, W, b)
+        np.testing.assert_array_equal(a, ra)
+        close(p, rp, np.float64)
