@@ -1,0 +1,59 @@
+"""The whole network on each backend gives the reference's numbers."""
+import numpy as np
+import pytest
+
+from shallowcnn.gradcheck import run_all
+from shallowcnn.kernels import BackendUnavailable, cuda_usable, get_backend, resolve_backend_name
+from shallowcnn.model import ShallowCNN
+from shallowcnn.optim import Adam
+from shallowcnn.train import train_step
+
+
+def test_auto_picks_numba_without_a_gpu():
+    if cuda_usable():
+        pytest.skip("a GPU is present: auto picks cuda")
+    assert resolve_backend_name("auto") == "numba"
+    assert ShallowCNN(backend="auto").backend == "numba"
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    if cuda_usable():
+        pytest.skip("a GPU is present")
+    with pytest.raises(BackendUnavailable, match="pip install"):
+        get_backend("cuda")
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+def test_numba_model_matches_numpy_reference(dtype, rtol):
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 1, 29, 26)).astype(dtype)
+    ref = ShallowCNN(backend="numpy", dtype=dtype, seed=2)                 # textbook dense stack
+    fast = ShallowCNN(backend="numba", dtype=dtype, seed=2)                # fused, sparse backward
+    assert fast.fused and not ref.fused
+    np.testing.assert_allclose(fast.forward(x, training=True), ref.forward(x, training=True), rtol=rtol)
+    d = rng.standard_normal(3).astype(dtype)
+    ref.backward(d)
+    fast.backward(d)
+    for k in ref.grads:
+        scale = np.abs(ref.grads[k]).max()
+        np.testing.assert_allclose(fast.grads[k], ref.grads[k], rtol=rtol, atol=rtol * scale, err_msg=k)
+
+
+def test_five_adam_steps_numba_equal_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.random((8, 1, 24, 24))
+    y = (np.arange(8) % 2).astype(np.float64)
+    models = [ShallowCNN(backend=b, dtype=np.float64, seed=3) for b in ("numpy", "numba")]
+    for model in models:
+        adam = Adam(model.params, lr=1e-2)
+        for step in range(5):
+            batch = slice(4 * (step % 2), 4 * (step % 2) + 4)
+            train_step(model, adam, x[batch], y[batch])
+    for k in models[0].params:
+        np.testing.assert_allclose(models[1].params[k], models[0].params[k], rtol=0, atol=1e-9, err_msg=k)
+    assert not np.allclose(models[0].params["conv2.W"], ShallowCNN(dtype=np.float64, seed=3).params["conv2.W"])
+
+
+def test_gradcheck_passes_on_numba():
+    rows = run_all("numba", seed=1, max_entries=8)
+    assert all(err <= bound for _, _, err, bound in rows), [r for r in rows if r[2] > r[3]]
