@@ -90,11 +90,13 @@ class ReLU(Layer):
     """out = max(x, 0); dL/dx = dL/dout where x > 0, else 0."""
 
     def forward(self, x, training=False):
-        self._mask = x > 0
-        return np.where(self._mask, x, 0).astype(x.dtype, copy=False)
+        self._out = np.maximum(x, 0)          # keeps x's dtype
+        return self._out
 
     def backward(self, dout):
-        return np.where(self._mask, dout, 0).astype(dout.dtype, copy=False)
+        # out > 0 exactly where x > 0. Multiplying by the boolean mask is one fast
+        # pass (np.where with a scalar 0 is several times slower on large arrays).
+        return dout * (self._out > 0)
 
 
 class GlobalMaxPool2D(Layer):

@@ -13,14 +13,17 @@
 The model returns *logits*; the loss fuses the sigmoid (losses.py) and
 :meth:`ShallowCNN.predict_proba` applies it for users.
 
-Two ways to compute the feature stack (conv1 ... global max pool):
+Three ways to compute the feature stack (conv1 ... global max pool):
 
 * ``fused=False`` -- the textbook stack of five layers, each with its dense
   backward (the default with the numpy backend: the reference to read);
-* ``fused=True`` -- conv2, ReLU and max pool as one layer that keeps only each
-  map's maximum and its position, whose backward touches one position per
-  (patch, filter) (the default with the numba and cuda backends).
-Both give the same numbers (tests/test_model.py).
+* ``fused=True`` with the numpy backend -- conv2, ReLU and max pool as one
+  layer that keeps only each map's maximum and its position, whose backward
+  touches one position per (patch, filter);
+* the numba and cuda backends (fused by default) take the whole stack in one
+  call (:class:`BackendFeatures`), so the sparse gradient flows straight into
+  conv1's weights and (cuda) the activations never leave the GPU.
+All give the same numbers (tests/test_model.py, tests/test_backends.py).
 """
 from __future__ import annotations
 
@@ -35,13 +38,15 @@ MODEL_KIND = "shallowcnn.model"
 PARAM_NAMES = ("conv1.W", "conv1.b", "conv2.W", "conv2.b", "dense.W", "dense.b")
 
 
-class DeviceFeatures(Layer):
-    """The whole feature stack run by a backend that keeps activations on its
-    device (cuda): x (N, 1, H, W) -> pooled (N, 16).
+class BackendFeatures(Layer):
+    """The whole feature stack (conv1, ReLU, fused conv2 + ReLU + max pool) in one
+    call of the backend: x (N, 1, H, W) -> pooled (N, 16).
 
-    The backend's ``features_forward`` / ``features_backward`` do conv1, ReLU
-    and the fused conv2 + ReLU + max pool in one go; only the pooled features
-    and the weight gradients cross to the host.
+    The backend's ``features_forward`` / ``features_backward`` see all of it, so
+    they can go further than layer by layer: numba sends the sparse gradient
+    straight to conv1's weights without building the dense (N, 6, 136, 136)
+    gradient of conv1's output; cuda also keeps the activations on the GPU, so
+    only the pooled features and the weight gradients cross to the host.
     """
 
     def __init__(self, conv1: Conv2D, conv2: Conv2D):
@@ -111,7 +116,7 @@ class ShallowCNN:
         if not self.fused:
             self.features = [self.conv1, self.relu1, self.conv2, self.relu2, self.pool]
         elif hasattr(self.kernels, "features_forward"):
-            self.features = [DeviceFeatures(self.conv1, self.conv2)]
+            self.features = [BackendFeatures(self.conv1, self.conv2)]
         else:
             self.features = [self.conv1, self.relu1, ConvReLUGlobalMaxPool(self.conv2)]
         self.head = [self.dropout, self.dense]

@@ -187,3 +187,30 @@ def test_forward_batch_1_each_kernel_size():
         rp, ra = ref.conv_relu_maxpool_forward(x, W, b)
         np.testing.assert_array_equal(a, ra)
         close(p, rp, np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C0,F1,F2,K1,K2,H,W", [(1, 6, 16, 9, 9, 24, 23), (2, 3, 5, 3, 5, 13, 12)])
+def test_feature_stack_equals_layer_by_layer_reference(dtype, C0, F1, F2, K1, K2, H, W):
+    """features_forward/backward == reference conv1 -> relu -> conv2 -> relu -> max, dense backward."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, C0, H, W)).astype(dtype)
+    W1 = (rng.standard_normal((F1, C0, K1, K1)) / K1).astype(dtype)
+    b1 = (0.2 * rng.standard_normal(F1)).astype(dtype)
+    W2 = (rng.standard_normal((F2, F1, K2, K2)) / K2).astype(dtype)
+    b2 = (0.1 * rng.standard_normal(F2)).astype(dtype)
+    b2[0] = -100.0                                                  # one filter whose ReLU stays shut
+    z1 = ref.conv2d_forward(x, W1, b1)
+    h1 = np.maximum(z1, 0)
+    pooled_ref, argmax_ref = ref.conv_relu_maxpool_forward(h1, W2, b2)
+    pooled, ctx = cpu.features_forward(x, W1, b1, W2, b2)
+    np.testing.assert_allclose(pooled, pooled_ref, **tol(dtype))
+    np.testing.assert_array_equal(ctx["argmax"], argmax_ref)
+    dpooled = rng.standard_normal(pooled.shape).astype(dtype)
+    dh1, dW2_ref, db2_ref = ref.conv_relu_maxpool_backward(dpooled, h1, W2, argmax_ref, pooled_ref)
+    _, dW1_ref, db1_ref = ref.conv2d_backward(dh1 * (z1 > 0), x, W1, need_dx=False)
+    dW1, db1, dW2, db2 = cpu.features_backward(dpooled, ctx)
+    for got, want in ((dW1, dW1_ref), (db1, db1_ref), (dW2, dW2_ref), (db2, db2_ref)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol(dtype)["rtol"], atol=tol(dtype)["atol"] * np.abs(want).max())
+    assert db2[0] == 0 and not dW2[0].any()

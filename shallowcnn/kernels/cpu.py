@@ -491,3 +491,77 @@ def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):
         dx = np.zeros((N, C, H, Wd), dtype=dt)
         _sparse_grad_x_kernel(g, Wc, argmax, Wo, dx)
     return dx, dW, db
+
+
+# ---------------------------------------------------------------------------
+# the whole feature stack: conv1 -> ReLU -> fused conv2 + ReLU + max pool
+# ---------------------------------------------------------------------------
+
+@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+def _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, K1):
+    """conv1's weight and bias gradients straight from conv2's sparse gradient.
+
+    g (N, F2) conv2's output gradient at its argmax (0 where the ReLU was shut),
+    x (N, C0, H, W) the input, h1 (N, C1, H1, W1) = relu(conv1(x)), W2 (F2, C1, K2, K2).
+    Returns per-patch partials dW1p (N, C1, C0, K1, K1) and db1p (N, C1).
+
+    Each (n, f) sends ``g W2[f]`` into the K2 x K2 window of h1 under its argmax;
+    where h1 > 0 that is conv1's pre-activation gradient dz1, and
+    ``dW1[c,c0,p1,q1] += dz1[n,c,y,v] x[n,c0,y+p1,v+q1]``, ``db1[c] += dz1``.
+    Overlapping windows simply add (the gradient is linear in dz1), so the dense
+    (N, C1, H1, W1) gradient of h1 is never built: O(N*F2*C1*K2^2*C0*K1^2) work.
+    """
+    N, F2 = g.shape
+    _, C1, K2, _ = W2.shape
+    C0 = x.shape[1]
+    dW1p = np.zeros((N, C1, C0, K1, K1), dtype=x.dtype)
+    db1p = np.zeros((N, C1), dtype=x.dtype)
+    for n in prange(N):                      # each patch owns its partials
+        for f in range(F2):
+            gn = g[n, f]
+            if gn == 0.0:
+                continue
+            i, j = argmax[n, f] // Wo2, argmax[n, f] % Wo2
+            for c in range(C1):
+                for p in range(K2):
+                    for q in range(K2):
+                        if h1[n, c, i + p, j + q] <= 0.0:   # conv1's ReLU was shut here
+                            continue
+                        dz = gn * W2[f, c, p, q]
+                        db1p[n, c] += dz
+                        for c0 in range(C0):
+                            for p1 in range(K1):
+                                for q1 in range(K1):
+                                    dW1p[n, c, c0, p1, q1] += dz * x[n, c0, i + p + p1, j + q + q1]
+    return dW1p, db1p
+
+
+def features_forward(x, W1, b1, W2, b2):
+    """The network's feature stack in one call: x (N, C0, H, W) -> pooled (N, F2).
+
+    ``pooled = max_{i,j} relu(conv2(relu(conv1(x))))``; ``ctx`` keeps what
+    :func:`features_backward` needs (x, h1 = relu(conv1(x)), argmax, pooled, W2).
+    """
+    _check_shapes(x, W1)
+    h1 = conv2d_forward(x, W1, b1)
+    np.maximum(h1, 0, out=h1)                # ReLU in place: no second 28 MB array
+    pooled, argmax = conv_relu_maxpool_forward(h1, W2, b2)
+    ctx = {"x": np.ascontiguousarray(x, dtype=h1.dtype), "h1": h1, "argmax": argmax,
+           "pooled": pooled, "W2": np.ascontiguousarray(W2, dtype=h1.dtype), "K1": W1.shape[2]}
+    return pooled, ctx
+
+
+def features_backward(dpooled, ctx):
+    """Gradients of the feature stack from dL/dpooled (N, F2): (dW1, db1, dW2, db2).
+
+    Everything follows the N*F2 argmax positions: conv2's gradients as in
+    :func:`conv_relu_maxpool_backward`, conv1's by :func:`_sparse_conv1_grads_kernel`.
+    """
+    x, h1, argmax, pooled, W2 = ctx["x"], ctx["h1"], ctx["argmax"], ctx["pooled"], ctx["W2"]
+    dt = h1.dtype
+    g = np.ascontiguousarray(np.where(pooled > 0, dpooled, 0), dtype=dt)   # the ReLU after the max
+    K2, Wo2 = W2.shape[2], h1.shape[3] - W2.shape[2] + 1
+    dW2 = _sparse_grads_w_kernel(g, h1, argmax, K2, Wo2)
+    db2 = g.sum(axis=0)
+    dW1p, db1p = _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, ctx["K1"])
+    return dW1p.sum(axis=0), db1p.sum(axis=0), dW2, db2
