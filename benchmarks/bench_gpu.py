@@ -59,19 +59,15 @@ def bench_shallowcnn(args, x, y, channels, kernel_size):
     from numba import cuda
 
     from shallowcnn.kernels import cuda as kc
-    from shallowcnn.losses import BinaryCrossEntropyWithLogits
     from shallowcnn.model import ShallowCNN
     from shallowcnn.optim import Adam
+    from shallowcnn.train import train_step as one_step
 
     model = ShallowCNN(backend="cuda", seed=0, channels=channels, kernel_size=kernel_size)
     optimizer = Adam(model.params, lr=1e-3, eps=1e-7)
-    loss_fn = BinaryCrossEntropyWithLogits()
 
     def train_step():
-        logits = model.forward(x, training=True)
-        loss_fn.forward(logits, y)
-        model.backward(loss_fn.backward())
-        optimizer.step(model.grads)
+        one_step(model, optimizer, x, y)    # forward, fused loss, backward, Adam
 
     def infer():
         model.forward(x, training=False)

@@ -56,19 +56,15 @@ def _setup_shallowcnn(backend, mode, x, y, threads):
     if backend == "numba":
         import numba
         numba.set_num_threads(threads)
-    from shallowcnn.losses import BinaryCrossEntropyWithLogits
     from shallowcnn.model import ShallowCNN
     from shallowcnn.optim import Adam
+    from shallowcnn.train import train_step
 
     model = ShallowCNN(backend=backend, seed=0)
     opt = Adam(model.params, lr=1e-3)
-    loss_fn = BinaryCrossEntropyWithLogits()
 
     def train():
-        logits = model.forward(x, training=True)
-        loss_fn.forward(logits, y)
-        model.backward(loss_fn.backward())
-        opt.step(model.grads)
+        train_step(model, opt, x, y)        # forward, fused loss, backward, Adam
 
     def infer():
         model.forward(x, training=False)
@@ -177,6 +173,7 @@ def _kernel_worker(spec):
     pooled, argmax = cpu.conv_relu_maxpool_forward(h, W2, b2)
     dp = rng.standard_normal(pooled.shape).astype(np.float32)
     dh = cpu.conv_relu_maxpool_backward(dp, h, W2, argmax, pooled)[0] * (h > 0)
+    _, ctx = cpu.features_forward(x, W1, b1, W2, b2)
     h1, h2 = S - 8, S - 16
     f1, f2 = 2 * 6 * 81 * h1 * h1 * B, 2 * 16 * 6 * 81 * h2 * h2 * B
     cases = {
@@ -185,6 +182,8 @@ def _kernel_worker(spec):
         "conv2 fused forward (+ReLU+max)": (lambda: cpu.conv_relu_maxpool_forward(h, W2, b2), f2),
         "conv2 sparse backward (dx, dW, db)": (lambda: cpu.conv_relu_maxpool_backward(dp, h, W2, argmax, pooled), None),
         "conv1 backward, sparse dout, no dx": (lambda: cpu.conv2d_backward(dh, x, W1, need_dx=False), None),
+        "feature stack forward (model path)": (lambda: cpu.features_forward(x, W1, b1, W2, b2), f1 + f2),
+        "feature stack sparse backward (model)": (lambda: cpu.features_backward(dp, ctx), None),
         "conv2 dense backward (dx, dW, db)": (lambda: cpu.conv2d_backward(
             rng.standard_normal((B, 16, h2, h2)).astype(np.float32), h, W2), 2 * f2),
     }
