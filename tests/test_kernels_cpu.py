@@ -57,6 +57,57 @@ def test_forward(shape, dtype):
     close(out, ref.conv2d_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64)), dtype)
 
 
+# The small-F path (cpu._small_f_kernel, F <= cpu.SMALL_F): F = 6 and 5 (groups
+# of 3, one of them padded), 8 and 1; K = 9 and 3; batch 1; odd widths; rows not
+# a multiple of RB; two column chunks (Wo > JT); C > 1.
+SMALL_F_SHAPES = [
+    (1, 1, 144, 144, 6, 9),     # conv1 of the paper's network, one patch
+    (2, 1, 23, 31, 6, 9),
+    (1, 1, 12, 17, 5, 3),
+    (3, 2, 14, 27, 5, 9),
+    (2, 3, 10, 11, 8, 3),
+    (1, 1, 7, 300, 1, 3),       # two column chunks
+    (2, 1, 13, 270, 7, 9),      # two column chunks, K = 9
+]
+
+
+def _ref_forward(x, W, b, relu):
+    z = ref.conv2d_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64))
+    return np.maximum(z, 0) if relu else z
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SMALL_F_SHAPES)
+def test_forward_small_f(shape, dtype, relu):
+    x, W, b = data(shape, dtype)
+    out = cpu.conv2d_forward(x, W, b, relu=relu)
+    assert out.dtype == dtype and out.shape == (shape[0], shape[4], shape[2] - shape[5] + 1, shape[3] - shape[5] + 1)
+    if relu:
+        assert (out >= 0).all() and (out == 0).any()
+    close(out, _ref_forward(x, W, b, relu), dtype)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [SHAPES[2], SMALL_F_SHAPES[1], SMALL_F_SHAPES[6]])
+def test_forward_relu_blocked_path(shape, dtype, relu, monkeypatch):
+    """The register-blocked path (F > SMALL_F, or forced here for small F) with the fused ReLU."""
+    monkeypatch.setattr(cpu, "SMALL_F", 0)
+    x, W, b = data(shape, dtype)
+    close(cpu.conv2d_forward(x, W, b, relu=relu), _ref_forward(x, W, b, relu), dtype)
+
+
+def test_small_f_width():
+    """Column chunks of the small-F path; 0 (use the blocked path) when K is huge."""
+    assert cpu._small_f_width(136, 9) == 136
+    assert cpu._small_f_width(1000, 9) == 250               # four chunks of 250
+    for Wo, K in ((136, 9), (1000, 9), (300, 3), (17, 3)):
+        jt = cpu._small_f_width(Wo, K)
+        assert -(-(jt + K - 1) // cpu.VL) * cpu.VL <= cpu.SEG
+    assert cpu._small_f_width(5, cpu.SEG) == 0              # no segment holds K input columns
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES[:3])
 @pytest.mark.parametrize("density", [1.0, 0.03])
