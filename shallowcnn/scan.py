@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.breast import window_fraction
 from .layers import sigmoid
 from .storage import save_npy
 
@@ -327,21 +328,6 @@ def window_starts(length: int, stride: int, size: int = PATCH_SIZE) -> np.ndarra
     if length < size:
         raise ScanError(f"image side {length} is smaller than the {size}-pixel window")
     return np.arange(0, length - size + 1, stride, dtype=np.int64)
-
-
-def breast_fractions(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                     size: int = PATCH_SIZE) -> np.ndarray:
-    """Fraction of breast pixels in each window, (len(rows), len(cols)) float32.
-
-    An integral image ``I[y, x] = sum mask[:y, :x]`` gives any rectangle's sum from its
-    four corners: ``sum = I[r+s, c+s] - I[r, c+s] - I[r+s, c] + I[r, c]``.
-    """
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=integral[1:, 1:])
-    r0, c0 = rows[:, None], cols[None, :]
-    total = (integral[r0 + size, c0 + size] - integral[r0, c0 + size]
-             - integral[r0 + size, c0] + integral[r0, c0])
-    return (total / float(size * size)).astype(np.float32)
 
 
 def _dilate_windows_to_blocks(valid: np.ndarray, step: int, m: int) -> np.ndarray:
@@ -671,7 +657,8 @@ def scan_image(model, image, stride: int = DEFAULT_STRIDE, threshold: float = DE
     scan = as_scan_image(image, mask=mask, pixel_size_mm=pixel_size_mm)
     rows = window_starts(scan.pixels.shape[0], stride)
     cols = window_starts(scan.pixels.shape[1], stride)
-    fraction = breast_fractions(scan.mask, rows, cols)
+    # windows on the stride grid, the same grid as window_starts
+    fraction = window_fraction(scan.mask, PATCH_SIZE, stride).astype(np.float32)
     valid = fraction >= min_breast_fraction
     logit_map = np.full(valid.shape, np.nan, dtype=model.dtype)
     if valid.any():

@@ -19,7 +19,7 @@ from shallowcnn.froc import ImageTruth, froc_curve, score_image
 from shallowcnn.data.clusters import Cluster
 from shallowcnn.kernels import reference
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import (ScanError, ScanImage, _running_max, breast_fractions, find_detections,
+from shallowcnn.scan import (ScanError, ScanImage, _running_max, find_detections,
                              largest_component, load_image, scan_image, scan_patchwise,
                              window_features, window_starts)
 from shallowcnn.storage import atomic_write_bytes
@@ -168,12 +168,15 @@ def test_window_features_is_max_over_conv2_positions(phantom_u8):
 
 # ------------------------------------------------------------------ helpers
 
-def test_breast_fractions_match_the_data_module():
+def test_strided_window_fractions_are_the_window_means():
     rng = np.random.default_rng(1)
     mask = rng.random((300, 260)) < 0.6
     rows, cols = window_starts(300, 16), window_starts(260, 16)
-    np.testing.assert_allclose(breast_fractions(mask, rows, cols),
-                               window_fraction(mask, 144)[::16, ::16], atol=1e-6)
+    fraction = window_fraction(mask, 144, stride=16)
+    assert fraction.shape == (len(rows), len(cols))
+    want = np.array([[mask[r:r + 144, c:c + 144].mean() for c in cols] for r in rows])
+    np.testing.assert_allclose(fraction, want, atol=1e-12)
+    np.testing.assert_array_equal(fraction, window_fraction(mask, 144)[::16, ::16])
 
 
 def test_largest_component_drops_a_label():

@@ -87,14 +87,18 @@ def to_uint8(pixels: np.ndarray, mask: np.ndarray | None = None,
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), (lo, hi)
 
 
-def window_fraction(mask: np.ndarray, size: int) -> np.ndarray:
-    """Fraction of mask pixels in every size x size window.
+def window_fraction(mask: np.ndarray, size: int, stride: int = 1) -> np.ndarray:
+    """Fraction of mask pixels in every size x size window whose top-left corner lies on
+    the grid 0, stride, 2*stride, ... (windows that stick out of the image are left out).
 
-    returns (H - size + 1, W - size + 1) float: entry [r, c] is the mean of
-    ``mask[r:r+size, c:c+size]`` (so [r, c] indexes the window's top-left corner).
+    returns (ceil((H - size + 1) / stride), ceil((W - size + 1) / stride)) float: entry
+    [k, l] is the mean of ``mask[r:r+size, c:c+size]`` with (r, c) = (k, l) * stride.
+    An integral image ``I[y, x] = sum mask[:y, :x]`` gives each window's sum from its four
+    corners: ``I[r+s, c+s] - I[r, c+s] - I[r+s, c] + I[r, c]``.
     """
     integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
     integral[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
-    total = (integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size]
-             + integral[:-size, :-size])
+    step = (slice(None, None, stride),) * 2
+    total = (integral[size:, size:][step] - integral[:-size, size:][step] - integral[size:, :-size][step]
+             + integral[:-size, :-size][step])
     return total / float(size * size)
