@@ -57,3 +57,11 @@ def test_five_adam_steps_numba_equal_numpy():
 def test_gradcheck_passes_on_numba():
     rows = run_all("numba", seed=1, max_entries=8)
     assert all(err <= bound for _, _, err, bound in rows), [r for r in rows if r[2] > r[3]]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_non_square_kernels_are_refused(backend):
+    kernels = get_backend(backend)
+    x = np.zeros((1, 2, 10, 10), np.float32)
+    with pytest.raises(ValueError, match="kernels must be square, got 3x5"):
+        kernels.conv2d_forward(x, np.zeros((4, 2, 3, 5), np.float32), np.zeros(4, np.float32))

@@ -95,6 +95,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import BackendUnavailable
+from .reference import _check_shapes
 
 try:  # numba-cuda is an optional extra: pip install "shallowcnn[cuda]"
     import numba
@@ -619,18 +620,6 @@ def _to_device(a, dtype):
             raise TypeError(f"device array has dtype {a.dtype}, expected {dtype}")
         return a
     return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
-
-
-def _check_shapes(x, W):
-    if len(x.shape) != 4 or len(W.shape) != 4:
-        raise ValueError(f"expected x (N, C, H, W) and W (F, C, K, K), got {x.shape} and {W.shape}")
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} channels but W expects {W.shape[1]}")
-    if W.shape[2] != W.shape[3]:
-        raise ValueError(f"kernels must be square, got {W.shape[2]}x{W.shape[3]}")
-    K = W.shape[2]
-    if x.shape[2] < K or x.shape[3] < K:
-        raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the {K}x{K} kernel")
 
 
 _scratch: dict = {}
