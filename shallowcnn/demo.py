@@ -30,15 +30,13 @@ def _relative(path: Path, root: Path) -> str:
     return Path(path).resolve().relative_to(root.resolve()).as_posix()
 
 
-def _scan_test_images(run_dir: Path, store, phantom_images, out: Path, backend: str, verbose: bool):
+def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
     """Scan the whole mammograms of the test patients (never seen in training)."""
-    from .model import ShallowCNN
     from .scan import scan_paths
 
-    test_patients = set(np.unique(store.patient[store.split == "test"]).tolist())
+    test_patients = set(np.unique(store.patient[store.indices("test")]).tolist())
     paths = [im.dicom_path for im in phantom_images if im.patient in test_patients] or \
         [im.dicom_path for im in phantom_images[:4]]
-    model = ShallowCNN.load(run_dir / "model.npz", backend=backend)
     return scan_paths(model, paths, out, verbose=verbose)
 
 
@@ -48,6 +46,7 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
     from .data.patches import make_patches
     from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
     from .evaluate import evaluate
+    from .model import ShallowCNN
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,13 +79,14 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
     timings["train"] = time.perf_counter() - t
 
     t = step("4/5 evaluate on the test split (patients never seen in training)")
-    metrics = evaluate(run_dir / "model.npz", store, "test", run_dir, verbose=verbose)
+    best_model = ShallowCNN.load(run_dir / "model.npz", backend=backend)   # the kept epoch
+    metrics = evaluate(best_model, store, "test", run_dir, verbose=verbose)
     timings["evaluate"] = time.perf_counter() - t
 
     scan_result = None
     if scan:
         t = step("5/5 scan the whole mammograms of the test patients")
-        scan_result = _scan_test_images(run_dir, store, images, out / "scan", backend, verbose)
+        scan_result = _scan_test_images(best_model, store, images, out / "scan", verbose)
         timings["scan"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 
