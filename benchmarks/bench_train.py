@@ -328,23 +328,16 @@ def main(argv=None):
 
     results["loadavg_after"] = _loadavg()
     print(f"\nload average after: {results['loadavg_after']}")
-    path = os.path.join(args.out, "bench_train.json")
-    with open(path + ".tmp", "w") as fh:
-        json.dump(results, fh, indent=2)
-    os.replace(path + ".tmp", path)
+    from shallowcnn.storage import atomic_write_text
+    path = atomic_write_text(os.path.join(args.out, "bench_train.json"), json.dumps(results, indent=2))
     png = _plot(results, os.path.join(args.out, "bench_train.png"))
     print(f"\nwrote {path}" + (f" and {png}" if png else ""))
     return 0
 
 
 def _plot(results, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no chart")
-        return None
+    from shallowcnn.plots import _save, plt       # Agg backend, atomic PNG write
+
     fw = results["frameworks"]
     names = list(fw)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -358,10 +351,7 @@ def _plot(results, path):
     fig.suptitle(f"batch {results['batch']}, {results['size']}x{results['size']}, "
                  f"{results['threads']} CPU threads")
     fig.tight_layout()
-    fig.savefig(path + ".tmp.png", dpi=100)
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
-    return path
+    return _save(fig, path)
 
 
 if __name__ == "__main__":
