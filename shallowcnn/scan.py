@@ -67,6 +67,7 @@ import numpy as np
 
 from .data.breast import window_fraction
 from .layers import sigmoid
+from .messages import cap, listed
 from .storage import save_npy
 
 PATCH_SIZE = 144          # 1 cm at 0.07 mm: the window the network was trained on
@@ -173,11 +174,19 @@ def _resample(pixels: np.ndarray, spacing_mm, target_mm: float = PIXEL_MM) -> tu
     """
     from PIL import Image
 
+    from .data.inbreast import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, PIXEL_MM_RANGE
+
     sr, sc = (float(s) for s in spacing_mm)
+    low, high = PIXEL_MM_RANGE
+    if not (low <= sr <= high and low <= sc <= high):   # also refuses NaN
+        raise ScanError(f"pixel size {sr:.6g} x {sc:.6g} mm is outside {low} - {high} mm")
     if abs(sr / target_mm - 1) < 0.01 and abs(sc / target_mm - 1) < 0.01:
         return pixels, 1.0
     height, width = pixels.shape
     new_h, new_w = max(1, round(height * sr / target_mm)), max(1, round(width * sc / target_mm))
+    if max(new_h, new_w) > MAX_IMAGE_SIDE or new_h * new_w > MAX_IMAGE_PIXELS:
+        raise ScanError(f"resampling {width} x {height} pixels of {sc:.6g} x {sr:.6g} mm to {target_mm} mm "
+                        f"would give {new_w} x {new_h}, beyond the {MAX_IMAGE_PIXELS:,}-pixel limit")
     if pixels.dtype == np.uint8:
         img = Image.fromarray(pixels, mode="L")
     else:
@@ -243,11 +252,15 @@ def load_image(path, pixel_size_mm: float | None = None) -> ScanImage:
                    (PixelSpacing), and 0.07 mm (INbreast) for other image files
     Raises :class:`ScanError` naming the file when it is missing or unreadable.
     """
+    from .data.inbreast import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+
     path = Path(path)
     if not path.exists():
         raise ScanError(f"{path}: no such file")
     if path.is_dir():
         raise ScanError(f"{path}: is a folder, expected an image file (.dcm, .png, ...)")
+    if not path.is_file():   # a FIFO or device would block or never end
+        raise ScanError(f"{path}: not a regular file")
     rois = None
     if _is_dicom(path):
         from .data.inbreast import InbreastError, read_dicom
@@ -262,19 +275,26 @@ def load_image(path, pixel_size_mm: float | None = None) -> ScanImage:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img:   # reads the header only; pixels come below
+                width, height = img.size
+                if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+                    raise ScanError(f"{path}: declares {width} x {height} pixels; at most {MAX_IMAGE_SIDE} "
+                                    f"per side and {MAX_IMAGE_PIXELS:,} in all are read")
                 if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                     pixels = np.asarray(img).astype(np.float32 if img.mode == "F" else np.int32)
                 else:
                     pixels = np.asarray(img.convert("L"))   # 8-bit grey (colour is averaged)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise ScanError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        except ScanError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ScanError(f"{path}: not a readable image ({type(e).__name__}: {cap(e)})") from None
         spacing = (PIXEL_MM, PIXEL_MM)
     if pixel_size_mm is not None:
-        if not pixel_size_mm > 0:
-            raise ScanError(f"pixel size must be positive, got {pixel_size_mm}")
         spacing = (float(pixel_size_mm), float(pixel_size_mm))
-    u8, mask, scale, window = prepare_pixels(pixels, spacing)
+    try:
+        u8, mask, scale, window = prepare_pixels(pixels, spacing)
+    except ScanError as e:
+        raise ScanError(f"{path}: {e}") from None
     _check_size(u8.shape, path)
     return ScanImage(pixels=u8, mask=mask, path=path, scale=scale, spacing_mm=tuple(spacing),
                      rois=rois, window=window)
@@ -830,6 +850,26 @@ def expand_inputs(items) -> list:
     return paths
 
 
+def output_names(paths) -> list:
+    """A distinct output name per input: the file's stem, or, where two inputs share a stem
+    (``a/img.dcm`` and ``b/img.dcm``), the stem prefixed by as many parent folders as it
+    takes to tell them apart (``a_img``, ``b_img``), then a number as the last resort."""
+    paths = [Path(p) for p in paths]
+    names = [p.stem for p in paths]
+    depth = 0
+    while len(set(names)) < len(names) and depth < 8:
+        depth += 1
+        counts = {n: names.count(n) for n in names}
+        names = ["_".join([*p.parts[-1 - depth:-1], p.stem]) if counts[n] > 1 else n
+                 for p, n in zip(paths, names)]
+    seen = {}
+    for k, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[k] = f"{name}-{seen[name]}"
+    return names
+
+
 def add_command(subparsers) -> None:
     p = subparsers.add_parser(
         "scan", help="scan whole mammograms: probability heatmap, detected clusters, FROC",
@@ -881,8 +921,9 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
 
     out = Path(out)
     truths, summary, failed = [], [], []
-    bar = tqdm(paths, desc="images", unit="image", disable=None if verbose else True)
-    for path in bar:
+    bar = tqdm(list(zip(paths, output_names(paths))), desc="images", unit="image",
+               disable=None if verbose else True)
+    for path, name in bar:
         path = Path(path)
         bar.set_postfix_str(path.name[:30])
         try:
@@ -890,12 +931,14 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
                                 min_breast_fraction=min_breast_fraction, nms_px=nms_px,
                                 pixel_size_mm=pixel_size_mm, tile=tile,
                                 progress={"position": 1} if verbose else False)
-        except ScanError as e:
-            tqdm.write(f"skipped {e}", file=sys.stderr)
-            failed.append({"image": str(path), "error": str(e)})
+            truth = image_truth(result, hit_radius=hit_radius)
+        except (ScanError, ValueError, OverflowError, MemoryError, RecursionError) as e:
+            # one image that cannot be scanned never costs the others
+            error = str(e) if isinstance(e, ScanError) else f"{path}: {type(e).__name__}: {cap(e)}"
+            tqdm.write(f"skipped {error}", file=sys.stderr)
+            failed.append({"image": str(path), "error": error})
             continue
-        truth = image_truth(result, hit_radius=hit_radius)
-        content = write_scan_outputs(result, out, truth=truth)
+        content = write_scan_outputs(result, out, truth=truth, name=name)
         if truth is not None:
             truths.append(truth)
         line = (f"{path.name}: {result.n_windows} windows in {result.seconds:.1f} s, "
@@ -953,5 +996,7 @@ def run_command(args) -> int:
                         min_breast_fraction=args.min_breast, nms_px=args.nms, hit_radius=args.hit_radius,
                         pixel_size_mm=args.pixel_size, tile=args.tile, verbose=not args.quiet)
     failed = report["failed"]
-    print(f"wrote {len(report['images'])} scan(s) to {out}" + (f"; {len(failed)} image(s) failed" if failed else ""))
+    print(f"wrote {len(report['images'])} scan(s) to {out}" + (f"; {len(failed)} image(s) failed:" if failed else ""))
+    for line in listed(f"  {f['error']}" for f in failed):
+        print(line)
     return 1 if failed else 0

@@ -30,6 +30,8 @@ from xml.parsers.expat import ExpatError
 
 import numpy as np
 
+from ..messages import cap, listed, number, short
+
 # ---------------------------------------------------------------------------------------
 # Errors and the problem list
 # ---------------------------------------------------------------------------------------
@@ -73,11 +75,12 @@ class Problems:
         self.notes.update(other.notes)
 
     def summary(self) -> str:
-        """Several lines: one per skipped file (path: reason), then the counted notes."""
+        """Several lines: one per skipped file (path: reason), then the counted notes; each
+        list stops after :data:`~shallowcnn.messages.MAX_LISTED` lines with a count of the rest."""
         lines = [f"skipped {len(self.skipped)} case(s)" + (":" if self.skipped else "")]
-        lines += [f"  {path}: {reason}" for path, reason in self.skipped]
-        for what, count in sorted(self.notes.items()):
-            lines.append(f"  {what}: {count}")
+        lines += listed((f"  {path}: {reason}" for path, reason in self.skipped), what="more skipped")
+        lines += listed((f"  {what}: {count}" for what, count in sorted(self.notes.items())),
+                        what="more kinds of note")
         return "\n".join(lines)
 
 
@@ -110,9 +113,136 @@ class DicomImage:
         return self.pixels.shape
 
 
+# Limits that keep a small damaged or hostile file from taking the machine's memory. A
+# header is checked against them before any pixel is decoded.
+MAX_IMAGE_SIDE = 16_384           # px; INbreast's longest side is 4,084
+MAX_IMAGE_PIXELS = 40_000_000     # px; three times INbreast's 3,328 x 4,084
+PIXEL_MM_RANGE = (0.01, 1.0)      # mm; mammograms use 0.05 - 0.1 mm pixels
+MAX_PIXEL_VALUE = 2 ** 31 - 1     # rescaled values must fit a 32-bit integer
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+
+
+@dataclass
+class DicomHeader:
+    """The attributes :func:`read_dicom` needs, checked (see :func:`check_dicom_header`)."""
+
+    rows: int
+    columns: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    photometric: str
+    slope: float
+    intercept: float
+    spacing_mm: tuple
+
+
+def _header_number(header, keyword: str, default, path, integer: bool = False):
+    """``header[keyword]`` (or ``default`` when absent or blank) as a finite float or an int."""
+    value = header.get(keyword, None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InbreastError(path, f"{keyword} {short(value)} is not a number") from None
+    if not np.isfinite(number):
+        raise InbreastError(path, f"{keyword} {short(value)} is not a finite number")
+    if integer:
+        if not number.is_integer():
+            raise InbreastError(path, f"{keyword} {number:g} is not a whole number")
+        return int(number)
+    return number
+
+
+def check_dicom_header(header, path) -> DicomHeader:
+    """Check what a DICOM header declares before any pixel is decoded.
+
+    header  a pydicom Dataset read without its pixels, or any mapping keyword -> value
+    Raises :class:`InbreastError` naming the file for sizes beyond :data:`MAX_IMAGE_SIDE`
+    or :data:`MAX_IMAGE_PIXELS`, more than one frame or sample, impossible bit depths,
+    a rescale that is not finite or does not fit 32-bit integers, and a pixel size outside
+    :data:`PIXEL_MM_RANGE` (it sets how far the image is resampled).
+    """
+    rows = _header_number(header, "Rows", None, path, integer=True)
+    columns = _header_number(header, "Columns", None, path, integer=True)
+    if rows is None or columns is None:
+        raise InbreastError(path, "DICOM header lacks Rows or Columns")
+    if not (1 <= rows <= MAX_IMAGE_SIDE and 1 <= columns <= MAX_IMAGE_SIDE) or rows * columns > MAX_IMAGE_PIXELS:
+        raise InbreastError(path, f"declares {columns} x {rows} pixels (width x height); at most "
+                                  f"{MAX_IMAGE_SIDE} per side and {MAX_IMAGE_PIXELS:,} in all are read")
+    frames = _header_number(header, "NumberOfFrames", 1, path, integer=True)
+    samples = _header_number(header, "SamplesPerPixel", 1, path, integer=True)
+    if frames != 1 or samples != 1:
+        raise InbreastError(path, f"expected one grey-level frame, the header declares {frames} frame(s) "
+                                  f"of {samples} sample(s) per pixel")
+    bits_allocated = _header_number(header, "BitsAllocated", 16, path, integer=True)
+    bits_stored = _header_number(header, "BitsStored", bits_allocated, path, integer=True)
+    if bits_allocated not in (8, 16, 32) or not 1 <= bits_stored <= bits_allocated:
+        raise InbreastError(path, f"BitsAllocated {bits_allocated} / BitsStored {bits_stored} is not a "
+                                  f"grey-level image of 8, 16 or 32 bits")
+    signed = _header_number(header, "PixelRepresentation", 0, path, integer=True) == 1
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InbreastError(path, f"PhotometricInterpretation {short(photometric)} is not a grey-level mammogram")
+    slope = _header_number(header, "RescaleSlope", 1.0, path) or 1.0
+    intercept = _header_number(header, "RescaleIntercept", 0.0, path)
+    lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+    extremes = (slope * lo + intercept, slope * hi + intercept)
+    if max(abs(v) for v in extremes) > MAX_PIXEL_VALUE:
+        raise InbreastError(path, f"RescaleSlope {slope:.6g} and RescaleIntercept {intercept:.6g} take "
+                                  f"{bits_stored}-bit values beyond +-{MAX_PIXEL_VALUE:,} (32-bit integers)")
+    spacing = header.get("PixelSpacing", None) or header.get("ImagerPixelSpacing", None) or (0.07, 0.07)
+    try:
+        spacing_mm = (float(spacing[0]), float(spacing[1]))
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+        raise InbreastError(path, f"PixelSpacing {short(spacing)} is not two numbers") from None
+    low, high = PIXEL_MM_RANGE
+    if not all(low <= s <= high for s in spacing_mm):   # also False for NaN
+        raise InbreastError(path, f"PixelSpacing {spacing_mm[0]:.6g} x {spacing_mm[1]:.6g} mm is outside "
+                                  f"{low} - {high} mm (mammograms use 0.05 - 0.1 mm pixels)")
+    return DicomHeader(rows=rows, columns=columns, bits_allocated=bits_allocated, bits_stored=bits_stored,
+                       signed=signed, photometric=photometric, slope=slope, intercept=intercept,
+                       spacing_mm=spacing_mm)
+
+
+def _check_deflated_size(path: Path) -> None:
+    """Refuse a deflate-compressed DICOM that would inflate beyond what the limits allow.
+
+    pydicom inflates such a file whole before reading its header, so a file of a few
+    hundred KB could claim gigabytes. The data set starts after the file meta group
+    (128-byte preamble, "DICM", then group 2 whose length is its first element); it is
+    inflated here in 1 MB steps, counting, without keeping the output.
+    """
+    import zlib
+
+    with open(path, "rb") as f:
+        head = f.read(144)
+        if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+            return  # not the usual layout: pydicom's own checks apply
+        meta_end = 144 + int.from_bytes(head[140:144], "little")
+        f.seek(132)
+        if DEFLATED_TRANSFER_SYNTAX.encode() not in f.read(meta_end - 132):
+            return
+        limit = 4 * MAX_IMAGE_PIXELS + (64 << 20)
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := f.read(1 << 20):
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 20))
+                except zlib.error as e:
+                    raise InbreastError(path, f"damaged deflate-compressed DICOM ({e})") from None
+                if total > limit:
+                    raise InbreastError(path, f"deflate-compressed DICOM inflates to more than "
+                                              f"{limit >> 20} MB, beyond any image this package reads")
+                chunk = inflater.unconsumed_tail
+
+
 def read_dicom(path) -> DicomImage:
     """Read a mammogram through pydicom; see :class:`DicomImage` for what is done.
 
+    The header is read and checked first (:func:`check_dicom_header`), so a file that
+    declares a huge or impossible image is refused before its pixels are decoded.
     Raises :class:`InbreastError` naming the file if it is missing, truncated, not DICOM,
     has no pixel data or is not a single grey-level frame.
     """
@@ -121,25 +251,30 @@ def read_dicom(path) -> DicomImage:
 
     path = Path(path)
     if not path.is_file():
-        raise InbreastError(path, "no such file")
+        raise InbreastError(path, "no such file" if not path.exists() else "not a regular file")
+    _check_deflated_size(path)
     try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        found = check_dicom_header(header, path)
         ds = pydicom.dcmread(path)
+    except InbreastError:
+        raise
     except InvalidDicomError as e:
         raise InbreastError(path, f"not a DICOM file ({e})") from None
     except Exception as e:  # pydicom raises many kinds on damaged files
-        raise InbreastError(path, f"unreadable DICOM file ({type(e).__name__}: {e})") from None
+        raise InbreastError(path, f"unreadable DICOM file ({type(e).__name__}: {cap(e)})") from None
     if "PixelData" not in ds:
         raise InbreastError(path, "DICOM file has no pixel data")
     try:
         stored = ds.pixel_array
     except Exception as e:  # truncated pixel data, unknown transfer syntax, ...
-        raise InbreastError(path, f"truncated or damaged DICOM: cannot decode the pixel data ({type(e).__name__}: {e})") from None
-    if stored.ndim != 2:
-        raise InbreastError(path, f"expected one grey-level frame, got pixel array of shape {stored.shape}")
+        raise InbreastError(path, f"truncated or damaged DICOM: cannot decode the pixel data "
+                                  f"({type(e).__name__}: {cap(e)})") from None
+    if stored.shape != (found.rows, found.columns):
+        raise InbreastError(path, f"expected one grey-level frame of {found.rows} x {found.columns}, "
+                                  f"got pixel array of shape {stored.shape}")
 
-    bits_allocated = int(ds.get("BitsAllocated", 16))
-    bits_stored = int(ds.get("BitsStored", bits_allocated))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    bits_stored, signed = found.bits_stored, found.signed
     values = stored.astype(np.int64)
     # Keep only the BitsStored low bits: the high bits of a 16-bit word may hold overlay
     # or garbage. Signed data is sign-extended from bit BitsStored-1.
@@ -148,29 +283,20 @@ def read_dicom(path) -> DicomImage:
     if signed:
         sign_bit = 1 << (bits_stored - 1)
         values = (values ^ sign_bit) - sign_bit
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric == "MONOCHROME1":
+    if found.photometric == "MONOCHROME1":
         # MONOCHROME1: the smallest value is displayed white. Flip it so that bright
         # means dense everywhere downstream.
         lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, mask)
         values = (lo + hi) - values
-    elif photometric != "MONOCHROME2":
-        raise InbreastError(path, f"PhotometricInterpretation {photometric!r} is not a grey-level mammogram")
 
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope, intercept = found.slope, found.intercept
     if slope.is_integer() and intercept.is_integer():
+        # check_dicom_header made sure every result fits int32: no wrap-around here
         pixels = (values * int(slope) + int(intercept)).astype(np.int32)
     else:
         pixels = (values * slope + intercept).astype(np.float32)
-
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or (0.07, 0.07)
-    try:
-        spacing_mm = (float(spacing[0]), float(spacing[1]))
-    except (TypeError, ValueError, IndexError):
-        raise InbreastError(path, f"PixelSpacing {spacing!r} is not two numbers") from None
-    return DicomImage(path=path, pixels=pixels, spacing_mm=spacing_mm,
-                      bits_stored=bits_stored, photometric=photometric)
+    return DicomImage(path=path, pixels=pixels, spacing_mm=found.spacing_mm,
+                      bits_stored=bits_stored, photometric=found.photometric)
 
 
 def read_dicom_pixels(path) -> np.ndarray:
@@ -262,11 +388,37 @@ _POINT_RE = re.compile(r"^\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,\s*[-+
 
 
 def parse_point(text: str) -> tuple:
-    """``"(670.893982, 2554.969971)"`` -> ``(670.893982, 2554.969971)`` as (x, y) floats."""
-    match = _POINT_RE.match(str(text))
+    """``"(670.893982, 2554.969971)"`` -> ``(670.893982, 2554.969971)`` as (x, y) floats.
+
+    Raises ValueError (message capped in length) for anything else: not a string, not
+    two numbers in brackets, or numbers that overflow to infinity.
+    """
+    match = _POINT_RE.match(str(text)) if isinstance(text, str) else None
     if match is None:
-        raise ValueError(f"point {text!r} is not of the form '(x, y)'")
-    return float(match.group(1)), float(match.group(2))
+        raise ValueError(f"point {short(text)} is not of the form '(x, y)'")
+    try:
+        x, y = float(match.group(1)), float(match.group(2))
+    except ValueError:
+        raise ValueError(f"point {short(text)} is not of the form '(x, y)'") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise ValueError(f"point {short(text)} is not finite")
+    return x, y
+
+
+MAX_ROIS = 20_000   # per image; INbreast's busiest image has a few hundred
+
+
+def _whole_number(value, name: str) -> int:
+    """An integer field of a ROI (``Type``, ``IndexInImage``); ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name} {short(value)} is not a whole number")
+    try:
+        as_float = float(value)
+    except ValueError:
+        raise ValueError(f"{name} {short(value)} is not a whole number") from None
+    if not (np.isfinite(as_float) and as_float.is_integer() and abs(as_float) < 2 ** 31):
+        raise ValueError(f"{name} {short(value)} is not a whole number")
+    return int(as_float)
 
 
 def read_rois(path, image_shape=None) -> list:
@@ -287,8 +439,12 @@ def read_rois(path, image_shape=None) -> list:
     try:
         with open(path, "rb") as f:
             root = plistlib.load(f)
-    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, OverflowError) as e:
-        raise InbreastError(path, f"not an XML property list ({type(e).__name__}: {e})") from None
+    except RecursionError:
+        # plistlib also reads binary plists, whose nesting it follows by recursion
+        raise InbreastError(path, "property list nested too deeply (damaged or hostile file)") from None
+    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, OverflowError,
+            KeyError, IndexError, UnicodeDecodeError) as e:
+        raise InbreastError(path, f"not an XML property list ({type(e).__name__}: {cap(e)})") from None
     try:
         images = root["Images"]
         roi_dicts = images[0]["ROIs"]
@@ -296,6 +452,8 @@ def read_rois(path, image_shape=None) -> list:
         raise InbreastError(path, "property list has no Images[0].ROIs (not an INbreast annotation file)") from None
     if not isinstance(roi_dicts, list):
         raise InbreastError(path, "Images[0].ROIs is not an array")
+    if len(roi_dicts) > MAX_ROIS:
+        raise InbreastError(path, f"{len(roi_dicts):,} ROIs; at most {MAX_ROIS:,} per image are read")
 
     rois = []
     for position, entry in enumerate(roi_dicts):
@@ -305,14 +463,17 @@ def read_rois(path, image_shape=None) -> list:
         missing = [key for key in ("Name", "Type", "Point_px") if key not in entry]
         if missing:
             raise InbreastError(path, f"{where} lacks key(s) {', '.join(missing)}")
+        if not isinstance(entry["Point_px"], list):
+            raise InbreastError(path, f"{where}: Point_px is not an array")
         try:
             points = [parse_point(text) for text in entry["Point_px"]]
-            roi_type = int(entry["Type"])
-        except (ValueError, TypeError) as e:
+            roi_type = _whole_number(entry["Type"], "Type")
+            index = _whole_number(entry.get("IndexInImage", position), "IndexInImage")
+        except ValueError as e:
             raise InbreastError(path, f"{where}: {e}") from None
         if not points:
-            raise InbreastError(path, f"{where} ({entry['Name']!r}) has no points")
-        roi = make_roi(entry["Name"], roi_type, points, index=entry.get("IndexInImage", position))
+            raise InbreastError(path, f"{where} ({short(entry['Name'])}) has no points")
+        roi = make_roi(entry["Name"], roi_type, points, index=index)
         if image_shape is not None:
             height, width = image_shape[:2]
             x, y = roi.points[:, 0], roi.points[:, 1]
@@ -320,8 +481,8 @@ def read_rois(path, image_shape=None) -> list:
             if outside.any():
                 k = int(np.argmax(outside))
                 raise InbreastError(
-                    path, f"{where} ({roi.name!r}) has point (x={x[k]:.1f}, y={y[k]:.1f}) outside "
-                          f"the {width} x {height} image")
+                    path, f"{where} ({short(roi.name)}) has point (x={number(x[k])}, y={number(y[k])}) "
+                          f"outside the {width} x {height} image")
         rois.append(roi)
     return rois
 
@@ -355,28 +516,34 @@ def read_csv(path) -> dict:
         text = path.read_bytes().decode("utf-8-sig", errors="replace")
     except OSError as e:
         raise InbreastError(path, f"cannot read ({e})") from None
-    reader = csv.reader(io.StringIO(text), delimiter=";")
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text), delimiter=";", strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise InbreastError(path, f"not a readable ';'-separated table ({cap(e)})") from None
     if header is None:
         raise InbreastError(path, "empty file")
     columns = {name.strip().lower(): i for i, name in enumerate(header)}
     needed = {"laterality": None, "view": None, "file name": None}
     for name in needed:
         if name not in columns:
-            raise InbreastError(path, f"header has no {name!r} column (found {header!r})")
+            raise InbreastError(path, f"header has no {name!r} column (found {short(header, 120)})")
 
     def cell(row, name):
         i = columns.get(name)
         return row[i].strip() if i is not None and i < len(row) else ""
 
     rows = {}
-    for row in reader:
-        file_name = cell(row, "file name")
-        if not file_name.isdigit():  # footer or blank row
-            continue
-        rows[file_name] = CsvRow(file_name=file_name, laterality=cell(row, "laterality").upper(),
-                                 view=cell(row, "view").upper(), date=cell(row, "acquisition date"),
-                                 acr=cell(row, "acr") or None, birads=cell(row, "bi-rads").lower())
+    try:
+        for row in reader:
+            file_name = cell(row, "file name")
+            if not file_name.isdigit():  # footer or blank row
+                continue
+            rows[file_name] = CsvRow(file_name=file_name, laterality=cell(row, "laterality").upper(),
+                                     view=cell(row, "view").upper(), date=cell(row, "acquisition date"),
+                                     acr=cell(row, "acr") or None, birads=cell(row, "bi-rads").lower())
+    except csv.Error as e:  # a field over csv's size limit, a quote never closed, ...
+        raise InbreastError(path, f"not a readable ';'-separated table at line {reader.line_num} ({cap(e)})") from None
     return rows
 
 
@@ -477,7 +644,10 @@ def list_cases(folder) -> CaseList:
 
     cases, used_xml = [], set()
     for dicom_path in sorted(dicom_dir.iterdir()):
-        if dicom_path.name.startswith(".") or not dicom_path.is_file():
+        if dicom_path.name.startswith("."):
+            continue
+        if not dicom_path.is_file():   # a folder, FIFO, socket or broken link: never opened
+            problems.skip(dicom_path, "not a regular file (a folder, FIFO or broken link?)")
             continue
         try:
             parts = parse_dicom_name(dicom_path.name)
@@ -513,5 +683,5 @@ def load_case(case: Case, problems: Problems | None = None) -> tuple:
     if problems is not None:
         for roi in rois:
             if not roi.known:
-                problems.note(f"ROIs with unknown name {roi.name!r} (kept as 'other')")
+                problems.note(f"ROIs with unknown name {short(roi.name)} (kept as 'other')")
     return image, rois

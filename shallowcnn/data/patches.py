@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..messages import cap
 from ..storage import StoreError, load_npz, save_npz
 from .augment import TRANSFORMS, augment
 from .breast import WINDOW_PERCENTILES, breast_mask, to_uint8, window_fraction
@@ -233,8 +234,13 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
                      file=sys.stderr):
         try:
             dicom, rois = load_case(case, problems)
+            clusters = find_clusters(rois, size)
         except InbreastError as e:
             problems.skip(e)
+            continue
+        except (ValueError, OverflowError, MemoryError, RecursionError) as e:
+            # a reader check this package does not have yet: skip the image, never the run
+            problems.skip(case.dicom_path, f"unexpected {type(e).__name__}: {cap(e)}")
             continue
         if dicom.pixels.shape[0] < size or dicom.pixels.shape[1] < size:
             problems.skip(case.dicom_path, f"image {dicom.pixels.shape} smaller than one {size} x {size} patch")
@@ -245,7 +251,6 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
         rng = np.random.default_rng(_case_seed(seed, case.file_name))
         mask = breast_mask(dicom.pixels)
         u8, _ = to_uint8(dicom.pixels, mask)
-        clusters = find_clusters(rois, size)
         n_clusters += len(clusters)
         pos = positive_windows(clusters, u8.shape, rng, size, per_cluster)
         neg = negative_windows(mask, rois, rng, size, negatives_per_image)
