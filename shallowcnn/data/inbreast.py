@@ -120,6 +120,7 @@ MAX_IMAGE_PIXELS = 40_000_000     # px; three times INbreast's 3,328 x 4,084
 PIXEL_MM_RANGE = (0.01, 1.0)      # mm; mammograms use 0.05 - 0.1 mm pixels
 MAX_PIXEL_VALUE = 2 ** 31 - 1     # rescaled values must fit a 32-bit integer
 DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+DEFLATE_SLACK_BYTES = 64 << 20    # what a deflated file may inflate to beyond 4 bytes per pixel
 
 
 @dataclass
@@ -224,7 +225,7 @@ def _check_deflated_size(path: Path) -> None:
         f.seek(132)
         if DEFLATED_TRANSFER_SYNTAX.encode() not in f.read(meta_end - 132):
             return
-        limit = 4 * MAX_IMAGE_PIXELS + (64 << 20)
+        limit = 4 * MAX_IMAGE_PIXELS + DEFLATE_SLACK_BYTES
         inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
         while chunk := f.read(1 << 20):
             while chunk:
@@ -234,7 +235,7 @@ def _check_deflated_size(path: Path) -> None:
                     raise InbreastError(path, f"damaged deflate-compressed DICOM ({e})") from None
                 if total > limit:
                     raise InbreastError(path, f"deflate-compressed DICOM inflates to more than "
-                                              f"{limit >> 20} MB, beyond any image this package reads")
+                                              f"{limit / 2 ** 20:,.1f} MB, beyond any image this package reads")
                 chunk = inflater.unconsumed_tail
 
 

@@ -56,6 +56,7 @@ def read_png_folder(folder, size: int = 144, problems: Problems | None = None) -
         if not sub.is_dir():
             problems.note(f"no {label}/ subfolder")
             continue
+        before = len(labels)
         for path in sorted(sub.iterdir()):
             if path.suffix.lower() != ".png":
                 if path.is_file() and not path.name.startswith("."):
@@ -72,6 +73,8 @@ def read_png_folder(folder, size: int = 144, problems: Problems | None = None) -
             labels.append(label)
             names.append(str(path.relative_to(folder)))
             patients.append(path.stem.split("_")[0])
+        if len(labels) == before:
+            problems.note(f"{label}/ subfolder is empty (no readable PNG patches)")
     return {"patches": np.array(patches, dtype=np.uint8).reshape(-1, size, size),
             "labels": np.array(labels, dtype=np.uint8), "image": np.array(names, dtype=str),
             "patient": np.array(patients, dtype=str)}
