@@ -453,3 +453,40 @@ def test_train_on_cuda_without_a_gpu_is_a_message(small_store_file, tmp_path, ca
     status, _, err = run_cli(capsys, ["train", small_store_file, "-o", tmp_path / "run", "--epochs", "1",
                                       "--backend", "cuda", "--quiet"])
     assert status == 2 and "cuda" in err.lower()
+
+
+# ---------------------------------------------------------------------------------------
+# Ctrl-C (class 1): a real SIGINT to a training process, mid-epoch
+# ---------------------------------------------------------------------------------------
+
+
+def test_real_ctrl_c_mid_epoch_prints_the_resume_command_and_exits_130(small_store_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    # batch 1: 24 batches per epoch, nearly all time inside Numba kernels, where a
+    # KeyboardInterrupt used to surface as SystemError
+    argv = [sys.executable, "-u", "-m", "shallowcnn", "train", str(small_store_file), "-o", str(run),
+            "--epochs", "500", "--batch-size", "1", "--lr", "0.0005", "--backend", "numba"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        for line in process.stdout:               # wait for the first finished epoch
+            if line.startswith("epoch") or time.monotonic() > deadline:
+                break
+        time.sleep(0.05)                          # into the next epoch
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "SystemError" not in err
+    assert "interrupted" in err
+    assert f"shallowcnn train {small_store_file} -o {run} --epochs 500 --batch-size 1 --lr 0.0005 " \
+           f"--backend numba --resume" in err
+    assert (run / "checkpoint.npz").exists()
