@@ -170,7 +170,7 @@ def check_dicom_header(header, path) -> DicomHeader:
     if rows is None or columns is None:
         raise InbreastError(path, "DICOM header lacks Rows or Columns")
     if not (1 <= rows <= MAX_IMAGE_SIDE and 1 <= columns <= MAX_IMAGE_SIDE) or rows * columns > MAX_IMAGE_PIXELS:
-        raise InbreastError(path, f"declares {columns} x {rows} pixels (width x height); at most "
+        raise InbreastError(path, f"declares {number(columns)} x {number(rows)} pixels (width x height); at most "
                                   f"{MAX_IMAGE_SIDE} per side and {MAX_IMAGE_PIXELS:,} in all are read")
     frames = _header_number(header, "NumberOfFrames", 1, path, integer=True)
     samples = _header_number(header, "SamplesPerPixel", 1, path, integer=True)
