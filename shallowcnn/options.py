@@ -31,54 +31,24 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
 
 
-def finite_float(text: str) -> float:
-    """Any finite number (NaN and infinities refused)."""
-    return _float(text)
+def _checked(convert, accept, requirement: str, doc: str):
+    """An argparse ``type``: ``convert`` the text, then refuse it unless ``accept(value)``."""
+    def parse(text: str):
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text[:40]}")
+        return value
+    parse.__doc__ = doc
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """A finite number > 0 (learning rate, Adam epsilon, pixel size)."""
-    value = _float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text[:40]}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (distances in pixels)."""
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text[:40]}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in [0, 1] (thresholds, fractions of a window)."""
-    value = _float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text[:40]}")
-    return value
-
-
-def fraction_below_one(text: str) -> float:
-    """A number in [0, 1) (Adam's betas, dropout)."""
-    value = _float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text[:40]}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """A whole number >= 1 (epochs, batch size, stride, counts)."""
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text[:40]}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """A whole number >= 0 (seeds, counts that may be zero)."""
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text[:40]}")
-    return value
+finite_float = _checked(_float, lambda v: True, "a finite number", "Any finite number (NaN and infinities refused).")
+positive_float = _checked(_float, lambda v: v > 0, "a positive number",
+                          "A finite number > 0 (learning rate, Adam epsilon, pixel size).")
+non_negative_float = _checked(_float, lambda v: v >= 0, "zero or more", "A finite number >= 0 (distances in pixels).")
+probability = _checked(_float, lambda v: 0 <= v <= 1, "in [0, 1]", "A number in [0, 1] (thresholds, fractions).")
+fraction_below_one = _checked(_float, lambda v: 0 <= v < 1, "in [0, 1)", "A number in [0, 1) (Adam's betas, dropout).")
+positive_int = _checked(_int, lambda v: v >= 1, "a whole number of at least 1",
+                        "A whole number >= 1 (epochs, batch size, stride, counts).")
+non_negative_int = _checked(_int, lambda v: v >= 0, "a whole number of at least 0",
+                            "A whole number >= 0 (seeds, counts that may be zero).")

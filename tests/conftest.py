@@ -1,11 +1,12 @@
 """Shared fixtures: one tiny phantom (a few patients, small images) and its patch store."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from shallowcnn.data.clusters import find_clusters
 from shallowcnn.data.phantom import generate_phantom
-from shallowcnn.data.patches import make_patches
+from shallowcnn.data.patches import PatchStore, make_patches
 
 TINY_SIZE = (480, 560)   # width, height: 3.4 x 3.9 cm, room for a couple of clusters
 TINY_CASES = 4
@@ -27,3 +28,14 @@ def tiny_store(tiny_phantom, tmp_path_factory):
     path = tmp_path_factory.mktemp("store") / "patches.npz"
     store = make_patches(folder, path, seed=0, verbose=False)
     return path, store
+
+
+@pytest.fixture(scope="session")
+def small_store(tiny_store, tmp_path_factory):
+    """``(path, store)``: 48 train, 16 val and 16 test patches of the tiny store, so that
+    training takes seconds."""
+    _, store = tiny_store
+    rng = np.random.default_rng(0)
+    keep = np.concatenate([rng.permutation(store.indices(s))[:n] for s, n in (("train", 48), ("val", 16), ("test", 16))])
+    small = PatchStore(**{k: getattr(store, k)[keep] for k in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
+    return small.save(tmp_path_factory.mktemp("small") / "small.npz"), small

@@ -28,7 +28,7 @@ from pydicom import config as pydicom_config
 
 from shallowcnn.cli import main
 from shallowcnn.data import inbreast
-from shallowcnn.data.patches import PatchStore, load_patches
+from shallowcnn.data.patches import load_patches
 from shallowcnn.model import ShallowCNN
 from shallowcnn.storage import METADATA_KEY, load_npz, save_npz
 
@@ -273,12 +273,8 @@ def tiny_model_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def small_store_file(tiny_store, tmp_path_factory):
-    _, store = tiny_store
-    rng = np.random.default_rng(0)
-    keep = np.concatenate([rng.permutation(store.indices(s))[:n] for s, n in (("train", 24), ("val", 8), ("test", 8))])
-    small = PatchStore(**{k: getattr(store, k)[keep] for k in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
-    return small.save(tmp_path_factory.mktemp("small") / "small.npz")
+def small_store_file(small_store):
+    return small_store[0]
 
 
 def rewrite_npz(source, target, arrays=None, metadata=None, drop=(), raw_metadata=None):

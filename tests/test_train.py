@@ -125,6 +125,17 @@ def test_bad_settings_are_refused(data):
         Trainer(ShallowCNN(), TrainConfig(epochs=1, backend="numpy"), verbose=False).fit(x, y[:3])
 
 
+def resume_and_finish(data, run_dir, epochs):
+    """Resume the run in ``run_dir`` (made by :func:`run`) and train it to ``epochs``."""
+    x, y, xv, yv = data
+    resumed = Trainer(ShallowCNN(backend="numpy", seed=4),
+                      TrainConfig(epochs=epochs, batch_size=5, lr=3e-3, seed=4, backend="numpy"),
+                      run_dir, verbose=False)
+    resumed.resume()
+    resumed.fit(x, y, xv, yv)
+    return resumed
+
+
 class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs, no handler sees it."""
 
@@ -148,12 +159,7 @@ def test_kill_between_model_and_checkpoint_writes_then_resume_matches(data, tmp_
     monkeypatch.setattr(train_module, "save_npz", real_save)
     _, meta = load_npz(tmp_path / "cut" / "checkpoint.npz")
     assert meta["history"]["epoch"] == list(range(1, kill_at))      # the killed epoch's checkpoint is missing
-    x, y, xv, yv = data
-    resumed = Trainer(ShallowCNN(backend="numpy", seed=4),
-                      TrainConfig(epochs=4, batch_size=5, lr=3e-3, seed=4, backend="numpy"),
-                      tmp_path / "cut", verbose=False)
-    resumed.resume()
-    resumed.fit(x, y, xv, yv)
+    resume_and_finish(data, tmp_path / "cut", epochs=4)
     assert same_params(ShallowCNN.load(tmp_path / "cut" / "model.npz"),
                        ShallowCNN.load(tmp_path / "full" / "model.npz"))
 
@@ -166,12 +172,7 @@ def test_stale_model_beside_a_newer_checkpoint_is_repaired_by_resume(data, tmp_p
     run(data, tmp_path / "first", epochs=1)
     run(data, tmp_path / "cut", epochs=best)
     shutil.copy(tmp_path / "first" / "model.npz", tmp_path / "cut" / "model.npz")
-    x, y, xv, yv = data
-    resumed = Trainer(ShallowCNN(backend="numpy", seed=4),
-                      TrainConfig(epochs=4, batch_size=5, lr=3e-3, seed=4, backend="numpy"),
-                      tmp_path / "cut", verbose=False)
-    resumed.resume()
-    resumed.fit(x, y, xv, yv)
+    resume_and_finish(data, tmp_path / "cut", epochs=4)
     assert same_params(ShallowCNN.load(tmp_path / "cut" / "model.npz"),
                        ShallowCNN.load(tmp_path / "full" / "model.npz"))
 
