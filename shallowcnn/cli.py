@@ -16,7 +16,7 @@ from . import __version__
 COMMAND_MODULES = [
     "shallowcnn.gradcheck",
     "shallowcnn.data.phantom",
-    "shallowcnn.data.patches",
+    "shallowcnn.patches_command",
     "shallowcnn.train",
     "shallowcnn.evaluate",
     "shallowcnn.scan",
