@@ -19,7 +19,7 @@ COMMAND_MODULES = [
     "shallowcnn.patches_command",
     "shallowcnn.train",
     "shallowcnn.evaluate",
-    "shallowcnn.scan",
+    "shallowcnn.scan_command",
     "shallowcnn.demo",
 ]
 

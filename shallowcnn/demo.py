@@ -32,7 +32,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
     """Scan the whole mammograms of the test patients (never seen in training)."""
-    from .scan import scan_paths
+    from .scan_command import scan_paths
 
     test_patients = set(np.unique(store.patient[store.indices("test")]).tolist())
     paths = [im.dicom_path for im in phantom_images if im.patient in test_patients] or \
