@@ -16,9 +16,11 @@ from tqdm import tqdm
 from .constants import PATCH_SIZE, PIXEL_MM
 from .data.images import ScanError, expand_inputs
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, write_froc
+from .kernels import BackendUnavailable
+from .model import ShallowCNN
 from .scan import (DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult,
                    scan_image)
-from .storage import atomic_write_text, save_npy
+from .storage import StoreError, atomic_write_text, save_npy
 
 
 def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None = None) -> dict:
@@ -145,10 +147,6 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
 
 
 def run_command(args) -> int:
-    from .kernels import BackendUnavailable
-    from .model import ShallowCNN
-    from .storage import StoreError
-
     def fail(message, status=2):
         print(f"shallowcnn scan: error: {message}", file=sys.stderr)
         return status

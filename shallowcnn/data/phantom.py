@@ -24,6 +24,7 @@ The same seed gives the same files (UIDs are derived from the seed; no timestamp
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 
 from ..constants import PIXEL_MM
 from ..storage import atomic_write_bytes, atomic_write_text
+from .clusters import find_clusters
 from .inbreast import ROI_TYPE_CONTOUR, ROI_TYPE_CURVE, ROI_TYPE_POINT, make_roi, parse_point
 from .phantom_files import BITS_STORED, dicom_bytes, roi_plist_entry, xml_bytes
 
@@ -536,8 +538,6 @@ def generate_phantom(out, cases: int = DEFAULT_CASES, seed: int = 0, size=DEFAUL
 
 def summarise(images) -> str:
     """One paragraph: patients, images, findings written."""
-    from .clusters import find_clusters
-
     kinds = {}
     clusters = outlines = 0
     for image in images:
@@ -577,8 +577,6 @@ def add_command(subparsers) -> None:
 
 
 def run_command(args) -> int:
-    import sys
-
     start = time.perf_counter()
     try:
         images = generate_phantom(args.out, cases=args.cases, seed=args.seed, size=args.size,
