@@ -33,6 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from .data.patches import PatchError, open_patches
 from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
 from .model import ShallowCNN, check_weights
@@ -100,7 +101,7 @@ def store_fingerprint(store) -> str:
 
 @dataclass
 class TrainConfig:
-    """The paper's recipe by default (section 3-4; DESIGN.md section 1)."""
+    """The paper's recipe by default (paper sections 3-4; docs/design.md, "The network")."""
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3
@@ -380,22 +381,22 @@ def fit(model, x, y, epochs=10, batch_size=64, lr=1e-3, seed=0, x_val=None, y_va
 
 
 # ------------------------------------------------------------------ the run
-def train_run(patches, run_dir, config: TrainConfig, resume=False, verbose=True):
-    """Train on a patch store (path or loaded store) into ``run_dir``.
+def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
+    """Train on a :class:`~shallowcnn.data.patches.PatchStore` into ``run_dir``
+    (:func:`~shallowcnn.data.patches.open_patches` opens a store file).
 
     Writes config.json, checkpoint.npz (every epoch), model.npz (best validation
     accuracy), history.csv and curves.png. Returns the :class:`Trainer`. Settings, the
     store and the output folder are all checked before the first batch.
     """
-    from .data.patches import load_patches
-    from .plots import plot_training_curves
+    from .plots import plot_training_curves      # matplotlib loads only when figures are drawn
 
     config.check()
-    store = load_patches(patches) if isinstance(patches, (str, Path)) else patches
+    source = str(store.path) if store.path is not None else "in-memory store"
     x, y = store.arrays("train")
     x_val, y_val = store.arrays("val")
     if len(x) == 0:
-        raise ValueError(f"{patches}: the store has no training patches")
+        raise ValueError(f"{source}: the store has no training patches")
     run_dir = Path(run_dir)
     if not resume and (run_dir / "checkpoint.npz").exists():
         raise FileExistsError(f"{run_dir} already holds a run (checkpoint.npz); "
@@ -404,7 +405,6 @@ def train_run(patches, run_dir, config: TrainConfig, resume=False, verbose=True)
         raise FileNotFoundError(f"{run_dir / 'checkpoint.npz'}: no checkpoint to resume from")
     check_writable_dir(run_dir)
     model = ShallowCNN(backend=config.backend, seed=config.seed, p_drop=config.p_drop)
-    source = str(patches) if isinstance(patches, (str, Path)) else "in-memory store"
     trainer = Trainer(model, config, run_dir, verbose,
                       extra_metadata={"patches": source, "store_fingerprint": store_fingerprint(store)})
     if resume:
@@ -480,7 +480,8 @@ def run_command(args) -> int:
                          beta2=args.beta2, eps=args.eps, p_drop=args.p_drop, seed=args.seed,
                          backend=args.backend)
     try:
-        trainer = train_run(args.patches, args.output, config, resume=args.resume, verbose=not args.quiet)
+        trainer = train_run(open_patches(args.patches), args.output, config, resume=args.resume,
+                            verbose=not args.quiet)
     except KeyboardInterrupt:
         kept = (f"the checkpoint of the last finished epoch is in {args.output}"
                 if (Path(args.output) / "checkpoint.npz").exists() else "no epoch had finished")
@@ -489,7 +490,8 @@ def run_command(args) -> int:
     except TrainingDiverged as e:
         print(f"shallowcnn train: error: training diverged: {e}", file=sys.stderr)
         return 1
-    except (StoreError, OutputError, BackendUnavailable, ValueError, FileExistsError, FileNotFoundError) as e:
+    except (StoreError, PatchError, OutputError, BackendUnavailable, ValueError, FileExistsError,
+            FileNotFoundError) as e:
         print(f"shallowcnn train: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:   # the disk filled up or the folder went away during the run

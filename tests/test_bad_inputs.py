@@ -27,7 +27,7 @@ import pytest
 from pydicom import config as pydicom_config
 
 from shallowcnn.cli import main
-from shallowcnn.data import inbreast
+from shallowcnn.data import dicom, inbreast
 from shallowcnn.data.patches import load_patches
 from shallowcnn.model import ShallowCNN
 from shallowcnn.storage import METADATA_KEY, load_npz, save_npz
@@ -178,7 +178,7 @@ def test_one_bad_file_skips_only_that_image(case, phantom_copy, tmp_path, capsys
     with_xml = [im for im in images if im.xml_path is not None]
     if case == "deflated-beyond-limit":   # a real 20000 x 20000 bomb is too big for a test:
         # lower what a deflated file may inflate to (100 KB; the image holds 540 KB)
-        monkeypatch.setattr(inbreast, "DEFLATE_SLACK_BYTES", 100_000 - 4 * inbreast.MAX_IMAGE_PIXELS)
+        monkeypatch.setattr(dicom, "DEFLATE_SLACK_BYTES", 100_000 - 4 * dicom.MAX_IMAGE_PIXELS)
     bad_name = FOLDER_CASES[case](folder, with_xml[0])
     status, text, out = patches_run(capsys, folder, tmp_path)
     assert status == 0, text
@@ -423,15 +423,46 @@ OPTION_CASES = [
     ("train", "--eps", "0"), ("train", "--eps", "nan"), ("train", "--beta1", "2"), ("train", "--beta2", "-0.1"),
     ("train", "--lr", "inf"), ("train", "--lr", "-1"), ("train", "--epochs", "0"), ("train", "--batch-size", "-3"),
     ("train", "--seed", "-1"), ("train", "--p-drop", "1"), ("train", "--backend", "gpu"),
+    ("patches", "--fractions", "nan 0.5 0.5"), ("patches", "--fractions", "0.5 0.5 0.5"),
+    ("patches", "--negatives-per-image", "-5"), ("patches", "--per-cluster", "-1"), ("patches", "--seed", "-1"),
+    ("scan", "--nms", "-5"), ("scan", "--threshold", "nan"), ("scan", "--threshold", "2"), ("scan", "--stride", "0"),
+    ("scan", "--pixel-size", "inf"), ("scan", "--pixel-size", "-0.07"), ("scan", "--min-breast", "2"),
+    ("scan", "--tile", "0"), ("scan", "--hit-radius", "-1"), ("scan", "--backend", "gpu"),
+    ("evaluate", "--threshold", "nan"), ("evaluate", "--threshold", "-1"),
+    ("phantom", "--size", "60000x60000"), ("phantom", "--size", "abc"), ("phantom", "--cases", "0"),
+    ("phantom", "--seed", "-1"),
 ]
 
 
 @pytest.mark.parametrize("command,option,value", OPTION_CASES)
-def test_bad_option_is_refused_naming_it(command, option, value, small_store_file, tmp_path, capsys):
-    argv = {"train": ["train", small_store_file, "-o", tmp_path / "run"]}[command] + [option, value]
-    status, _, err = run_cli(capsys, argv)
+def test_bad_option_is_refused_naming_it(command, option, value, small_store_file, tiny_model_file, tiny_phantom,
+                                         tmp_path, capsys):
+    folder, images = tiny_phantom
+    out = tmp_path / "out"
+    argv = {"train": ["train", small_store_file, "-o", out],
+            "patches": ["patches", folder, "-o", out / "store.npz"],
+            "scan": ["scan", tiny_model_file, images[0].dicom_path, "-o", out],
+            "evaluate": ["evaluate", tiny_model_file, small_store_file, "-o", out],
+            "phantom": ["phantom", out]}[command]
+    status, _, err = run_cli(capsys, argv + [option] + value.split())
     assert status == 2 and option in err, err
-    assert not (tmp_path / "run").exists()      # refused before any work
+    assert not out.exists()      # refused before any work
+
+
+@pytest.mark.parametrize("command", ["evaluate", "scan", "patches-into-a-folder"])
+def test_output_that_is_not_a_folder_is_refused_before_work(command, small_store_file, tiny_model_file, tiny_phantom,
+                                                           tmp_path, capsys):
+    folder, images = tiny_phantom
+    existing = tmp_path / "existing"
+    if command == "patches-into-a-folder":
+        existing.mkdir()
+        argv = ["patches", folder, "-o", existing]
+    else:
+        existing.write_text("a file, not a folder")
+        argv = {"evaluate": ["evaluate", tiny_model_file, small_store_file, "-o", existing],
+                "scan": ["scan", tiny_model_file, images[0].dicom_path, "-o", existing]}[command]
+    status, _, err = run_cli(capsys, argv)
+    assert status == 2 and str(existing) in err, err
 
 
 def test_unwritable_output_is_refused_before_training(small_store_file, tmp_path, capsys):

@@ -12,8 +12,9 @@ hypothesis = pytest.importorskip("hypothesis", reason="property tests need hypot
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from shallowcnn.data.inbreast import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_PIXEL_VALUE, PIXEL_MM_RANGE,  # noqa: E402
-                                      DicomHeader, InbreastError, check_dicom_header, parse_point, read_rois)
+from shallowcnn.data.dicom import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MAX_PIXEL_VALUE, PIXEL_MM_RANGE,  # noqa: E402
+                                   DicomHeader, check_dicom_header)
+from shallowcnn.data.inbreast import InbreastError, parse_point, read_rois  # noqa: E402
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 anything_numeric = st.one_of(st.floats(), st.integers(min_value=-10 ** 30, max_value=10 ** 30),

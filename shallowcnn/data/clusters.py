@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PATCH_SIZE = 144        # 1 cm at 0.07 mm per pixel
+from ..constants import PATCH_SIZE
+from .unionfind import UnionFind
+
 MIN_CALCIFICATIONS = 3  # BI-RADS: a cluster is >= 3 calcifications within 1 cm^2
 MAX_COORDINATE = 1e9    # px; beyond this a coordinate is damage, not a mammogram
 
@@ -85,24 +87,6 @@ def points_in_polygon(points_xy: np.ndarray, polygon_xy: np.ndarray) -> np.ndarr
     return (crossings.sum(axis=1) % 2) == 1
 
 
-def _find_roots(parent: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Union-find, vectorised: the root of every index in ``idx`` (pointer jumping)."""
-    roots = parent[idx]
-    while True:
-        up = parent[roots]
-        if np.array_equal(up, roots):
-            return roots
-        roots = up
-
-
-def _union(parent: np.ndarray, members: np.ndarray) -> None:
-    """Join the groups of all ``members`` into one (the smallest root wins; paths compressed)."""
-    roots = _find_roots(parent, members)
-    smallest = roots.min()
-    parent[roots] = smallest
-    parent[members] = smallest
-
-
 def _grid_cells(pixels: np.ndarray, size: int) -> dict:
     """``{(cell_row, cell_col): indices}``: the points bucketed into size x size cells.
 
@@ -154,9 +138,8 @@ def _link_by_windows(centres: np.ndarray, size: int, min_calcifications: int) ->
     """For every calcification, its fullest size x size window; link that window's members.
 
     centres  (n, 2) float (row, col)
-    returns  ``(clustered (n,) bool, parent (n,) int)``: whether each calcification's
-             fullest window holds >= ``min_calcifications``, and the union-find parents
-             (``_find_roots`` gives each one's group)
+    returns  ``(clustered (n,) bool, groups UnionFind)``: whether each calcification's
+             fullest window holds >= ``min_calcifications``, and the groups linked so far
 
     Windows sit on whole pixels, as patches do: a point at row 670.9 lies in the rows of
     pixel 670. Points are bucketed into size x size cells (``_grid_cells``), and each
@@ -164,12 +147,12 @@ def _link_by_windows(centres: np.ndarray, size: int, min_calcifications: int) ->
     cost about n times their neighbourhood, not n squared.
     """
     count = len(centres)
-    parent = np.arange(count)
+    groups = UnionFind(count)
     clustered = np.zeros(count, dtype=bool)
     if not np.all(np.abs(centres) < MAX_COORDINATE):
         raise ValueError(f"calcification centres must be finite pixel coordinates below {MAX_COORDINATE:.0e}")
     if count < min_calcifications:
-        return clustered, parent
+        return clustered, groups
     pixels = np.floor(centres).astype(np.int64)
     cells = _grid_cells(pixels, size)
     for (a, b), own in cells.items():
@@ -196,8 +179,9 @@ def _link_by_windows(centres: np.ndarray, size: int, min_calcifications: int) ->
             inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
             members = block[inside]
             clustered[members] = True
-            _union(parent, members)
-    return clustered, parent
+            for j in members:
+                groups.join(int(i), int(j))
+    return clustered, groups
 
 
 def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CALCIFICATIONS) -> list:
@@ -208,10 +192,8 @@ def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CA
     """
     centres = calcification_centres(rois)
     count = len(centres)
-    clustered, parent = _link_by_windows(centres, size, min_calcifications)
-
-    def root(k):
-        return int(_find_roots(parent, np.array([k]))[0])
+    clustered, groups_of = _link_by_windows(centres, size, min_calcifications)
+    root = groups_of.root
 
     outlines = [roi.points for roi in rois if roi.kind == "cluster" and len(roi.points) >= 3]
     # Each outline claims the groups of the calcifications it encloses; those groups join.
@@ -221,13 +203,12 @@ def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CA
         for j in inside:
             clustered[j] = True
             if k in group_of_outline:
-                parent[root(j)] = root(group_of_outline[k])
+                groups_of.join(group_of_outline[k], j)
             else:
                 group_of_outline[k] = j
     groups = {}
-    members_idx = np.flatnonzero(clustered)
-    for i, group_root in zip(members_idx, _find_roots(parent, members_idx)):
-        groups.setdefault(int(group_root), []).append(i)
+    for i in np.flatnonzero(clustered):
+        groups.setdefault(root(i), []).append(i)
 
     clusters = []
     outline_of_group = {}
