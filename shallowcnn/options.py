@@ -52,3 +52,15 @@ positive_int = _checked(_int, lambda v: v >= 1, "a whole number of at least 1",
                         "A whole number >= 1 (epochs, batch size, stride, counts).")
 non_negative_int = _checked(_int, lambda v: v >= 0, "a whole number of at least 0",
                             "A whole number >= 0 (seeds, counts that may be zero).")
+
+
+def refusing(parse):
+    """An argparse ``type`` from a function that raises ValueError with its own message
+    (argparse would otherwise print only "invalid parse value")."""
+    def checked(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    checked.__doc__ = parse.__doc__
+    return checked

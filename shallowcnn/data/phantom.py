@@ -24,7 +24,6 @@ The same seed gives the same files (UIDs are derived from the seed; no timestamp
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import PIXEL_MM
-from ..options import non_negative_int, positive_int
+from ..options import non_negative_int, positive_int, refusing
 from ..storage import atomic_write_bytes, atomic_write_text
 from .clusters import find_clusters
 from .dicom import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
@@ -475,14 +474,6 @@ def parse_size(text) -> tuple:
     return int(width), int(height)
 
 
-def size_option(text) -> tuple:
-    """:func:`parse_size` for argparse: a bad size is refused naming ``--size``."""
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
 def generate_phantom(out, cases: int = DEFAULT_CASES, seed: int = 0, size=DEFAULT_SIZE,
                      overwrite: bool = False, verbose: bool = True) -> list:
     """Write a phantom INbreast folder and return what was written.
@@ -581,7 +572,7 @@ def add_command(subparsers) -> None:
                         help=f"number of patients, each with 2 or 4 images (default {DEFAULT_CASES})")
     parser.add_argument("--seed", type=non_negative_int, default=0,
                         help="random seed, >= 0; same seed, same files (default 0)")
-    parser.add_argument("--size", type=size_option, default="demo",
+    parser.add_argument("--size", type=refusing(parse_size), default="demo",
                         help=f"image size WIDTHxHEIGHT in pixels of 0.07 mm, 'demo' "
                              f"({DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}, default) or 'full' "
                              f"({FULL_SIZE[0]}x{FULL_SIZE[1]}, as INbreast); at most 16384 a side")
