@@ -7,8 +7,6 @@ tiny model or a tiny store), runs the command line in-process and checks:
 * that the message names the bad file or option;
 * that no traceback reaches stderr;
 * for folder runs, that every good image of the same run is still used.
-
-``BAD_INPUTS`` at the bottom counts the rows; the report of issue 14 quotes it.
 """
 from __future__ import annotations
 
@@ -257,6 +255,26 @@ def test_empty_class_folder_is_noted(tmp_path, capsys):
         Image.fromarray(np.full((144, 144), 40 * k, np.uint8)).save(tmp_path / "png" / "0" / f"p{k}_a.png")
     status, out, _ = patches_run(capsys, tmp_path / "png", tmp_path)
     assert status == 0 and "1/" in out and "empty" in out
+
+
+@pytest.mark.parametrize("case", ["bomb-header", "truncated", "fifo"])
+def test_one_bad_png_patch_skips_only_that_file(case, tmp_path, capsys):
+    from PIL import Image
+    for label in (0, 1):
+        (tmp_path / "png" / str(label)).mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.full((144, 144), 50 * k + label, np.uint8)).save(
+                tmp_path / "png" / str(label) / f"p{k}_a.png")
+    bad = tmp_path / "png" / "1" / "bad.png"
+    if case == "bomb-header":
+        bad.write_bytes(png_claiming(20000, 20000))
+    elif case == "truncated":
+        bad.write_bytes(png_claiming(300, 300)[:40])
+    else:
+        os.mkfifo(bad)
+    status, out, store_path = patches_run(capsys, tmp_path / "png", tmp_path)
+    assert status == 0 and "bad.png" in out
+    assert len(load_patches(store_path)) == 6
 
 
 # ---------------------------------------------------------------------------------------
