@@ -224,7 +224,9 @@ class Trainer:
         if (x_val is None) != (y_val is None):
             raise ValueError("give both x_val and y_val, or neither")
         for name, values in (("x", x), ("x_val", x_val)):
-            if values is not None and not np.all(np.isfinite(values)):
+            # in slices of 1024 samples: a bool copy of a whole store would double its memory
+            if values is not None and not all(np.isfinite(values[i:i + 1024]).all()
+                                              for i in range(0, len(values), 1024)):
                 raise ValueError(f"{name} holds NaN or infinite values")
         for name, labels in (("y", y), ("y_val", y_val)):
             if labels is not None and not np.all((labels == 0) | (labels == 1)):
@@ -446,8 +448,10 @@ def add_command(subparsers):
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help=f"mini-batch size (default {d.batch_size})")
     p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--beta1", type=fraction_below_one, default=d.beta1, help=f"Adam beta1, in [0, 1) (default {d.beta1})")
-    p.add_argument("--beta2", type=fraction_below_one, default=d.beta2, help=f"Adam beta2, in [0, 1) (default {d.beta2})")
+    p.add_argument("--beta1", type=fraction_below_one, default=d.beta1,
+                   help=f"Adam beta1, in [0, 1) (default {d.beta1})")
+    p.add_argument("--beta2", type=fraction_below_one, default=d.beta2,
+                   help=f"Adam beta2, in [0, 1) (default {d.beta2})")
     p.add_argument("--eps", type=positive_float, default=d.eps, help=f"Adam epsilon, > 0 (default {d.eps}, as Keras)")
     p.add_argument("--p-drop", type=fraction_below_one, default=d.p_drop,
                    help=f"dropout probability, in [0, 1) (default {d.p_drop})")
