@@ -448,7 +448,9 @@ OPTION_CASES = [
     ("scan", "--tile", "0"), ("scan", "--hit-radius", "-1"), ("scan", "--backend", "gpu"),
     ("evaluate", "--threshold", "nan"), ("evaluate", "--threshold", "-1"),
     ("phantom", "--size", "60000x60000"), ("phantom", "--size", "abc"), ("phantom", "--cases", "0"),
-    ("phantom", "--seed", "-1"),
+    ("phantom", "--seed", "-1"), ("demo", "--epochs", "0"), ("demo", "--size", "60000x60000"),
+    ("demo", "--backend", "gpu"), ("demo", "--cases", "-2"), ("gradcheck", "--seed", "-1"), ("gradcheck", "--size", "5"),
+    ("gradcheck", "--entries", "-1"), ("gradcheck", "--backend", "gpu"),
 ]
 
 
@@ -461,7 +463,7 @@ def test_bad_option_is_refused_naming_it(command, option, value, small_store_fil
             "patches": ["patches", folder, "-o", out / "store.npz"],
             "scan": ["scan", tiny_model_file, images[0].dicom_path, "-o", out],
             "evaluate": ["evaluate", tiny_model_file, small_store_file, "-o", out],
-            "phantom": ["phantom", out]}[command]
+            "phantom": ["phantom", out], "demo": ["demo", "-o", out], "gradcheck": ["gradcheck"]}[command]
     status, _, err = run_cli(capsys, argv + [option] + value.split())
     assert status == 2 and option in err, err
     assert not out.exists()      # refused before any work
@@ -491,12 +493,16 @@ def test_unwritable_output_is_refused_before_training(small_store_file, tmp_path
     assert status == 2 and str(blocker) in err
 
 
-def test_train_on_cuda_without_a_gpu_is_a_message(small_store_file, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["train", "scan", "gradcheck"])
+def test_cuda_without_a_gpu_is_a_message(command, small_store_file, tiny_model_file, tiny_phantom, tmp_path, capsys):
     from shallowcnn.kernels import cuda_usable
     if cuda_usable():
         pytest.skip("a GPU (or the simulator) is present")
-    status, _, err = run_cli(capsys, ["train", small_store_file, "-o", tmp_path / "run", "--epochs", "1",
-                                      "--backend", "cuda", "--quiet"])
+    _, images = tiny_phantom
+    argv = {"train": ["train", small_store_file, "-o", tmp_path / "run", "--epochs", "1", "--quiet"],
+            "scan": ["scan", tiny_model_file, images[0].dicom_path, "-o", tmp_path / "out"],
+            "gradcheck": ["gradcheck"]}[command]
+    status, _, err = run_cli(capsys, argv + ["--backend", "cuda"])
     assert status == 2 and "cuda" in err.lower()
 
 
