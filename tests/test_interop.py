@@ -172,14 +172,16 @@ def test_torch_twin_computes_what_we_compute(saved_model, tmp_path):
 
 # ------------------------------------------------------------------ Keras
 
-def keras_module(monkeypatch):
-    """Keras 3 with the lightest backend present (KERAS_BACKEND is read on first import)."""
+def keras_module(monkeypatch, home):
+    """Keras 3 with the lightest backend present (KERAS_BACKEND is read on first import;
+    KERAS_HOME keeps the keras.json it writes out of the user's home)."""
     for backend in ("jax", "tensorflow", "torch"):
         if importlib.util.find_spec(backend) is not None:
             break
     else:
         pytest.skip("Keras needs a backend: pip install \"jax[cpu]\"")
     monkeypatch.setenv("KERAS_BACKEND", backend)
+    monkeypatch.setenv("KERAS_HOME", str(home))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     keras = pytest.importorskip("keras", reason="keras not installed (pip install keras)")
     if int(keras.__version__.split(".")[0]) < 3:
@@ -209,8 +211,8 @@ def keras_files(tmp_path_factory):
     """The paper's Sequential saved by Keras as .keras and legacy .h5, and its predictions."""
     monkeypatch = pytest.MonkeyPatch()
     try:
-        keras = keras_module(monkeypatch)
         folder = tmp_path_factory.mktemp("keras")
+        keras = keras_module(monkeypatch, folder / "keras_home")
         model = paper_sequential(keras)
         model.save(folder / "paper.keras")
         model.save(folder / "paper.h5")
