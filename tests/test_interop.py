@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from shallowcnn.cli import main
+from shallowcnn.constants import pixels_to_input
 from shallowcnn.model import ShallowCNN
 from shallowcnn.scan import scan_patchwise, window_starts
 
@@ -52,7 +53,7 @@ def patches(n, seed=0):
 
 def as_input(u8):
     """What the exported graph takes: (N, 1, H, W) float32 pixels / 255, as predict_proba scales."""
-    return (u8[:, None] if u8.ndim == 3 else u8[None, None]).astype(np.float32) / np.float32(255)
+    return pixels_to_input(u8[:, None] if u8.ndim == 3 else u8[None, None])
 
 
 def run_onnx(path_or_bytes, x):

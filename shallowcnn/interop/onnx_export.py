@@ -22,7 +22,8 @@ runtime adds the products in another order.
 pool is replaced by the window maxima that :mod:`shallowcnn.scan` computes. Window (k, l)
 is the 144 x 144 patch whose top-left pixel is (k s, l s); inside it conv2 has 128 x 128
 positions (144 - 16), so its feature is the max of the conv2 map over a 128 x 128 block
-starting at (k s, l s). As in scan.py this is done in two cheap steps with g = gcd(s, 128):
+starting at (k s, l s). As in scan.py this is done in two cheap steps, with the blocks of
+:func:`shallowcnn.scan.window_blocks` (g = gcd(s, 128)):
 
     MaxPool  kernel g x g, stride g           block maxima  (N, 16, (H-16)//g, (W-16)//g)
     MaxPool  kernel m x m, stride s/g          window maxima (N, 16, nR, nC), m = 128/g
@@ -42,34 +43,20 @@ the opset allows, for the same reason.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from ..constants import PATCH_SIZE
+from ..scan import window_blocks
 from . import MissingPackageError, require
 
 DEFAULT_OPSET = 13
-PATCH_SIZE = 144          # the window the network was trained on (shallowcnn.scan.PATCH_SIZE)
 INPUT_NAME = "x"
 PROBABILITY = "probability"
 PROBABILITY_MAP = "probability_map"
-
-
-def heatmap_pools(kernel_size: int, stride: int, patch_size: int = PATCH_SIZE) -> tuple:
-    """The two max pools that turn the conv2 map into window maxima (module docstring).
-
-    returns ``(g, m, step)``: block side g = gcd(stride, span), m = span / g blocks per
-    window side and step = stride / g blocks per stride, with span = patch_size - 2 (K - 1)
-    conv2 positions per window side (128 for the paper's network).
-    """
-    if stride < 1:
-        raise ValueError(f"stride must be a positive integer, got {stride}")
-    span = patch_size - 2 * (kernel_size - 1)
-    g = math.gcd(stride, span)
-    return g, span // g, stride // g
 
 
 def model_to_onnx(model, heatmap_stride: int | None = None, opset: int = DEFAULT_OPSET,
@@ -114,7 +101,7 @@ def model_to_onnx(model, heatmap_stride: int | None = None, opset: int = DEFAULT
         output = helper.make_tensor_value_info(PROBABILITY, TensorProto.FLOAT, ["batch", 1])
         what = "patch classifier: probability (N, 1) of a microcalcification cluster"
     else:
-        g, m, step = heatmap_pools(K, heatmap_stride)
+        g, m, step = window_blocks(K, heatmap_stride)
         # The dense layer at every window is a 1x1 convolution with weights dense.W^T.
         dense_1x1 = p["dense.W"].T.reshape(1, -1, 1, 1)                          # (1, 16, 1, 1)
         initializers += [numpy_helper.from_array(np.ascontiguousarray(dense_1x1), name="dense.W_1x1"),

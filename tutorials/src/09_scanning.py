@@ -245,13 +245,14 @@ for d in result.detections:
 # network as a standard ONNX graph (Conv, Relu, Conv, Relu, GlobalMaxPool, Gemm, Sigmoid), which
 # onnxruntime, OpenCV or a browser can run without shallowcnn; `--heatmap --stride 16` writes the
 # whole-image variant, whose global max pool becomes the two max pools of the scanner (blocks of
-# $g \times g$, then $128/g$ blocks per window). Its output is the probability of every window -- the
+# $g \times g$, then $128/g$ blocks per window: `scan.window_blocks`). Its output is the probability of every window -- the
 # map above, except that it does not skip the background. Export the model we scanned with and run
 # it in onnxruntime (if installed: `pip install ".[interop]"`):
 
 # %%
 import importlib.util
 
+from shallowcnn.constants import pixels_to_input
 from shallowcnn.interop.onnx_export import export_onnx
 
 have_onnx = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
@@ -260,7 +261,7 @@ if have_onnx:
 
     onnx_path = export_onnx(model, WORK / "model_heatmap.onnx", heatmap_stride=16)
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    x = scan_img.pixels[None, None].astype(np.float32) / 255          # (1, 1, H, W), as predict_proba scales
+    x = pixels_to_input(scan_img.pixels[None, None])                  # (1, 1, H, W) float32, pixels / 255
     onnx_map = session.run(None, {"x": x})[0][0, 0]                   # (1, 1, nR, nC) -> (nR, nC)
     in_breast = np.isfinite(result.prob_map)
     onnx_diff = np.abs(onnx_map[in_breast] - result.prob_map[in_breast]).max()
