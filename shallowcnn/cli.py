@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "shallowcnn.evaluate",
     "shallowcnn.scan_command",
     "shallowcnn.demo",
+    "shallowcnn.interop.onnx_export",
+    "shallowcnn.interop.keras_import",
 ]
 
 

@@ -236,3 +236,39 @@ for d in result.detections:
 # 5. With a trained model (notebook 7 or `shallowcnn train`), count how many true clusters get a
 #    detection within 1 cm of their centre, and how many detections are false, at thresholds
 #    0.5, 0.7 and 0.9.
+
+# %% [markdown]
+# ## 9.5 Taking the model elsewhere: ONNX
+#
+# Everything above is two convolutions, two ReLUs, a max over windows and a dot product: operators
+# that every deep-learning framework has. `shallowcnn export model.npz -o model.onnx` writes the
+# network as a standard ONNX graph (Conv, Relu, Conv, Relu, GlobalMaxPool, Gemm, Sigmoid), which
+# onnxruntime, OpenCV or a browser can run without shallowcnn; `--heatmap --stride 16` writes the
+# whole-image variant, whose global max pool becomes the two max pools of the scanner (blocks of
+# $g \times g$, then $128/g$ blocks per window: `scan.window_blocks`). Its output is the probability of every window -- the
+# map above, except that it does not skip the background. Export the model we scanned with and run
+# it in onnxruntime (if installed: `pip install ".[interop]"`):
+
+# %%
+import importlib.util
+
+from shallowcnn.constants import pixels_to_input
+from shallowcnn.interop.onnx_export import export_onnx
+
+have_onnx = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+if have_onnx:
+    import onnxruntime
+
+    onnx_path = export_onnx(model, WORK / "model_heatmap.onnx", heatmap_stride=16)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = pixels_to_input(scan_img.pixels[None, None])                  # (1, 1, H, W) float32, pixels / 255
+    onnx_map = session.run(None, {"x": x})[0][0, 0]                   # (1, 1, nR, nC) -> (nR, nC)
+    in_breast = np.isfinite(result.prob_map)
+    onnx_diff = np.abs(onnx_map[in_breast] - result.prob_map[in_breast]).max()
+    print(f"{onnx_path.name}: {onnx_path.stat().st_size:,} bytes, map {onnx_map.shape}, "
+          f"max difference from scan_image in the breast {onnx_diff:.1e}")
+else:
+    print('skipped: onnx and onnxruntime are not installed (pip install ".[interop]")')
+
+# %% check
+assert not have_onnx or (onnx_map.shape == result.prob_map.shape and onnx_diff < 1e-5)
