@@ -22,6 +22,7 @@ upload in a blocking worker and needs a separate server for concurrency.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
@@ -109,11 +110,16 @@ async def scan_route(request):
     except QueueFull as e:
         await drain(request, state.max_upload_bytes)
         return error(503, str(e))
-    upload = None
+    upload, submitted = None, False
     try:
         upload = await receive_upload(request, state.upload_dir, state.max_upload_bytes)
         received = time.perf_counter()
-        outcome, started = await state.queue.run(_timed_scan, state, upload)
+        # From here the queue owns the place and the upload: both are released when the
+        # job ends, even if this request is cancelled (client gone) while it waits.
+        future = state.queue.submit(_timed_scan, state, upload,
+                                    cleanup=lambda: upload.path.unlink(missing_ok=True))
+        submitted = True
+        outcome, started = await asyncio.wrap_future(future)
         report = outcome.report
         key = state.results.add(outcome)
         base = f"/api/results/{key}"
@@ -133,9 +139,10 @@ async def scan_route(request):
     except UploadRejected as e:
         return error(e.status, e.message)
     finally:
-        if upload is not None:
-            upload.path.unlink(missing_ok=True)        # the upload never outlives its scan
-        state.queue.give_back_place()
+        if not submitted:                    # refused on the way in: release here
+            if upload is not None:
+                upload.path.unlink(missing_ok=True)
+            state.queue.give_back_place()
 
 
 def _timed_scan(state, upload):

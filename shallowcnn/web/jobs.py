@@ -13,7 +13,6 @@ forgets the oldest: memory stays bounded however long the server runs.
 """
 from __future__ import annotations
 
-import asyncio
 import secrets
 import threading
 from collections import OrderedDict
@@ -59,10 +58,26 @@ class ScanQueue:
         with self._lock:
             self._taken -= 1
 
-    async def run(self, function, *args):
-        """Run ``function(*args)`` in a worker thread and await its result (the caller
-        holds a place). The event loop stays free while it runs or waits."""
-        return await asyncio.wrap_future(self._executor.submit(function, *args))
+    def submit(self, function, *args, cleanup=None):
+        """Run ``function(*args)`` in a worker thread for a caller holding a place; returns
+        a ``concurrent.futures.Future`` (``asyncio.wrap_future`` awaits it without blocking
+        the event loop).
+
+        When the job ends, however it ends (done, failed, or cancelled while waiting
+        because the client went away), ``cleanup()`` runs and then the place is given
+        back: the count of places never drifts from the jobs that really exist.
+        """
+        future = self._executor.submit(function, *args)
+
+        def finished(_):
+            try:
+                if cleanup is not None:
+                    cleanup()
+            finally:
+                self.give_back_place()
+
+        future.add_done_callback(finished)
+        return future
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -63,18 +63,19 @@ class ScanOutcome:
 # ---------------------------------------------------------------------------------------
 
 
-def sniff_format(path: Path) -> str:
-    """``"DICOM"`` or Pillow's format name (``"PNG"``, ...) from the file's bytes, never
-    from its name; raises :class:`UploadRejected` (415) for anything else."""
+def sniff_format(path: Path) -> tuple:
+    """``(format, size)`` from the file's bytes, never from its name: ``("DICOM", None)``
+    or Pillow's format name and ``(width, height)``; raises :class:`UploadRejected` (415)
+    for anything else."""
     with open(path, "rb") as f:
         head = f.read(132)
     if head[128:132] == b"DICM":
-        return "DICOM"
+        return "DICOM", None
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            return img.format or "image"
+            return img.format or "image", img.size
     except (UnidentifiedImageError, OSError, ValueError):
         raise UploadRejected(415, "not an image: expected a DICOM file or an image file "
                                   "(PNG, TIFF, JPEG, BMP)") from None
@@ -110,7 +111,8 @@ def dicom_header(path: Path, display_name: str) -> dict:
     return {"transfer_syntax": syntax.name if syntax is not None else None,
             "laterality": text("ImageLaterality") or text("Laterality"),
             "view": text("ViewPosition"), "modality": text("Modality"),
-            "manufacturer": text("Manufacturer"), "bits_stored": ds.get("BitsStored")}
+            "manufacturer": text("Manufacturer"), "bits_stored": ds.get("BitsStored"),
+            "size": (int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))}
 
 
 def name_hints(display_name: str) -> dict:
@@ -178,8 +180,9 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     """
     timings = {}
     t = time.perf_counter()
-    file_format = sniff_format(path)
+    file_format, size = sniff_format(path)
     header = dicom_header(path, display_name) if file_format == "DICOM" else {}
+    width, height = header.pop("size", None) or size
     for key, value in name_hints(display_name).items():
         header[key] = header.get(key) or value
     try:
@@ -211,10 +214,9 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     timings["render_s"] = time.perf_counter() - t
 
     scanned_h, scanned_w = image.pixels.shape
-    original = (round(scanned_h * scale), round(scanned_w * scale))
     report = {
         "file": {"name": display_name, "format": file_format, "bytes": path.stat().st_size},
-        "image": {"width": original[1], "height": original[0],
+        "image": {"width": width, "height": height,
                   "pixel_spacing_mm": [float(s) for s in image.spacing_mm],
                   "scanned_width": scanned_w, "scanned_height": scanned_h,
                   "scale_original_px_per_scanned_px": scale,

@@ -244,6 +244,7 @@ function applyThreshold() {
     const label = document.createElementNS(ns, "text");
     label.setAttribute("x", d.x / scale + radius * 0.75);
     label.setAttribute("y", d.y / scale - radius * 0.75);
+    label.setAttribute("font-size", radius / 2.5);
     label.textContent = String(k + 1);
     marks.append(circle, label);
   });
