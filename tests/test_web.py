@@ -19,7 +19,7 @@ pytest.importorskip("python_multipart", reason="the web server needs python-mult
 pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
 
 with warnings.catch_warnings():   # Starlette 1.x suggests httpx2; httpx still works
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
     from starlette.testclient import TestClient  # noqa: E402
 
 from shallowcnn.cli import main  # noqa: E402

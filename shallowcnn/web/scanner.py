@@ -160,6 +160,18 @@ def display_image(pixels: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.nd
 # ---------------------------------------------------------------------------------------
 
 
+def warm_up(model) -> str | None:
+    """Scan a small blank image once, so that numba compiles (or loads from its cache)
+    every kernel before the first upload; returns numba's threading layer when the
+    backend is numba (None otherwise)."""
+    scan_image(model, np.zeros((PATCH_SIZE + 16, PATCH_SIZE + 16), dtype=np.uint8),
+               mask=np.ones((PATCH_SIZE + 16, PATCH_SIZE + 16), dtype=bool))
+    if model.backend != "numba":
+        return None
+    import numba
+    return numba.threading_layer()
+
+
 def detection_dict(det, scale: float) -> dict:
     """A detection as ``shallowcnn scan`` writes it, plus its window box in original pixels."""
     d = det.to_dict()

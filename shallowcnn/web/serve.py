@@ -75,6 +75,14 @@ def run_command(args) -> int:
         model, name, bundled = load_served_model(args.model, args.backend)
     except (StoreError, BackendUnavailable, ValueError) as e:
         return fail(e)
+    from .scanner import warm_up
+
+    layer = warm_up(model)
+    if layer == "workqueue" and args.workers > 1:
+        # numba's workqueue layer aborts the process when two threads launch parallel
+        # kernels at once; omp and tbb allow it.
+        return fail("--workers > 1 needs numba's omp or tbb threading layer, and this numba uses "
+                    "'workqueue'; use --workers 1 (one scan already uses every core)")
     app = create_app(model, name, bundled, max_upload_mb=args.max_upload_mb, workers=args.workers,
                      waiting=args.waiting)
     print(f"serving {name} ({'bundled phantom model, never saw a real mammogram' if bundled else 'your model'}, "
