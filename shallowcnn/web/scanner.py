@@ -1,7 +1,8 @@
 """The server's one door to the scanner: an uploaded file in, JSON and pictures out.
 
-Everything the web application needs from :mod:`shallowcnn.scan` is imported here and
-nowhere else in ``shallowcnn/web/``, so when the scanner's modules move only these
+Everything the web application needs from the scanner (:mod:`shallowcnn.scan`,
+:mod:`shallowcnn.data.images`, the overlay of :mod:`shallowcnn.plots`) is imported here
+and nowhere else in ``shallowcnn/web/``, so when the scanner's modules move only these
 imports change. Detections are those of ``shallowcnn scan`` on the same file: the same
 :func:`scan_image` with the same defaults (stride 16, threshold 0.5, NMS 144 px).
 
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scan import (DEFAULT_THRESHOLD, PATCH_SIZE, ScanError, load_image, plot_scan_overlay,
-                    scan_image)
+from ..constants import PATCH_SIZE
+from ..data.images import ScanError, load_image
+from ..plots import plot_scan_overlay
+from ..scan import DEFAULT_THRESHOLD, scan_image
 
 CANDIDATE_MIN_PROBABILITY = 0.01   # peaks kept for the page's threshold slider
 MAX_CANDIDATES = 300               # ... at most this many (strongest first)
