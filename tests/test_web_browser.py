@@ -4,7 +4,7 @@ Playwright with ``executable_path`` (Playwright's own browser download does not 
 It starts the server on 127.0.0.1 (a free port, in a thread), opens the page, uploads a
 phantom DICOM through the file input, waits for the result and checks that the detection
 list, the mammogram and the heatmap appear and that clicking a detection shows its
-144 x 144 window. A screenshot is always saved into pytest's tmp folder; with
+144 x 144 window (and that a file dropped on the drop zone is chosen). A screenshot is always saved into pytest's tmp folder; with
 ``SHALLOWCNN_SCREENSHOT=docs`` it is also written to docs/serve_page.png for the README.
 """
 from __future__ import annotations
@@ -86,6 +86,15 @@ def test_page_scans_an_uploaded_dicom_in_chromium(server_url, demo_dicom, tmp_pa
             page.goto(server_url + "/")
             page.wait_for_selector("#bundled-warning:not([hidden])")
             assert "never seen a real mammogram" in page.inner_text("#bundled-warning")
+            # drag and drop: a dropped file is chosen like one from the file input
+            page.evaluate("""() => {
+                const drop = new DataTransfer();
+                drop.items.add(new File([new Uint8Array(200)], "dropped.dcm"));
+                document.getElementById("drop-zone").dispatchEvent(
+                    new DragEvent("drop", {dataTransfer: drop, bubbles: true, cancelable: true}));
+            }""")
+            assert "dropped.dcm" in page.inner_text("#file-name")
+            assert page.is_enabled("#scan-button")
             page.set_input_files("#file-input", str(demo_dicom))
             page.click("#scan-button")
             page.wait_for_selector("#detections li", timeout=120_000)

@@ -23,7 +23,7 @@ async function loadModel() {
     fillList($("model-meta"), [
       ["file", model.name],
       ["trained on", t.data || (model.metadata && model.metadata.patches) || "not recorded"],
-      ["epochs", t.epochs !== undefined ? `${t.epochs} (best ${t.best_epoch})` : (t.best ? `best ${t.best.epoch}` : "not recorded")],
+      ["epochs", epochs(t)],
       ["test accuracy", fmt(metrics.accuracy)],
       ["test ROC AUC", fmt(metrics.roc_auc)],
       ["sensitivity", fmt(metrics.sensitivity)],
@@ -35,6 +35,14 @@ async function loadModel() {
   } catch (e) {
     $("model-line").textContent = "could not read the model description";
   }
+}
+
+function epochs(t) {
+  // the bundled model records {epochs, best_epoch}; `shallowcnn train` records {config, best}
+  const total = t.epochs !== undefined ? t.epochs : t.config && t.config.epochs;
+  const best = t.best_epoch !== undefined ? t.best_epoch : t.best && t.best.epoch;
+  if (total === undefined) return "not recorded";
+  return best !== undefined ? `${total} (best ${best})` : String(total);
 }
 
 function fmt(value, digits = 3) {
