@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "shallowcnn.demo",
     "shallowcnn.interop.onnx_export",
     "shallowcnn.interop.keras_import",
+    "shallowcnn.web.serve",
 ]
 
 
