@@ -288,8 +288,8 @@ print(f"reference conv2 forward: {len(batch) * flop2 / t / 1e9:.1f} GFLOP/s "
       f"({len(batch) / t:.1f} patches/s on this machine)")
 
 # %% [markdown]
-# A few GFLOP/s: a small fraction of what the CPU's matrix units can do (about 200 GFLOP/s on
-# the machine these notes were written on). Notebook 8 closes that gap with Numba.
+# A few GFLOP/s: a small fraction of what the CPU's vector units can do (notebook 8 measures
+# NumPy's matrix-multiply rate on the same machine). Notebook 8 closes that gap with Numba.
 #
 # ## 2.6 The network's shapes, and its field of view
 #
