@@ -27,3 +27,16 @@ def tiny_store(tiny_phantom, tmp_path_factory):
     path = tmp_path_factory.mktemp("store") / "patches.npz"
     store = make_patches(folder, path, seed=0, verbose=False)
     return path, store
+
+
+@pytest.fixture(scope="session")
+def tutorial_builder():
+    """``tutorials/build_notebooks.py`` as a module (a script beside the notebooks, not in the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tutorials" / "build_notebooks.py"
+    spec = importlib.util.spec_from_file_location("build_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

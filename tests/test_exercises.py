@@ -7,8 +7,6 @@ also executed with a planted wrong answer (``tests/test_tutorials.py`` runs the 
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,22 +14,11 @@ import pytest
 from shallowcnn import grading
 from shallowcnn.grading import ExerciseFailed
 
-ROOT = Path(__file__).resolve().parents[1]
-TUTORIALS = ROOT / "tutorials"
 
 
-def _builder():
-    sys.path.insert(0, str(TUTORIALS))
-    try:
-        import build_notebooks
-    finally:
-        sys.path.pop(0)
-    return build_notebooks
 
-
-def solution(stem: str, name: str):
+def solution(b, stem: str, name: str):
     """The function ``name`` as the key (the full notebook ``stem``) defines it."""
-    b = _builder()
     cells = b.parse(b.key_text((b.SRC / f"{stem}.py").read_text(encoding="utf-8")))
     source = next(c.source for c in cells if c.cell_type == "code" and f"def {name}(" in c.source)
     from shallowcnn.layers import sigmoid
@@ -57,16 +44,16 @@ KEY = [("02_convolution_forward", "conv2d_loops", grading.check_conv2d_forward),
        ("07_training", "my_train_step", grading.check_training_step)]
 
 
-def test_every_exercise_of_the_sources_is_graded_here():
-    b = _builder()
+def test_every_exercise_of_the_sources_is_graded_here(tutorial_builder):
+    b = tutorial_builder
     ids = [ex["id"] for src in b.sources() for ex in b.exercises_in(src.read_text(encoding="utf-8"))]
     assert len(ids) == len(KEY) >= 14
     assert {i.split(".")[0] for i in ids} >= {"2", "3", "4", "5", "6", "7"}
 
 
 @pytest.mark.parametrize("stem, name, check", KEY, ids=[k[1] for k in KEY])
-def test_the_keys_solution_passes(stem, name, check):
-    check(solution(stem, name))
+def test_the_keys_solution_passes(stem, name, check, tutorial_builder):
+    check(solution(tutorial_builder, stem, name))
 
 
 def _fails(check, fn, *needles):

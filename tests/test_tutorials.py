@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -31,14 +30,6 @@ pytestmark = pytest.mark.skipif(
     reason="the tutorial tests need nbclient, nbformat and ipykernel (pip install '.[test]')")
 
 
-def _builder():
-    sys.path.insert(0, str(TUTORIALS))
-    try:
-        import build_notebooks
-    finally:
-        sys.path.pop(0)
-    return build_notebooks
-
 
 def _kernel_env(monkeypatch):
     monkeypatch.setenv("SHALLOWCNN_TUTORIAL_QUICK", "1")
@@ -53,18 +44,18 @@ def _code(nb):
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
-def test_every_source_has_a_stored_notebook_and_a_student_version():
-    b = _builder()
+def test_every_source_has_a_stored_notebook_and_a_student_version(tutorial_builder):
+    b = tutorial_builder
     assert [b.target(s).name for s in b.sources()] == [n.name for n in NOTEBOOKS]
     assert [n.name for n in STUDENT] == [n.name for n in NOTEBOOKS]
     assert len(NOTEBOOKS) == 9
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_stored_notebook_matches_its_source_and_has_clean_outputs(path):
+def test_stored_notebook_matches_its_source_and_has_clean_outputs(path, tutorial_builder):
+    b = tutorial_builder
     import nbformat
 
-    b = _builder()
     built = b.build(b.SRC / f"{path.stem}.py")
     stored = nbformat.read(path, as_version=4)
     assert [c.source for c in stored.cells] == [c.source for c in built.cells], \
@@ -85,10 +76,10 @@ def test_stored_notebook_matches_its_source_and_has_clean_outputs(path):
 
 
 @pytest.mark.parametrize("path", STUDENT, ids=lambda p: p.stem)
-def test_student_version_has_stubs_and_no_outputs(path):
+def test_student_version_has_stubs_and_no_outputs(path, tutorial_builder):
+    b = tutorial_builder
     import nbformat
 
-    b = _builder()
     src = b.SRC / f"{path.stem}.py"
     stored = nbformat.read(path, as_version=4)
     assert [c.source for c in stored.cells] == [c.source for c in b.build(src, student=True).cells], \
@@ -103,8 +94,8 @@ def test_student_version_has_stubs_and_no_outputs(path):
         assert not any(body in c.source for c in _code(stored)), ex["id"]
 
 
-def test_at_least_fourteen_exercises_in_notebooks_two_to_seven():
-    b = _builder()
+def test_at_least_fourteen_exercises_in_notebooks_two_to_seven(tutorial_builder):
+    b = tutorial_builder
     per = {s.stem[:2]: len(b.exercises_in(s.read_text(encoding="utf-8"))) for s in b.sources()}
     assert sum(per.values()) >= 14
     assert all(per[n] >= 1 for n in ("02", "03", "04", "05", "06", "07")), per
@@ -113,8 +104,8 @@ def test_at_least_fourteen_exercises_in_notebooks_two_to_seven():
             assert ex["level"] in ("easy", "medium", "hard") and 0 < ex["minutes"] <= 30 and ex["hint"]
 
 
-def test_a_malformed_solution_block_is_refused():
-    b = _builder()
+def test_a_malformed_solution_block_is_refused(tutorial_builder):
+    b = tutorial_builder
     with pytest.raises(ValueError, match="BEGIN SOLUTION"):
         b.exercises_in("    # BEGIN SOLUTION 2.1 easy 5 min\n    pass\n    # END SOLUTION\n")
     with pytest.raises(ValueError, match="no END SOLUTION"):
