@@ -278,7 +278,7 @@ print(f"loops {t_loops * 1e3:.0f} ms, shifted products {t_shift * 1e3:.2f} ms, i
 # `einsum` calls of the shifted products costs a few microseconds of Python and NumPy overhead
 # for very little arithmetic, while im2col pays its copy (tiny here) once and makes a single
 # matrix-multiply call. The case against im2col is memory at the paper's sizes (below), not
-# speed on a toy problem; time both on the batch of the next cell to see the gap close.
+# speed on a toy problem (take-home exercise 6 times both on real batches).
 
 # %%
 batch = rng.random((4 if QUICK else 16, 6, 136, 136), dtype=np.float32)

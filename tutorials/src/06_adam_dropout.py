@@ -1,8 +1,8 @@
 # %% [markdown]
 # # 6. Adam and dropout, step by step
 #
-# The paper trains with Adam (learning rate 0.001; we take Keras' defaults for the rest, which
-# the paper does not list) and regularises with dropout that keeps 80%. The paper does not say
+# The paper trains with Adam (learning rate 0.001; for the rest we take Keras' defaults -- our
+# reading, since the paper lists no other setting but was written in TensorFlow 2) and regularises with dropout that keeps 80%. The paper does not say
 # where the dropout sits; our reading, which the package follows, is on the 16 pooled features
 # just before the dense layer. Both are a few lines of code, and both are easy to get subtly
 # wrong: a widely copied NumPy CNN re-created Adam's moments every batch and skipped the bias
@@ -48,8 +48,8 @@ rng = np.random.default_rng(0)
 #
 # $$w_t = w_{t-1} - \eta_t\,\frac{m_t}{\sqrt{v_t} + \epsilon}, \qquad \eta_t = \eta\,\frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}.$$
 #
-# (This is Keras' arrangement, with the correction folded into the learning rate; the paper's
-# $\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ differs only in where $\epsilon$ sits.) Keras' defaults: $\eta = 0.001$,
+# (This is Keras' arrangement, with the correction folded into the learning rate; Kingma and
+# Ba's $\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ differs only in where $\epsilon$ sits.) Keras' defaults: $\eta = 0.001$,
 # $\beta_1 = 0.9$, $\beta_2 = 0.999$, $\epsilon = 10^{-7}$.
 #
 # **By hand**, one weight $w_0 = 1$ with gradients $g_1 = 0.5$, $g_2 = -0.2$:
@@ -328,7 +328,7 @@ assert not np.allclose(hand.params["conv1.W"], ShallowCNN(dtype=np.float64, seed
 #
 # 1. Show that the bias correction is exact for a constant gradient: if $g_t = g$ for all $t$, then
 #    $m_t/(1 - \beta_1^t) = g$ and $v_t/(1-\beta_2^t) = g^2$.
-# 2. Write the paper's form $w \leftarrow w - \eta\,\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ and compare it with the package's
+# 2. Write Kingma and Ba's form $w \leftarrow w - \eta\,\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ and compare it with the package's
 #    Keras form over 1,000 steps on the quadratic of 6.1. How large does $\epsilon$ have to be before
 #    the two differ visibly?
 # 3. Why does Adam's effective step barely depend on the scale of the loss? Multiply the loss

@@ -81,8 +81,9 @@ assert not set(store.patient[store.split == "test"]) & set(store.patient[store.s
 # %% [markdown]
 # ## 7.2 The network
 #
-# `ShallowCNN` is the paper's Table 2: 492 + 7,792 + 17 = 8,301 parameters, Glorot-uniform weights
-# and zero biases as Keras initialises them.
+# `ShallowCNN` is the paper's Table 2: 492 + 7,792 + 17 = 8,301 parameters. The paper does not
+# say how it initialised them; our reading is Keras' defaults, Glorot-uniform weights and zero
+# biases, and the package does the same.
 
 # %%
 model = ShallowCNN(backend=BACKEND, seed=0)
@@ -95,7 +96,7 @@ assert np.all(model.params["conv1.b"] == 0) and np.abs(model.params["conv1.W"]).
 
 # %% [markdown]
 # The shapes a patch goes through, drawn as in the paper's Fig. 4 (measured on the model, not
-# typed in): each box is a stack of feature maps, to scale in height and width.
+# typed in): each box is a stack of feature maps (one outline per map), its height to scale.
 
 # %%
 h = x_tr[:1]
@@ -107,24 +108,26 @@ for layer in (model.conv1, model.relu1, model.conv2, model.relu2, model.pool):
 shapes.append(model.dense.forward(h).shape[1:])              # one logit per patch
 print(shapes)
 
-fig, ax = plt.subplots(figsize=(12, 3.6))
-boxes = [("input patch", shapes[0]), ("conv1 + ReLU", shapes[1]), ("conv2 + ReLU", shapes[2]),
-         ("global max pool", shapes[3]), ("dense + sigmoid", shapes[4])]
-x0 = 0.0
-for k, (name, shape) in enumerate(boxes):
-    depth, side = (shape[0], shape[1]) if len(shape) == 3 else (shape[0], 8)
-    for d in range(min(depth, 16)):                        # one outline per feature map, stacked
-        off = 2.2 * d
-        ax.add_patch(plt.Rectangle((x0 + off, off), side / 4 if len(shape) == 3 else 6, side if len(shape) == 3 else 6 * depth / 4,
-                                   fc="tab:blue" if len(shape) == 3 else "tab:orange", ec="k", lw=0.5, alpha=0.35))
-    label = f"{depth} x {shape[1]} x {shape[2]}" if len(shape) == 3 else f"{depth}"
-    ax.text(x0, -14, f"{name}\n{label}", fontsize=9, va="top")
-    if k < len(boxes) - 1:
-        arrow_x = x0 + (side / 4 if len(shape) == 3 else 6) + 2.2 * min(depth, 16) + 4
-        ax.annotate("", (arrow_x + 22, 60), (arrow_x, 60), arrowprops=dict(arrowstyle="->"))
-        ax.text(arrow_x, 66, ["9x9 conv", "9x9 conv", "max", "16 -> 1"][k], fontsize=8)
-        x0 = arrow_x + 30
-ax.set(xlim=(-5, x0 + 40), ylim=(-40, 190), aspect="equal")
+names = ["input patch", "conv1 + ReLU", "conv2 + ReLU", "global max pool", "dense + sigmoid"]
+ops = ["6 filters 9x9", "16 filters 9x9", "max per map", "16 weights + bias"]
+xs = [0, 95, 200, 320, 420]                                 # where each stage starts
+fig, ax = plt.subplots(figsize=(13, 3.8))
+for k, (name, shape, x0) in enumerate(zip(names, shapes, xs)):
+    if len(shape) == 3:                                      # a stack of maps, to scale, one outline per map
+        depth, side = shape[0], shape[1]
+        for d in range(depth):
+            ax.add_patch(plt.Rectangle((x0 + 2.5 * d, 2.5 * d), side / 5, side, fc="tab:blue", ec="k", lw=0.4, alpha=0.3))
+        right, label = x0 + side / 5 + 2.5 * depth, f"{depth} x {side} x {shape[2]}"
+    else:                                                    # a vector: one small square per number
+        depth = shape[0]
+        for d in range(depth):
+            ax.add_patch(plt.Rectangle((x0, 72 + 7 * (d - depth / 2)), 7, 7, fc="tab:orange", ec="k", lw=0.4))
+        right, label = x0 + 7, f"{depth} number{'s' * (depth > 1)}"
+    ax.text(x0, -12, f"{name}\n{label}", fontsize=9, va="top")
+    if k < len(ops):
+        ax.annotate("", (xs[k + 1] - 6, 72), (right + 6, 72), arrowprops=dict(arrowstyle="->"))
+        ax.text((right + xs[k + 1]) / 2, 80, ops[k], fontsize=8, ha="center")
+ax.set(xlim=(-5, 470), ylim=(-40, 190), aspect="equal")
 ax.axis("off")
 ax.set_title("The shallow CNN (after the paper's Fig. 4): 8,301 parameters")
 plt.show()

@@ -90,8 +90,9 @@ assert conv2_share > 0.5                          # conv2 dominates, as the FLOP
 # matrix-multiply library (BLAS). For conv1's weight gradient, `einsum("nfhw,nchw->fc")` with
 # $F = 6$ filters and $C = 1$ channel, that route means copying both operands into matrices and
 # multiplying a $6 \times N\!\cdot\!136^2$ matrix by an $N\!\cdot\!136^2 \times 1$ one -- a shape that
-# matrix libraries handle badly -- 81 times. NumPy's own einsum loop (no `optimize`) does the same
-# sum much faster. Measured on one kernel offset:
+# matrix libraries handle badly, and whose threads suffer most when the machine is busy -- 81
+# times. NumPy's own einsum loop (no `optimize`) does the same sum without copies, and faster.
+# Measured on one kernel offset:
 
 # %%
 g1 = rng.random((N, 6, S - 8, S - 8), dtype=np.float32)
