@@ -30,6 +30,7 @@ solution block inside a code cell::
 ::
 
     python tutorials/build_notebooks.py                  # write both sets, unexecuted
+    python tutorials/build_notebooks.py --students       # only the student set (the stored key stays)
     python tutorials/build_notebooks.py --execute        # and execute the full set (full sizes)
     python tutorials/build_notebooks.py --execute 07     # only the notebooks matching "07"
     python tutorials/build_notebooks.py --execute --quick   # SHALLOWCNN_TUTORIAL_QUICK=1
@@ -280,6 +281,9 @@ def main(argv=None) -> int:
     ap.add_argument("only", nargs="*", help="build only the sources whose name contains one of these")
     ap.add_argument("--execute", action="store_true", help="execute and store outputs")
     ap.add_argument("--quick", action="store_true", help="execute with SHALLOWCNN_TUTORIAL_QUICK=1")
+    ap.add_argument("--students", action="store_true",
+                    help="write only tutorials/exercises/ (after a change to hints or text around an "
+                         "exercise; the executed key stays as stored)")
     args = ap.parse_args(argv)
     chosen = [s for s in sources() if not args.only or any(o in s.name for o in args.only)]
     if not chosen:
@@ -292,6 +296,9 @@ def main(argv=None) -> int:
         student = build(src, student=True)
         nbformat.validate(student)
         nbformat.write(student, target(src, student=True))
+        if args.students:
+            print(f"wrote {target(src, True).relative_to(ROOT)}")
+            continue
         nb = build(src)
         if args.execute:
             from nbclient.exceptions import CellExecutionError

@@ -66,7 +66,7 @@ def conv2d_loops(x, W, b):
     N, C, H, Wd = x.shape
     F, _, K, _ = W.shape
     out = np.zeros((N, F, H - K + 1, Wd - K + 1), dtype=np.result_type(x, W))
-    # BEGIN SOLUTION 2.1 | easy | 15 min | loop n, f, i, j over out; inside, s = b[f] plus the sum over c, p, q of W[f, c, p, q] * x[n, c, i + p, j + q]
+    # BEGIN SOLUTION 2.1 | easy | 15 min | four loops pick the output (n, f, i, j) and three more (c, p, q) run the sum of the formula above, starting from b[f]
     for n in range(N):
         for f in range(F):
             for i in range(H - K + 1):
@@ -166,7 +166,7 @@ def conv2d_shifts(x, W, b):
     F, _, K, _ = W.shape
     Ho, Wo = H - K + 1, Wd - K + 1
     out = np.zeros((N, F, Ho, Wo), dtype=np.result_type(x, W))
-    # BEGIN SOLUTION 2.2 | medium | 15 min | for each (p, q): out += einsum("fc,nchw->nfhw", W[:, :, p, q], the (Ho, Wo) view of x shifted by (p, q))
+    # BEGIN SOLUTION 2.2 | medium | 15 min | for each offset (p, q), the shifted (Ho, Wo) view of x meets W[:, :, p, q] in one einsum over c
     for p in range(K):
         for q in range(K):
             out += np.einsum("fc,nchw->nfhw", W[:, :, p, q], x[:, :, p:p + Ho, q:q + Wo])
@@ -196,7 +196,7 @@ def conv2d_im2col(x, W, b):
     F, _, K, _ = W.shape
     Ho, Wo = H - K + 1, Wd - K + 1
     win = np.lib.stride_tricks.sliding_window_view(x, (K, K), axis=(2, 3))   # (N, C, Ho, Wo, K, K)
-    # BEGIN SOLUTION 2.3 | hard | 20 min | transpose win to (N, Ho, Wo, C, K, K), reshape to (N, Ho*Wo, C*K*K), multiply by W.reshape(F, -1).T, then transpose and reshape back
+    # BEGIN SOLUTION 2.3 | hard | 20 min | one row per output position holding its window in (c, p, q) order, one product with W reshaped to (F, C*K*K), then back to (N, F, Ho, Wo)
     cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(N, Ho * Wo, C * K * K)   # the copy
     out = cols @ W.reshape(F, C * K * K).T                                  # (N, Ho*Wo, F)
     return out.transpose(0, 2, 1).reshape(N, F, Ho, Wo) + b[None, :, None, None]

@@ -62,7 +62,7 @@ def conv2d_dW_loops(dout, x, W):
     N, F, Ho, Wo = dout.shape
     K = W.shape[2]
     dW, db = np.zeros_like(W), np.zeros(F, dtype=W.dtype)
-    # BEGIN SOLUTION 3.1 | medium | 15 min | loop n, f, i, j; g = dout[n, f, i, j]; db[f] += g; dW[f] += g * x[n, :, i:i + K, j:j + K]
+    # BEGIN SOLUTION 3.1 | medium | 15 min | read the forward pass backwards: output (n, f, i, j) used one window of x and filter f -- what does its gradient add to dW[f] and db[f]?
     for n in range(N):
         for f in range(F):
             for i in range(Ho):
@@ -87,7 +87,7 @@ def conv2d_dx_loops(dout, W, x_shape):
     N, F, Ho, Wo = dout.shape
     K = W.shape[2]
     dx = np.zeros(x_shape, dtype=np.result_type(dout, W))
-    # BEGIN SOLUTION 3.2 | medium | 15 min | loop n, f, i, j; dx[n, :, i:i + K, j:j + K] += dout[n, f, i, j] * W[f] (no flip)
+    # BEGIN SOLUTION 3.2 | medium | 15 min | the loop of 3.1 again: output (n, f, i, j) sends its gradient times W[f] back into the window it read (no flip)
     for n in range(N):
         for f in range(F):
             for i in range(Ho):
@@ -223,7 +223,7 @@ def global_maxpool_backward(dpooled, x):
     """dpooled (N, C), x (N, C, H, W) the pool's input -> dx (N, C, H, W), one non-zero per map."""
     N, C, H, W = x.shape
     dx = np.zeros_like(x, dtype=np.result_type(dpooled, x))
-    # BEGIN SOLUTION 3.4 | medium | 10 min | for each (n, c): i, j = divmod(argmax of x[n, c] flattened, W); dx[n, c, i, j] = dpooled[n, c]
+    # BEGIN SOLUTION 3.4 | medium | 10 min | all of dpooled[n, c] goes to the first position where x[n, c] is largest (np.argmax of the flattened map)
     for n in range(N):
         for c in range(C):
             i, j = divmod(int(np.argmax(x[n, c])), W)
@@ -311,7 +311,7 @@ def conv_relu_maxpool_backward_sparse(dpooled, x, W, argmax, pooled):
     K = W.shape[2]
     Wo = x.shape[3] - K + 1
     dx, dW, db = np.zeros_like(x), np.zeros_like(W), np.zeros(F, dtype=W.dtype)
-    # BEGIN SOLUTION 3.5 | hard | 20 min | skip (n, f) with pooled <= 0; i, j = divmod(argmax[n, f], Wo); then the updates of 3.1 and 3.2 for that one window
+    # BEGIN SOLUTION 3.5 | hard | 20 min | only maps whose maximum passed the ReLU (pooled > 0) carry gradient, through one window each; argmax is the flat index i * Wo + j
     for n in range(N):
         for f in range(F):
             if pooled[n, f] <= 0:               # the ReLU was closed: no gradient at all

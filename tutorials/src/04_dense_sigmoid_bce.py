@@ -52,7 +52,7 @@ rng = np.random.default_rng(0)
 # %%
 def dense_backward(G, X, W):
     """G (N, M) upstream gradient, X (N, D) input, W (D, M) -> dX (N, D), dW (D, M), db (M,)."""
-    # BEGIN SOLUTION 4.1 | easy | 10 min | let the shapes guide you: dX = G W^T, dW = X^T G, db = G summed over the batch
+    # BEGIN SOLUTION 4.1 | easy | 10 min | let the shapes guide you: dX must be (N, D), dW (D, M) and db (M,)
     return G @ W.T, X.T @ G, G.sum(axis=0)
     # END SOLUTION
 
@@ -165,7 +165,7 @@ assert np.allclose(grad, [-1.25 / 3, 1.25 / 3, -2 / 3], rtol=1e-12)
 # %%
 def bce_with_logits(z, y):
     """z (N,) logits, y (N,) labels in {0, 1} -> (mean loss: float, dL/dz (N,))."""
-    # BEGIN SOLUTION 4.2 | medium | 15 min | loss = mean(max(z, 0) - z*y + log1p(exp(-|z|))); dz = (sigmoid(z) - y) / N with the package's sigmoid
+    # BEGIN SOLUTION 4.2 | medium | 15 min | the loss in the stable form derived above, averaged; the gradient is prediction minus label, over N
     loss = float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
     return loss, (sigmoid(z) - y) / len(z)
     # END SOLUTION

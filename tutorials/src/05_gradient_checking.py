@@ -126,7 +126,7 @@ assert refused
 def my_rel_error(a, b):
     """Largest |a - b| / max(1e-8, |a| + |b|) over the entries, as a float."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    # BEGIN SOLUTION 5.1 | easy | 5 min | elementwise |a - b| / np.maximum(1e-8, |a| + |b|), then the largest entry as a float
+    # BEGIN SOLUTION 5.1 | easy | 5 min | elementwise first, then the worst entry; the floor 1e-8 keeps 0 / 0 away
     return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
     # END SOLUTION
 
@@ -158,7 +158,7 @@ assert rel_error(0.0, 0.0) == 0.0 and abs(rel_error(1e-10, 2e-10) - 0.01) < 1e-1
 def num_grad(loss, arr, h=1e-5):
     """Centred-difference gradient of the scalar loss() with respect to arr (same shape as arr)."""
     grad = np.zeros_like(arr)
-    # BEGIN SOLUTION 5.2 | medium | 15 min | for each idx in np.ndindex(arr.shape): set arr[idx] to old + h and old - h, call loss() each time, restore old, grad[idx] = (up - down) / (2 h)
+    # BEGIN SOLUTION 5.2 | medium | 15 min | nudge one entry at a time to old + h and to old - h, evaluate the loss each time, put the entry back, difference
     for idx in np.ndindex(arr.shape):
         old = arr[idx]
         arr[idx] = old + h

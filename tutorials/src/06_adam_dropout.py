@@ -72,7 +72,7 @@ rng = np.random.default_rng(0)
 # %%
 def adam_step(w, g, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
     """Update w, m, v (arrays of one shape) in place with gradient g at step t >= 1."""
-    # BEGIN SOLUTION 6.1 | medium | 20 min | m = beta1 m + (1 - beta1) g and v likewise with g^2 (in place: m *= ...; m += ...); lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t); w -= lr_t m / (sqrt(v) + eps)
+    # BEGIN SOLUTION 6.1 | medium | 20 min | first the two moments (in place), then the bias-corrected learning rate, then the step on w (in place)
     m *= beta1
     m += (1 - beta1) * g
     v *= beta2
@@ -232,7 +232,7 @@ plt.show()
 # %%
 def inverted_dropout(x, p_drop, rng):
     """x any shape, p_drop in [0, 1), rng a numpy Generator -> out of x's shape."""
-    # BEGIN SOLUTION 6.2 | easy | 10 min | keep = rng.random(x.shape) < 1 - p_drop; out = x * keep / (1 - p_drop)
+    # BEGIN SOLUTION 6.2 | easy | 10 min | draw u once with rng.random(x.shape); the survivors are the units with u < 1 - p_drop, scaled so that the mean stays x
     keep = rng.random(x.shape) < 1 - p_drop
     return np.where(keep, x / (1 - p_drop), 0.0)
     # END SOLUTION

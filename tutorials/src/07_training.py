@@ -151,7 +151,7 @@ assert shapes == [(1, 144, 144), (6, 136, 136), (16, 128, 128), (16,), (1,)]
 # %%
 def my_train_step(model, opt, loss_fn, xb, yb):
     """One step of training on (xb, yb); returns the batch's loss before the update."""
-    # BEGIN SOLUTION 7.1 | medium | 15 min | logits = model.forward(xb, training=True); loss = loss_fn.forward(logits, yb); model.backward(loss_fn.backward()); opt.step(model.grads)
+    # BEGIN SOLUTION 7.1 | medium | 15 min | forward with dropout on, loss, backward, optimiser step -- in that order, as train_step does in notebook 6
     loss = loss_fn.forward(model.forward(xb, training=True), yb)
     model.backward(loss_fn.backward())
     opt.step(model.grads)
