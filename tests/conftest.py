@@ -39,3 +39,16 @@ def small_store(tiny_store, tmp_path_factory):
     keep = np.concatenate([rng.permutation(store.indices(s))[:n] for s, n in (("train", 48), ("val", 16), ("test", 16))])
     small = PatchStore(**{k: getattr(store, k)[keep] for k in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
     return small.save(tmp_path_factory.mktemp("small") / "small.npz"), small
+
+
+@pytest.fixture(scope="session")
+def tutorial_builder():
+    """``tutorials/build_notebooks.py`` as a module (a script beside the notebooks, not in the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tutorials" / "build_notebooks.py"
+    spec = importlib.util.spec_from_file_location("build_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,6 +7,13 @@
 # the work, since neighbouring windows at stride 16 share 89% of their pixels. This notebook
 # shows why the network can instead run *once* over the whole image, checks that this gives
 # exactly the same numbers as cutting patches, and scans a phantom mammogram.
+#
+# | | |
+# |---|---|
+# | **You will learn** | why a network of valid convolutions and a global max pool can run once over a whole image; how window maxima are assembled from block maxima; to scan a mammogram and compare the detections with the annotations |
+# | **You need** | notebooks [2](02_convolution_forward.ipynb) (field of view) and [7](07_training.ipynb) (a trained network) |
+# | **Time** | about 45 minutes of reading and running (full mode trains a small network for a few minutes) |
+# | **Previous / next** | [8. Making it fast](08_speed.ipynb) / -- (the end of the course) |
 
 # %%
 import os
@@ -221,6 +228,14 @@ for d in result.detections:
 # writes the map (`.npy`), an overlay PNG and the detections as JSON; with an INbreast folder it
 # also scores the detections against the annotated clusters (FROC: sensitivity against false
 # positives per image).
+#
+# ## Takeaways
+#
+# * Up to the global max pool the network is convolutional: one pass over the whole image gives
+#   every window's 16 features, identical to cutting the windows out.
+# * A window's maximum is the maximum of a few block maxima, so the scanner keeps only those.
+# * A probability map and its local maxima are detections; scoring them against the annotated
+#   clusters (hits within 1 cm, false positives per image) is what FROC measures.
 #
 # ## Exercises
 #
