@@ -13,16 +13,15 @@
 The model returns *logits*; the loss fuses the sigmoid (losses.py) and
 :meth:`ShallowCNN.predict_proba` applies it for users.
 
-Three ways to compute the feature stack (conv1 ... global max pool):
+Two ways to compute the feature stack (conv1 ... global max pool):
 
 * ``fused=False`` -- the textbook stack of five layers, each with its dense
   backward (the default with the numpy backend: the reference to read);
-* ``fused=True`` with the numpy backend -- conv2, ReLU and max pool as one
-  layer that keeps only each map's maximum and its position, whose backward
-  touches one position per (patch, filter);
-* the numba and cuda backends (fused by default) take the whole stack in one
-  call (:class:`BackendFeatures`), so the sparse gradient flows straight into
-  conv1's weights and (cuda) the activations never leave the GPU.
+* ``fused=True`` (the default with numba and cuda) -- the whole stack in one
+  call of the backend (:class:`BackendFeatures`; every backend provides
+  ``features_forward/backward``, see :mod:`shallowcnn.kernels`). The numpy one
+  runs the same layers in a row; numba sends the sparse gradient of the max
+  pool straight into conv1's weights; cuda also keeps the activations on the GPU.
 All give the same numbers (tests/test_model.py, tests/test_backends.py).
 """
 from __future__ import annotations
@@ -31,7 +30,7 @@ import numpy as np
 
 from . import __version__
 from .kernels import get_backend, resolve_backend_name
-from .layers import Conv2D, ConvReLUGlobalMaxPool, Dense, Dropout, GlobalMaxPool2D, Layer, ReLU, sigmoid
+from .layers import Conv2D, Dense, Dropout, GlobalMaxPool2D, Layer, ReLU, sigmoid
 from .storage import StoreError, load_npz, save_npz
 
 MODEL_KIND = "shallowcnn.model"
@@ -43,7 +42,7 @@ class BackendFeatures(Layer):
     call of the backend: x (N, 1, H, W) -> pooled (N, 16).
 
     The backend's ``features_forward`` / ``features_backward`` see all of it, so
-    they can go further than layer by layer: numba sends the sparse gradient
+    they can go further than layer by layer (numpy does not: it is the reference): numba sends the sparse gradient
     straight to conv1's weights without building the dense (N, 6, 136, 136)
     gradient of conv1's output; cuda also keeps the activations on the GPU, so
     only the pooled features and the weight gradients cross to the host.
@@ -81,7 +80,7 @@ class ShallowCNN:
         Dropout probability (the paper keeps 80%: 0.2).
     dtype : np.float32 (training) or np.float64 (gradient checks).
     fused : bool or None
-        Fused conv2 + ReLU + max pool; None picks it for every backend but numpy.
+        The whole feature stack in one backend call; None picks it for every backend but numpy.
     channels, kernel_size : the paper's (6, 16) and 9; other values make a
         smaller network for experiments.
 
@@ -113,12 +112,10 @@ class ShallowCNN:
         self.dropout = Dropout(p_drop, rng=dropout_rng)
         self.dense = Dense(c2, 1, rng=init_rng, dtype=self.dtype)
 
-        if not self.fused:
-            self.features = [self.conv1, self.relu1, self.conv2, self.relu2, self.pool]
-        elif hasattr(self.kernels, "features_forward"):
+        if self.fused:
             self.features = [BackendFeatures(self.conv1, self.conv2)]
         else:
-            self.features = [self.conv1, self.relu1, ConvReLUGlobalMaxPool(self.conv2)]
+            self.features = [self.conv1, self.relu1, self.conv2, self.relu2, self.pool]
         self.head = [self.dropout, self.dense]
 
         named = {"conv1": self.conv1, "conv2": self.conv2, "dense": self.dense}

@@ -370,11 +370,12 @@ def _running_max(blocks: np.ndarray, axis: int, step: int, m: int, n_out: int) -
 
 def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
                     valid: np.ndarray | None = None, tile: int = DEFAULT_TILE,
-                    batch_tiles: int | None = None, progress=False, fused=None) -> np.ndarray:
+                    batch_tiles: int | None = None, progress=False) -> np.ndarray:
     """The 16 globally max-pooled features of every window, computed fully convolutionally.
 
-    model     :class:`~shallowcnn.model.ShallowCNN` (its backend's ``conv2d_forward`` runs
-              both convolutions, so numpy, numba and cuda all work)
+    model     :class:`~shallowcnn.model.ShallowCNN`; its backend computes conv1
+              (``conv2d_forward``) and conv2's block maxima (``conv_relu_blockmax``:
+              the fast backends never store the conv2 map)
     image_u8  (H, W) uint8
     stride    window step in pixels (any positive integer; fastest when it divides 128)
     valid     (nR, nC) bool: windows to compute (None: all). Tiles that no valid window
@@ -386,9 +387,6 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
               None: enough tiles for about 1024 x 1024 conv2 positions per call (each
               kernel call has a fixed cost; numba's parallel loops want work).
     progress  show a tqdm bar over tiles (True, or a dict of tqdm options)
-    fused     use the fused conv2 + ReLU + block max kernel of
-              :mod:`shallowcnn.scan_kernels` (numba; never writes the conv2 map). None:
-              use it with the numba backend only.
     returns   (nR, nC, F) features, ``F = model.channels[1]``; window (k, l) has its
               top-left corner at ``(k * stride, l * stride)``
 
@@ -432,15 +430,11 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
     todo = [(ti, tj) for ti in range(nt_r) for tj in range(nt_c)
             if needed[ti * tb:(ti + 1) * tb, tj * tb:(tj + 1) * tb].any()]
 
-    if fused is None:
-        fused = model.backend == "numba"
     if batch_tiles is None:
         batch_tiles = max(1, (1024 * 1024) // (T * T))
     kernels = model.kernels
     W1, b1 = model.params["conv1.W"], model.params["conv1.b"]
     W2, b2 = model.params["conv2.W"], model.params["conv2.b"]
-    if fused:
-        from .scan_kernels import conv_relu_blockmax
     blocks = np.full((F, nt_r * tb, nt_c * tb), np.nan, dtype=dtype)   # NaN = not computed
     scale = dtype.type(255)
 
@@ -453,12 +447,7 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
                           for ti, tj in chunk])[:, None].astype(dtype) / scale
             h1 = kernels.conv2d_forward(x, W1, b1)           # (N, 6, T + 8, T + 8)
             np.maximum(h1, 0, out=h1)                        # ReLU
-            if fused:
-                bm = conv_relu_blockmax(h1, W2, b2, g)       # (N, F, tb, tb), ReLU applied
-            else:
-                z = kernels.conv2d_forward(h1, W2, b2)       # (N, F, T, T)
-                bm = z.reshape(len(chunk), F, tb, g, tb, g).max(axis=(3, 5))
-                np.maximum(bm, 0, out=bm)                    # ReLU after the max: same value
+            bm = kernels.conv_relu_blockmax(h1, W2, b2, g)   # (N, F, tb, tb), ReLU applied
             for n, (ti, tj) in enumerate(chunk):
                 blocks[:, ti * tb:(ti + 1) * tb, tj * tb:(tj + 1) * tb] = bm[n]
             bar.update(len(chunk))
@@ -639,8 +628,7 @@ class ScanResult:
 
 def scan_image(model, image, stride: int = DEFAULT_STRIDE, threshold: float = DEFAULT_THRESHOLD,
                min_breast_fraction: float = DEFAULT_MIN_BREAST, nms_px: float = PATCH_SIZE,
-               mask=None, pixel_size_mm=None, tile: int = DEFAULT_TILE, progress=False,
-               fused=None) -> ScanResult:
+               mask=None, pixel_size_mm=None, tile: int = DEFAULT_TILE, progress=False) -> ScanResult:
     """Scan a whole mammogram: a probability for every window and the detected clusters.
 
     model      :class:`~shallowcnn.model.ShallowCNN`
@@ -650,7 +638,7 @@ def scan_image(model, image, stride: int = DEFAULT_STRIDE, threshold: float = DE
     threshold  detections are NMS peaks with probability >= threshold (default 0.5)
     min_breast_fraction  windows with less of the breast get NaN (not scanned)
     mask       (H, W) bool to override the breast mask (all True scans everything)
-    tile, progress, fused  see :func:`window_features`
+    tile, progress  see :func:`window_features`
     returns    :class:`ScanResult`
     """
     start = time.perf_counter()
@@ -663,7 +651,7 @@ def scan_image(model, image, stride: int = DEFAULT_STRIDE, threshold: float = DE
     logit_map = np.full(valid.shape, np.nan, dtype=model.dtype)
     if valid.any():
         feats = window_features(model, scan.pixels, stride, valid=valid, tile=tile,
-                                progress=progress, fused=fused)
+                                progress=progress)
         logit_map[valid] = features_to_logits(model, feats[valid])
     prob_map = sigmoid(logit_map)                                  # NaN stays NaN
     candidates = find_detections(logit_map, rows, cols, threshold=0.0, nms_px=nms_px,
