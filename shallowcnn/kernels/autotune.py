@@ -32,15 +32,13 @@ import sys
 import time
 from pathlib import Path
 
+from .tiles import SMALL_F_VARIANTS, TILE_VARIANTS
+
 ENV = "SHALLOWCNN_KERNEL_VARIANT"
 REPS = 3                      # timed runs per variant (best kept)
 
-# family -> its variant names, the default first (the tile's from tiles.TILE_VARIANTS,
-# the few-filter path's from cpu.SMALL_F_GROUPS)
-FAMILIES = {
-    "tile": ("f4r2", "f4r1", "f8r1"),
-    "small_f": ("g3", "g2", "g4"),
-}
+# family -> its variant names, the default first
+FAMILIES = {"tile": tuple(TILE_VARIANTS), "small_f": tuple(SMALL_F_VARIANTS)}
 
 _chosen: dict = {}            # signature -> record, for this process
 _disk: dict | None = None     # the cache file's choices, read once
@@ -225,9 +223,9 @@ def _threading_layer():
 
 # ---------------------------------------------------------------- `shallowcnn tune`
 
-def retune(sizes=(144,), dtype="float32", batch=4, scan=True):
-    """Time every variant again for the network's layers at these patch sizes (and a
-    scan tile), save the choices and return them."""
+def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
+    """Time every variant again for the network's layers at these patch sizes (and
+    for one scan tile), save the choices and return them (signature -> record)."""
     import numpy as np
 
     from ..model import ShallowCNN
@@ -236,17 +234,17 @@ def retune(sizes=(144,), dtype="float32", batch=4, scan=True):
     model = ShallowCNN(backend="numba", seed=0)
     _force = True
     try:
-        before = set()
         for size in sizes:
-            x = rng.random((batch, 1, size, size)).astype(dtype)
-            model.forward(x, training=False)
+            model.forward(rng.random((batch, 1, size, size)).astype(dtype), training=False)
         if scan:
+            import math
+
+            from ..scan import DEFAULT_STRIDE, DEFAULT_TILE
             from .cpu_blockmax import conv_relu_blockmax
-            from ..scan import DEFAULT_TILE
+            g = math.gcd(DEFAULT_STRIDE, 128)      # the scan's block side (see scan.py)
             h = rng.random((1, 6, DEFAULT_TILE + 8, DEFAULT_TILE + 8)).astype(dtype)
-            W2 = model.params["W2"] if "W2" in model.params else rng.standard_normal((16, 6, 9, 9))
-            conv_relu_blockmax(h, np.asarray(W2, dtype=dtype), np.zeros(16, dtype), 8)
-        del before
+            W2, b2 = model.params["conv2.W"], model.params["conv2.b"]
+            conv_relu_blockmax(h, W2.astype(dtype), b2.astype(dtype), g)
     finally:
         _force = False
     return chosen()

@@ -53,8 +53,8 @@ JT = 256     # room for this many output columns per tile row (a multiple of VL)
 VL = 16      # columns are padded to a multiple of this (float32 lanes of AVX-512)
 
 # name -> (FB filters per block, RP output rows per pass); the first is the default
-TILE_VARIANTS = {"f4r1": (4, 1), "f4r2": (4, 2), "f8r1": (8, 1)}
-DEFAULT_TILE = "f4r2"
+# (the autotuner's choice where nothing is timed: tests, a pinned "default")
+TILE_VARIANTS = {"f4r2": (4, 2), "f4r1": (4, 1), "f8r1": (8, 1)}
 
 # 'contract' lets LLVM fuse a*b+c into one FMA instruction without otherwise
 # reordering float arithmetic.
@@ -209,3 +209,85 @@ def conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn):
             while r < rn:
                 _tile_pass(acc, r * FB * JT, xf, row + r * Wd, row + r * Wd, w, K, FB, False, jv)
                 r += 1
+
+
+# ---------------------------------------------------------------------------
+# the few-filter tile (conv1: 6 filters x 1 channel), see cpu._small_f_kernel
+# ---------------------------------------------------------------------------
+# Its variant is the largest group of filters whose sums one pass carries: G
+# chains per vector of columns, G*K weights held in registers.
+SMALL_F_VARIANTS = {"g3": 3, "g2": 2, "g4": 4}     # name -> gmax; the first is the default
+SEG = JT + 2 * VL         # longest row segment (input columns) of the small-F path
+ACC_F = RB * SEG          # distance between two filters' sums in its buffer
+
+
+def small_f_groups(F, gmax):
+    """(ng, G): the few-filter path does F filters as ng groups of G <= gmax
+    filters, as even as possible (F = 6, gmax 3 or 4: 2 x 3, no padding; F = 5:
+    2 x 3 with one zero filter; gmax 2: 3 x 2).  gmax is the variant (see
+    SMALL_F_VARIANTS).  Why not all 6 at once?  6 sums x 9 taps = 54 weights do
+    not fit in 32 vector registers; LLVM then reloads spilled weights in the
+    inner loop, and conv1 ran at 92 GFLOP/s against 121 with groups of 3 (Zen 4)."""
+    ng = -(-F // gmax)
+    return ng, -(-F // ng)
+
+
+def pack_weights_small(W, dtype, gmax):
+    """W (F, C, K, K) -> Ws (ng, C, K, K*G) with Ws[g, c, p, q*G + f] = W[g*G + f, c, p, q]:
+    the G*K weights of one group and input row (c, p) are contiguous."""
+    F, C, K, _ = W.shape
+    ng, G = small_f_groups(F, gmax)
+    Wpad = np.zeros((ng * G, C, K, K), dtype=dtype)
+    Wpad[:F] = W
+    Ws = Wpad.reshape(ng, G, C, K, K).transpose(0, 2, 3, 4, 1)    # (ng, C, K, K, G)
+    return np.ascontiguousarray(Ws.reshape(ng, C, K, K * G))
+
+
+def small_f_width(Wo, K):
+    """Columns per chunk for the small-F path (see :func:`tile_width`), or 0
+    when K is too large for a segment of SEG input columns."""
+    jt = tile_width(Wo)
+    while jt > 0 and -(-(jt + K - 1) // VL) * VL > SEG:
+        jt = -(-Wo // (-(-Wo // jt) + 1))       # one chunk more, narrower chunks
+        if jt < VL:
+            return 0
+    return jt
+
+
+@njit(fastmath=_FM_FMA, cache=True, inline="always")
+def _small_f_pass(acc, a0, xb, w, G, K, m):
+    """acc[a0 + f*ACC_F + j] += sum_q w[q*G + f] * xb[j + q]  for f < G <= 4, j < m.
+
+    The G running sums of one column are scalars: in registers for all K taps,
+    and one load of xb[j + q] feeds G FMAs (as in :func:`_tile_pass`).  G and K
+    are compile-time constants (tuple lengths, see :func:`taps`), so the
+    ``if G > k`` tests vanish at compile time and a group of 3 computes exactly
+    3 sums.  m is a multiple of VL: the vectorised j loop has no scalar tail.
+    The filters' sums are ACC_F apart, a constant: LLVM then proves that they
+    do not overlap (with a run-time distance it gave up vectorising the loop).
+    """
+    for j in range(m):
+        # (unused sums copy s0: "else 0.0" would make them float64 for float32 data)
+        s0 = acc[a0 + j]
+        s1 = acc[a0 + ACC_F + j] if G > 1 else s0
+        s2 = acc[a0 + 2 * ACC_F + j] if G > 2 else s0
+        s3 = acc[a0 + 3 * ACC_F + j] if G > 3 else s0
+        for q in range(K):
+            v = xb[j + q]
+            o = q * G
+            s0 += w[o] * v
+            if G > 1:
+                s1 += w[o + 1] * v
+            if G > 2:
+                s2 += w[o + 2] * v
+            if G > 3:
+                s3 += w[o + 3] * v
+        acc[a0 + j] = s0
+        if G > 1:
+            acc[a0 + ACC_F + j] = s1
+        if G > 2:
+            acc[a0 + 2 * ACC_F + j] = s2
+        if G > 3:
+            acc[a0 + 3 * ACC_F + j] = s3
+
+
