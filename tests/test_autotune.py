@@ -57,7 +57,7 @@ def test_the_fastest_is_chosen_saved_and_reused(fresh):
         _spin(cost[v])
 
     assert autotune.choose("tile", "tile fused float32 C6 F16 K9 Wo44", run) == "f8r1"
-    assert len(calls) == 3 * (1 + autotune.REPS)
+    assert set(calls) == set(cost) and len(calls) >= 3 * (1 + autotune.REPS)
     saved = json.loads(fresh.read_text())
     assert saved["identity"] == autotune.identity()
     rec = saved["choices"]["tile fused float32 C6 F16 K9 Wo44"]

@@ -42,6 +42,10 @@ and 12 scalar columns, most of the time. The passes therefore run over jn rounde
 to VL = 16 columns. The extra columns read real input (the next columns, or the next
 row) and their sums are never used; only where that would read past the end of x
 (the last rows of the last patch) does a tile keep the scalar tail.
+
+(Editing this file?  Delete ``shallowcnn/kernels/__pycache__`` afterwards: Numba's
+on-disk cache of a kernel in cpu.py checks cpu.py only, not the functions of this
+file that were compiled into it.)
 """
 from __future__ import annotations
 
@@ -109,14 +113,15 @@ def tile_width(Wo):
 
 
 @njit(fastmath=_FM_FMA, cache=True, inline="always")
-def _tile_pass(acc, a, xf, o0, o1, w, K, FB, TWO, jn):
+def _tile_pass(acc, a, x0, x1, w, K, FB, TWO, jn):
     """One input row into one tile row, or two input rows into two tile rows.
 
-    acc[a + f*JT + j]       += sum_q w[f*K + q] * xf[o0 + j + q]
-    acc[a + (FB+f)*JT + j]  += sum_q w[f*K + q] * xf[o1 + j + q]   (TWO only)
+    acc[a + f*JT + j]       += sum_q w[f*K + q] * x0[j + q]
+    acc[a + (FB+f)*JT + j]  += sum_q w[f*K + q] * x1[j + q]   (TWO only)
 
-    for f < FB, j < jn.  xf is x flattened; o0, o1 the flat offsets of the rows'
-    first columns.  TWO goes with FB = 4 only (f8r2 is not a variant).  FB (4 or 8) and TWO are compile-time constants, so the
+    for f < FB, j < jn.  x0 and x1 are views of flattened x from the first
+    column of each input row on (reads may run into the next row: see the
+    padding above).  TWO goes with FB = 4 only (f8r2 is not a variant).  FB (4 or 8) and TWO are compile-time constants, so the
     ``if`` tests vanish and the sums s*, t* not used are never computed (they
     copy s0 so that every name has x's dtype).  Within a column the 4 or 8
     sums are independent chains of K FMAs each.
@@ -136,7 +141,7 @@ def _tile_pass(acc, a, xf, o0, o1, w, K, FB, TWO, jn):
         t2 = acc[b + 2 * JT + j] if TWO else s0
         t3 = acc[b + 3 * JT + j] if TWO else s0
         for q in range(K):
-            v = xf[o0 + j + q]
+            v = x0[j + q]
             s0 += w[q] * v
             s1 += w[K + q] * v
             s2 += w[2 * K + q] * v
@@ -147,7 +152,7 @@ def _tile_pass(acc, a, xf, o0, o1, w, K, FB, TWO, jn):
                 s6 += w[6 * K + q] * v
                 s7 += w[7 * K + q] * v
             if TWO:
-                u = xf[o1 + j + q]
+                u = x1[j + q]
                 t0 += w[q] * u
                 t1 += w[K + q] * u
                 t2 += w[2 * K + q] * u
@@ -204,10 +209,12 @@ def conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn):
             r = 0
             if RP == 2:
                 while r + 1 < rn:
-                    _tile_pass(acc, r * FB * JT, xf, row + r * Wd, row + (r + 1) * Wd, w, K, FB, True, jv)
+                    # (x0[j + q] indices provably >= 0: LLVM vectorises; xf[o + j + q]
+                    # with an unknown offset o needs a wrap-around test per element)
+                    _tile_pass(acc, r * FB * JT, xf[row + r * Wd:], xf[row + (r + 1) * Wd:], w, K, FB, True, jv)
                     r += 2
             while r < rn:
-                _tile_pass(acc, r * FB * JT, xf, row + r * Wd, row + r * Wd, w, K, FB, False, jv)
+                _tile_pass(acc, r * FB * JT, xf[row + r * Wd:], xf[row + r * Wd:], w, K, FB, False, jv)
                 r += 1
 
 
