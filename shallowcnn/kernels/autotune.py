@@ -127,6 +127,28 @@ def pins() -> dict:
 
 # ---------------------------------------------------------------- the choice
 
+def signature(kind, x, W) -> str:
+    """The shapes a choice is made for, e.g. ``tile fused float32 C6 F16 K9 Wo128``:
+    the kernel, dtype, channels, filters, kernel size and output row width (what
+    the variants are sensitive to; the batch and the row count hardly matter)."""
+    F, C, K, _ = W.shape
+    return f"{kind} {x.dtype.name} C{C} F{F} K{K} Wo{x.shape[3] - K + 1}"
+
+
+def tuning_slice(x, K, rows=32, patches=2):
+    """What the variants are timed on: a few patches and output rows of x (N, C, H, W),
+    with all its channels and columns."""
+    import numpy as np
+    return np.ascontiguousarray(x[:patches, :, :K - 1 + rows])
+
+
+def check(family, variant) -> str:
+    """``variant`` if it is a name of ``family``, else a ValueError naming the choices."""
+    if variant not in FAMILIES[family]:
+        raise ValueError(f"unknown kernel variant {variant!r}; choose one of {', '.join(FAMILIES[family])}")
+    return variant
+
+
 def choose(family: str, signature: str, run) -> str:
     """The variant of ``family`` to use for the shapes ``signature``.
 

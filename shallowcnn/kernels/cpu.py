@@ -67,7 +67,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import BackendUnavailable, autotune, check_shapes
-from .tiles import (ACC_F, JT, RB, SMALL_F_VARIANTS, TILE_VARIANTS, VL, _small_f_pass, conv_tile,
+from .tiles import (ACC_F, JT, RB, SMALL_F_VARIANTS, VL, _small_f_pass, conv_tile,
                     pack_bias, pack_weights, pack_weights_small, small_f_groups, small_f_width,
                     taps, tile_width, variant_args)
 
@@ -364,25 +364,6 @@ def _sparse_grad_x_kernel(g, W, argmax, Wo, dx):
 # the backend API
 # ---------------------------------------------------------------------------
 
-def _tuning_slice(x, K):
-    """What the autotuner times the variants on: two patches and at most 32
-    output rows of x, with all its channels and columns (the column count is
-    what the variants are most sensitive to)."""
-    return np.ascontiguousarray(x[:2, :, :K - 1 + 32])
-
-
-def _signature(kind, x, W):
-    N, C, H, Wd = x.shape
-    F, _, K, _ = W.shape
-    return f"{kind} {x.dtype.name} C{C} F{F} K{K} Wo{Wd - K + 1}"
-
-
-def _check_variant(variant, names):
-    if variant not in names:
-        raise ValueError(f"unknown kernel variant {variant!r}; choose one of {', '.join(names)}")
-    return variant
-
-
 def conv2d_forward(x, W, b, relu=False, variant=None):
     """Valid cross-correlation, register-blocked; with ``relu=True`` its ReLU.
 
@@ -405,16 +386,16 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
     if variant in SMALL_F_VARIANTS or (variant is None and F <= SMALL_F):
         if jt:
             if variant is None:
-                xs = _tuning_slice(x, K)
-                variant = autotune.choose("small_f", _signature("small_f dense", x, W),
+                xs = autotune.tuning_slice(x, K)
+                variant = autotune.choose("small_f", autotune.signature("small_f dense", x, W),
                                           lambda v: _small_f(xs, W, b, relu, v, jt))
             return _small_f(x, W, b, relu, variant, jt)
         variant = None          # K wider than a segment (tiles.SEG): the blocked path
     if variant is None:
-        xs = _tuning_slice(x, K)
-        variant = autotune.choose("tile", _signature("tile dense", x, W),
+        xs = autotune.tuning_slice(x, K)
+        variant = autotune.choose("tile", autotune.signature("tile dense", x, W),
                                   lambda v: _blocked(xs, W, b, relu, v))
-    return _blocked(x, W, b, relu, _check_variant(variant, TILE_VARIANTS))
+    return _blocked(x, W, b, relu, autotune.check("tile", variant))
 
 
 def _small_f(x, W, b, relu, variant, jt):
@@ -483,10 +464,10 @@ def conv_relu_maxpool_forward(x, W, b, variant=None):
     b = np.ascontiguousarray(b, dtype=dt)
     W = np.asarray(W, dtype=dt)
     if variant is None:
-        xs = _tuning_slice(x, W.shape[2])
-        variant = autotune.choose("tile", _signature("tile fused", x, W),
+        xs = autotune.tuning_slice(x, W.shape[2])
+        variant = autotune.choose("tile", autotune.signature("tile fused", x, W),
                                   lambda v: _conv_max(xs, W, b, v))
-    zmax, argmax = _conv_max(x, W, b, _check_variant(variant, TILE_VARIANTS))
+    zmax, argmax = _conv_max(x, W, b, autotune.check("tile", variant))
     return np.maximum(zmax, 0), argmax
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import autotune, check_shapes
-from .tiles import JT, RB, TILE_VARIANTS, conv_tile, pack_bias, pack_weights, taps, tile_width, variant_args
+from .tiles import JT, RB, conv_tile, pack_bias, pack_weights, taps, tile_width, variant_args
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -76,23 +76,18 @@ def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
     variant: a name of ``tiles.TILE_VARIANTS``, or None (the autotuner picks).
     """
     x = np.ascontiguousarray(x)
-    dtype = x.dtype
     W = np.asarray(W)
     check_shapes(x, W)
-    F, _, K, _ = W.shape
+    K = W.shape[2]
     Ho, Wo = x.shape[2] - K + 1, x.shape[3] - K + 1
     if Ho < g or Wo < g:
         raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
     g = int(g)
     if variant is None:
-        rows = max(g, 32 // g * g)            # whole block rows, about 32 conv rows
-        xs = np.ascontiguousarray(x[:1, :, :K - 1 + rows])
-        variant = autotune.choose(
-            "tile", f"tile blockmax {dtype.name} C{x.shape[1]} F{F} K{K} Wo{Wo} g{g}",
-            lambda v: _blockmax(xs, W, b, g, v))
-    if variant not in TILE_VARIANTS:
-        raise ValueError(f"unknown kernel variant {variant!r}; choose one of {', '.join(TILE_VARIANTS)}")
-    return _blockmax(x, W, b, g, variant)
+        xs = autotune.tuning_slice(x, K, rows=max(g, 32 // g * g))   # whole block rows
+        variant = autotune.choose("tile", autotune.signature(f"tile blockmax g{g}", x, W),
+                                  lambda v: _blockmax(xs, W, b, g, v))
+    return _blockmax(x, W, b, g, autotune.check("tile", variant))
 
 
 def _blockmax(x, W, b, g, variant):
