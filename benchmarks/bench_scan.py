@@ -30,10 +30,11 @@ import time
 
 import numpy as np
 
-from shallowcnn.data.breast import breast_mask, to_uint8
+from shallowcnn.data.breast import breast_mask, largest_component, to_uint8
+from shallowcnn.data.images import ScanImage
 from shallowcnn.data.phantom import ImagePlan, parse_size, render_image
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import ScanImage, largest_component, scan_image, scan_patchwise
+from shallowcnn.scan import scan_image, scan_patchwise
 
 
 def make_image(size: str, seed: int) -> ScanImage:

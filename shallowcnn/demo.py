@@ -20,6 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.patches import make_patches
+from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
+from .evaluate import evaluate
+from .model import ShallowCNN
+from .scan_command import scan_paths
 from .storage import atomic_write_text
 from .train import TrainConfig, TrainingDiverged, train_run
 
@@ -32,8 +37,6 @@ def _relative(path: Path, root: Path) -> str:
 
 def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
     """Scan the whole mammograms of the test patients (never seen in training)."""
-    from .scan import scan_paths
-
     test_patients = set(np.unique(store.patient[store.indices("test")]).tolist())
     paths = [im.dicom_path for im in phantom_images if im.patient in test_patients] or \
         [im.dicom_path for im in phantom_images[:4]]
@@ -43,10 +46,7 @@ def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
 def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, backend="auto",
              scan=True, verbose=True, size="demo") -> dict:
     """Run phantom -> patches -> train -> evaluate -> scan into ``out``; returns the numbers."""
-    from .data.patches import make_patches
-    from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
-    from .evaluate import evaluate
-    from .model import ShallowCNN
+    from .plots import plot_store_figures          # matplotlib loads only when figures are drawn
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +67,8 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
     timings["phantom"] = time.perf_counter() - t
 
     t = step("2/5 patches: 144 x 144, split by patient, augmented x5, balanced")
-    store = make_patches(out / "phantom", out / "patches.npz", seed=seed, figures=True, verbose=verbose)
+    store = make_patches(out / "phantom", out / "patches.npz", seed=seed, verbose=verbose)
+    plot_store_figures(store, out / "patches.npz")
     timings["patches"] = time.perf_counter() - t
 
     t = step(f"3/5 train: {epochs} epochs (the paper trains 100)")
@@ -158,10 +159,10 @@ def add_command(subparsers):
     p.add_argument("--size", default="demo", help="phantom image size: WIDTHxHEIGHT, demo or full (default demo)")
     p.add_argument("--no-scan", action="store_true", help="skip the whole-mammogram scan")
     p.add_argument("--quiet", action="store_true", help="less output")
-    p.set_defaults(func=_main)
+    p.set_defaults(func=run_command)
 
 
-def _main(args) -> int:
+def run_command(args) -> int:
     try:
         run_demo(args.output, args.cases, args.epochs, args.seed, args.backend, not args.no_scan, not args.quiet,
                  args.size)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import __version__
+from .constants import pixels_to_input
 from .kernels import get_backend, resolve_backend_name
 from .layers import Conv2D, Dense, Dropout, GlobalMaxPool2D, Layer, ReLU, sigmoid
 from .storage import StoreError, load_npz, save_npz
@@ -128,10 +129,11 @@ class ShallowCNN:
         """Smallest H and W the network accepts: two valid KxK convolutions need 2K - 1."""
         return 2 * self.kernel_size - 1
 
-    def _as_input(self, x) -> np.ndarray:
+    def as_input(self, x) -> np.ndarray:
         """Check and convert an input batch to (N, 1, H, W) in the model's dtype.
 
-        uint8 input is taken as 8-bit pixels and divided by 255 (the paper's scaling).
+        uint8 input is taken as 8-bit pixels and divided by 255
+        (:func:`shallowcnn.constants.pixels_to_input`, the paper's scaling).
         """
         x = np.asarray(x)
         if x.ndim == 3:
@@ -142,23 +144,32 @@ class ShallowCNN:
             raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the "
                              f"{self.min_input_size}x{self.min_input_size} minimum of this network")
         if x.dtype == np.uint8:
-            x = x.astype(self.dtype) / self.dtype.type(255)
+            x = pixels_to_input(x, self.dtype)
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     # ------------------------------------------------------ forward/backward
     def features_forward(self, x, training=False) -> np.ndarray:
         """x (N, 1, H, W) -> the 16 globally max-pooled features (N, 16)."""
-        h = self._as_input(x)
+        h = self.as_input(x)
         for layer in self.features:
             h = layer.forward(h, training)
         return h
 
-    def forward(self, x, training=False) -> np.ndarray:
-        """x (N, 1, H, W) -> logits (N,). ``training`` switches dropout on."""
-        h = self.features_forward(x, training)
+    def head_forward(self, features, training=False) -> np.ndarray:
+        """Pooled features (..., F) -> logits (...) through dropout and the dense layer.
+
+        ``logit = sum_f dense.W[f, 0] * feature[f] + dense.b[0]`` (dropout is the identity
+        unless ``training``). Any leading shape: the scan feeds (windows, F).
+        """
+        features = np.asarray(features)
+        h = features.reshape(-1, features.shape[-1])
         for layer in self.head:
             h = layer.forward(h, training)
-        return h[:, 0]
+        return h[:, 0].reshape(features.shape[:-1])
+
+    def forward(self, x, training=False) -> np.ndarray:
+        """x (N, 1, H, W) -> logits (N,). ``training`` switches dropout on."""
+        return self.head_forward(self.features_forward(x, training), training)
 
     def backward(self, dlogits) -> None:
         """dL/dlogits (N,) -> fills :attr:`grads` (overwritten, never accumulated)."""
