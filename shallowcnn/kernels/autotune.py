@@ -292,10 +292,10 @@ def add_command(subparsers):
     p.add_argument("--no-scan", action="store_true", help="skip the scanning kernel")
     p.add_argument("--show", action="store_true",
                    help="only print the saved choices for this machine (no timing)")
-    p.set_defaults(func=_cmd_tune)
+    p.set_defaults(func=run_command)
 
 
-def _cmd_tune(args):
+def run_command(args):
     if args.show:
         rows = _read_disk()
         print(f"{cache_path()}:" if rows else f"no saved choices ({cache_path()})")
