@@ -62,7 +62,9 @@ def forward_flops(size, K=9, c1=6, c2=16):
 def _setup_shallowcnn(backend, mode, x, y, threads):
     if backend == "numba":
         import numba
-        numba.set_num_threads(threads)
+
+        import shallowcnn.kernels.cpu  # noqa: F401  (first: it picks Numba's threading layer)
+        numba.set_num_threads(threads)  # (this starts Numba's threads)
     from shallowcnn.model import ShallowCNN
     from shallowcnn.optim import Adam
     from shallowcnn.train import train_step
@@ -172,8 +174,9 @@ def _kernel_worker(spec):
     """GFLOP/s of the numba convolution kernels alone at the benchmark's shapes."""
     import numba
     import numpy as np
+
+    from shallowcnn.kernels import cpu      # before set_num_threads: cpu picks the threading layer
     numba.set_num_threads(spec["threads"])
-    from shallowcnn.kernels import cpu
     rng = np.random.default_rng(0)
     B, S = spec["batch"], spec["size"]
     x = rng.random((B, 1, S, S), dtype=np.float32)
