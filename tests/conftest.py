@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 # The CPU kernels' autotuner would time its variants on first use; tests use the
@@ -12,7 +13,7 @@ os.environ.setdefault("SHALLOWCNN_KERNEL_VARIANT", "default")
 
 from shallowcnn.data.clusters import find_clusters
 from shallowcnn.data.phantom import generate_phantom
-from shallowcnn.data.patches import make_patches
+from shallowcnn.data.patches import PatchStore, make_patches
 
 TINY_SIZE = (480, 560)   # width, height: 3.4 x 3.9 cm, room for a couple of clusters
 TINY_CASES = 4
@@ -34,3 +35,27 @@ def tiny_store(tiny_phantom, tmp_path_factory):
     path = tmp_path_factory.mktemp("store") / "patches.npz"
     store = make_patches(folder, path, seed=0, verbose=False)
     return path, store
+
+
+@pytest.fixture(scope="session")
+def small_store(tiny_store, tmp_path_factory):
+    """``(path, store)``: 48 train, 16 val and 16 test patches of the tiny store, so that
+    training takes seconds."""
+    _, store = tiny_store
+    rng = np.random.default_rng(0)
+    keep = np.concatenate([rng.permutation(store.indices(s))[:n] for s, n in (("train", 48), ("val", 16), ("test", 16))])
+    small = PatchStore(**{k: getattr(store, k)[keep] for k in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
+    return small.save(tmp_path_factory.mktemp("small") / "small.npz"), small
+
+
+@pytest.fixture(scope="session")
+def tutorial_builder():
+    """``tutorials/build_notebooks.py`` as a module (a script beside the notebooks, not in the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tutorials" / "build_notebooks.py"
+    spec = importlib.util.spec_from_file_location("build_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
