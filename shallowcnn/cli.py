@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "shallowcnn.evaluate",
     "shallowcnn.scan",
     "shallowcnn.demo",
+    "shallowcnn.search.command",
 ]
 
 
