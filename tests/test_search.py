@@ -1,12 +1,11 @@
 """Random hyperparameter search: the space, one trial, and whole searches on Dask.
 
-The searches use a tiny store (16 training, 8 validation patches), a space of tiny
-networks and the numpy backend (no JIT compilation in every new worker process).
+The searches use ``small_store`` (conftest.py: 16 training, 8 validation patches), a
+space of tiny networks and the numpy backend (no JIT compilation in every new worker process).
 """
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import numpy as np
 import pytest
 
 from shallowcnn.cli import main
-from shallowcnn.data.patches import PatchStore
 from shallowcnn.model import ShallowCNN
 from shallowcnn.search.space import (DEFAULT_SPACE, PARAMETERS, SearchSpace, SpaceError, draw, load_space,
                                      parameter_count)
@@ -26,19 +24,6 @@ from shallowcnn.search.trial import run_trial, train_val_store
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPACE = {"conv1_filters": {"int": [2, 3]}, "conv2_filters": {"int": [2, 3]},
               "kernel_size": {"odd": [3, 5]}, "batch_size": 8}
-
-
-@pytest.fixture(scope="module")
-def small_store(tiny_store, tmp_path_factory):
-    """A store of 16 training, 8 validation and 4 test patches cut from the tiny phantom's."""
-    _, store = tiny_store
-    rng = np.random.default_rng(0)
-    keep = np.concatenate([rng.choice(store.indices(s), n, replace=False)
-                           for s, n in (("train", 16), ("val", 8), ("test", 4))])
-    small = PatchStore(**{n: getattr(store, n)[keep] for n in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
-    path = tmp_path_factory.mktemp("search_store") / "small.npz"
-    small.save(path)
-    return path
 
 
 # ------------------------------------------------------------------ space
