@@ -8,8 +8,8 @@ made in this script by the phantom generator:
 
 * **fully convolutional** -- :func:`shallowcnn.scan.scan_image`: both convolutions run once
   over the breast in tiles, windows are block maxima; includes the window geometry, the
-  dense layer, and non-maximum suppression. Timed with the fused conv2 + ReLU + block-max
-  kernel (``scan_kernels.py``) and with the backend's plain ``conv2d_forward``.
+  dense layer, and non-maximum suppression. conv2 runs as the backend's
+  ``conv_relu_blockmax`` (numba: ``kernels/cpu_blockmax.py``, never storing the conv2 map).
 * **patch by patch** -- :func:`shallowcnn.scan.scan_patchwise`: cut each in-breast window
   out and run the patch model (``predict_proba``, batches of 64). Running all ~30,000
   windows would take minutes, so it is timed on a random sample of ``--patch-sample``
@@ -30,10 +30,11 @@ import time
 
 import numpy as np
 
-from shallowcnn.data.breast import breast_mask, to_uint8
+from shallowcnn.data.breast import breast_mask, largest_component, to_uint8
+from shallowcnn.data.images import ScanImage
 from shallowcnn.data.phantom import ImagePlan, parse_size, render_image
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import ScanImage, largest_component, scan_image, scan_patchwise
+from shallowcnn.scan import scan_image, scan_patchwise
 
 
 def make_image(size: str, seed: int) -> ScanImage:
@@ -76,20 +77,18 @@ def main(argv=None) -> int:
 
     # warm-up: compile every kernel on a small image (kept out of the timings)
     small = np.ascontiguousarray(image.pixels[:300, :300])
-    for fused in ([False, True] if args.backend == "numba" else [False]):
-        scan_image(model, small, stride=args.stride, mask=np.ones_like(small, bool), fused=fused)
+    scan_image(model, small, stride=args.stride, mask=np.ones_like(small, bool))
     model.predict_proba(np.repeat(small[None, :144, :144], 2, axis=0))
 
     results = {"size": list(image.pixels.shape), "stride": args.stride, "backend": model.backend,
                "cpus": os.cpu_count(), "numba_threads": threads}
     timings = {}
     scans = {}
-    for fused in ([True, False] if args.backend == "numba" else [False]):
-        label = "fused conv2+ReLU+block max" if fused else "conv2d_forward + block max"
+    for label in (f"{model.backend} conv_relu_blockmax",):
         best = np.inf
         for _ in range(args.repeats):
             t = time.perf_counter()
-            result = scan_image(model, image, stride=args.stride, fused=fused)
+            result = scan_image(model, image, stride=args.stride)
             best = min(best, time.perf_counter() - t)
         timings[label] = best
         scans[label] = result

@@ -222,13 +222,13 @@ def main(argv=None) -> int:
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     epochs = args.epochs or (2 if args.quick else 100)
 
-    from shallowcnn.data.patches import load_patches
+    from shallowcnn.data.patches import PatchError, open_patches
     from shallowcnn.storage import StoreError
     with tempfile.TemporaryDirectory() as tmp:
         store_path = Path(args.patches) if args.patches else quick_store(tmp)
         try:
-            store = load_patches(store_path)
-        except StoreError as e:
+            store = open_patches(store_path)
+        except (StoreError, PatchError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         data = {split: store.arrays(split) for split in ("train", "val", "test")}

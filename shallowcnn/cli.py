@@ -16,10 +16,10 @@ from . import __version__
 COMMAND_MODULES = [
     "shallowcnn.gradcheck",
     "shallowcnn.data.phantom",
-    "shallowcnn.data.patches",
+    "shallowcnn.patches_command",
     "shallowcnn.train",
     "shallowcnn.evaluate",
-    "shallowcnn.scan",
+    "shallowcnn.scan_command",
     "shallowcnn.demo",
     "shallowcnn.search.command",
 ]

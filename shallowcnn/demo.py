@@ -32,7 +32,7 @@ def _relative(path: Path, root: Path) -> str:
 
 def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
     """Scan the whole mammograms of the test patients (never seen in training)."""
-    from .scan import scan_paths
+    from .scan_command import scan_paths
 
     test_patients = set(np.unique(store.patient[store.indices("test")]).tolist())
     paths = [im.dicom_path for im in phantom_images if im.patient in test_patients] or \
@@ -44,6 +44,7 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
              scan=True, verbose=True, size="demo") -> dict:
     """Run phantom -> patches -> train -> evaluate -> scan into ``out``; returns the numbers."""
     from .data.patches import make_patches
+    from .plots import plot_store_figures
     from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
     from .evaluate import evaluate
     from .model import ShallowCNN
@@ -67,7 +68,8 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
     timings["phantom"] = time.perf_counter() - t
 
     t = step("2/5 patches: 144 x 144, split by patient, augmented x5, balanced")
-    store = make_patches(out / "phantom", out / "patches.npz", seed=seed, figures=True, verbose=verbose)
+    store = make_patches(out / "phantom", out / "patches.npz", seed=seed, verbose=verbose)
+    plot_store_figures(store, out / "patches.npz")
     timings["patches"] = time.perf_counter() - t
 
     t = step(f"3/5 train: {epochs} epochs (the paper trains 100)")
@@ -158,10 +160,10 @@ def add_command(subparsers):
     p.add_argument("--size", default="demo", help="phantom image size: WIDTHxHEIGHT, demo or full (default demo)")
     p.add_argument("--no-scan", action="store_true", help="skip the whole-mammogram scan")
     p.add_argument("--quiet", action="store_true", help="less output")
-    p.set_defaults(func=_main)
+    p.set_defaults(func=run_command)
 
 
-def _main(args) -> int:
+def run_command(args) -> int:
     try:
         run_demo(args.output, args.cases, args.epochs, args.seed, args.backend, not args.no_scan, not args.quiet,
                  args.size)

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .data.patches import PatchError, open_patches
 from .metrics import classification_metrics, format_metrics, roc_curve
 from .model import ShallowCNN
 from .storage import StoreError, atomic_write_text
@@ -24,27 +25,19 @@ def _split_images(store, split):
     return store.patches[idx], store.labels[idx]
 
 
-def evaluate(model, patches, split="test", out_dir=None, threshold=0.5, verbose=True) -> dict:
+def evaluate(model, store, split="test", out_dir=None, threshold=0.5, verbose=True) -> dict:
     """Metrics of ``model`` (a ShallowCNN or the path of a model file) on a split.
 
-    ``patches``: a loaded store, the path of a store, or a folder of PNG patches
-    with class subfolders 0/ and 1/ (turned into a store on the fly; every patch
-    counts, whatever ``split`` says). Writes metrics.json, roc.png and
-    mistakes.png into ``out_dir`` when given. Returns the metrics dict.
+    ``store``: a :class:`~shallowcnn.data.patches.PatchStore`
+    (:func:`~shallowcnn.data.patches.open_patches` opens a file or a PNG folder). Writes
+    metrics.json, roc.png and mistakes.png into ``out_dir`` when given. Returns the metrics dict.
     """
-    from .data.patches import load_patches, make_patches
-
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if isinstance(model, (str, Path)):
         model = ShallowCNN.load(model, backend="auto")
-    source = str(patches) if isinstance(patches, (str, Path)) else "the patch store"
-    if isinstance(patches, (str, Path)) and Path(patches).is_dir():
-        patches = make_patches(patches, None, augment_patches=False, balance=False, verbose=False, audit=False)
-        split = "all"
-    elif isinstance(patches, (str, Path)):
-        patches = load_patches(patches)
-    images, labels = _split_images(patches, split)
+    source = str(store.path) if store.path is not None else "the patch store"
+    images, labels = _split_images(store, split)
     if len(images) == 0:
         raise ValueError(f"{source}: no patches in split {split!r}")
     probs = model.predict_proba(images[:, None], batch_size=64)
@@ -54,7 +47,7 @@ def evaluate(model, patches, split="test", out_dir=None, threshold=0.5, verbose=
         print(f"{split} split of {source}:")
         print(format_metrics(metrics))
     if out_dir is not None:
-        from .plots import plot_confident_mistakes, plot_roc
+        from .plots import plot_confident_mistakes, plot_roc   # matplotlib loads only when figures are drawn
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         fpr, tpr, _ = roc_curve(labels, probs)
@@ -70,21 +63,23 @@ def add_command(subparsers):
     p = subparsers.add_parser(
         "evaluate", help="accuracy, sensitivity, specificity, ROC AUC... of a model on a patch store",
         description="Evaluate a model on one split of a patch store (or on every patch of a folder of "
-                    "PNG patches with class subfolders 0/ and 1/) at the paper's 0.5 threshold. Prints a "
+                    "PNG patches with class subfolders 0/ and 1/: all in the test split) at the paper's 0.5 threshold. Prints a "
                     "table and writes metrics.json, roc.png and mistakes.png.")
     p.add_argument("model", help="model file (RUN_DIR/model.npz)")
-    p.add_argument("patches", help="patch store (.npz) or folder of PNG patches with 0/ and 1/")
+    p.add_argument("patches", help="patch store (.npz) or folder of PNG patches with 0/ and 1/ "
+                                   "(all of its patches form the test split)")
     p.add_argument("--split", default="test", choices=SPLITS, help="which patches to score (default test)")
     p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5, the paper's)")
     p.add_argument("-o", "--output", default=None, help="folder for metrics.json and figures (default: the model's folder)")
-    p.set_defaults(func=_main)
+    p.set_defaults(func=run_command)
 
 
-def _main(args) -> int:
+def run_command(args) -> int:
     out = args.output or Path(args.model).parent
     try:
-        evaluate(args.model, args.patches, args.split, out, args.threshold)
-    except (StoreError, ValueError, FileNotFoundError) as e:
+        model = ShallowCNN.load(args.model, backend="auto")        # the model first: the first argument
+        evaluate(model, open_patches(args.patches), args.split, out, args.threshold)
+    except (StoreError, PatchError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.clusters import PATCH_SIZE, find_clusters, points_in_polygon
+from .constants import PATCH_SIZE
+from .data.clusters import find_clusters, points_in_polygon
+from .storage import atomic_write_text
 
 DEFAULT_HIT_RADIUS = PATCH_SIZE / 2     # 72 px = 5 mm at 0.07 mm
 
@@ -172,8 +174,6 @@ def froc_curve(truths: list) -> FrocCurve:
 def write_froc(curve: FrocCurve, path, threshold: float = 0.5) -> Path:
     """froc.json: the curve, the operating point at ``threshold``, sensitivity at 0.5 / 1 /
     2 / 4 false positives per image."""
-    from .storage import atomic_write_text
-
     content = {
         "n_images": curve.n_images, "n_clusters": curve.n_clusters,
         "definition": "sensitivity = clusters hit / clusters; fp_per_image = detections hitting "
@@ -186,32 +186,3 @@ def write_froc(curve: FrocCurve, path, threshold: float = 0.5) -> Path:
         "fp_per_image": [float(f) for f in curve.fp_per_image],
     }
     return atomic_write_text(Path(path), json.dumps(content, indent=2) + "\n")
-
-
-def plot_froc(curve: FrocCurve, path, threshold: float = 0.5) -> Path:
-    """FROC figure: sensitivity against false positives per image, operating point marked."""
-    import io
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .storage import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
-    ax.step(curve.fp_per_image, curve.sensitivity, where="post", color="tab:blue")
-    op = curve.at_threshold(threshold)
-    ax.plot([op["fp_per_image"]], [op["sensitivity"]], "o", color="tab:red",
-            label=f"threshold {threshold:g}: sens {op['sensitivity']:.2f}, "
-                  f"{op['fp_per_image']:.2f} FP/image")
-    ax.set_xlabel("false positives per image")
-    ax.set_ylabel("sensitivity (clusters hit)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"FROC: {curve.n_clusters} clusters in {curve.n_images} images", fontsize=10)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(Path(path), buffer.getvalue())

@@ -199,10 +199,10 @@ def add_command(subparsers):
     p.add_argument("--entries", type=int, default=40,
                    help="entries checked per array, chosen at random (default 40; 0 = all)")
     p.add_argument("--size", type=int, default=21, help="input height and width, at least 17 (default 21)")
-    p.set_defaults(func=_main)
+    p.set_defaults(func=run_command)
 
 
-def _main(args) -> int:
+def run_command(args) -> int:
     if args.size < 17:
         print("error: --size must be at least 17 (two valid 9x9 convolutions)")
         return 2

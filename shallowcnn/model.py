@@ -13,16 +13,15 @@
 The model returns *logits*; the loss fuses the sigmoid (losses.py) and
 :meth:`ShallowCNN.predict_proba` applies it for users.
 
-Three ways to compute the feature stack (conv1 ... global max pool):
+Two ways to compute the feature stack (conv1 ... global max pool):
 
 * ``fused=False`` -- the textbook stack of five layers, each with its dense
   backward (the default with the numpy backend: the reference to read);
-* ``fused=True`` with the numpy backend -- conv2, ReLU and max pool as one
-  layer that keeps only each map's maximum and its position, whose backward
-  touches one position per (patch, filter);
-* the numba and cuda backends (fused by default) take the whole stack in one
-  call (:class:`BackendFeatures`), so the sparse gradient flows straight into
-  conv1's weights and (cuda) the activations never leave the GPU.
+* ``fused=True`` (the default with numba and cuda) -- the whole stack in one
+  call of the backend (:class:`BackendFeatures`; every backend provides
+  ``features_forward/backward``, see :mod:`shallowcnn.kernels`). The numpy one
+  runs the same layers in a row; numba sends the sparse gradient of the max
+  pool straight into conv1's weights; cuda also keeps the activations on the GPU.
 All give the same numbers (tests/test_model.py, tests/test_backends.py).
 """
 from __future__ import annotations
@@ -30,8 +29,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import __version__
+from .constants import pixels_to_input
 from .kernels import get_backend, resolve_backend_name
-from .layers import Conv2D, ConvReLUGlobalMaxPool, Dense, Dropout, GlobalMaxPool2D, Layer, ReLU, sigmoid
+from .layers import Conv2D, Dense, Dropout, GlobalMaxPool2D, Layer, ReLU, sigmoid
 from .storage import StoreError, load_npz, save_npz
 
 MODEL_KIND = "shallowcnn.model"
@@ -43,7 +43,7 @@ class BackendFeatures(Layer):
     call of the backend: x (N, 1, H, W) -> pooled (N, 16).
 
     The backend's ``features_forward`` / ``features_backward`` see all of it, so
-    they can go further than layer by layer: numba sends the sparse gradient
+    they can go further than layer by layer (numpy does not: it is the reference): numba sends the sparse gradient
     straight to conv1's weights without building the dense (N, 6, 136, 136)
     gradient of conv1's output; cuda also keeps the activations on the GPU, so
     only the pooled features and the weight gradients cross to the host.
@@ -81,7 +81,7 @@ class ShallowCNN:
         Dropout probability (the paper keeps 80%: 0.2).
     dtype : np.float32 (training) or np.float64 (gradient checks).
     fused : bool or None
-        Fused conv2 + ReLU + max pool; None picks it for every backend but numpy.
+        The whole feature stack in one backend call; None picks it for every backend but numpy.
     channels, kernel_size : the paper's (6, 16) and 9; other values make a
         smaller network for experiments.
 
@@ -113,12 +113,10 @@ class ShallowCNN:
         self.dropout = Dropout(p_drop, rng=dropout_rng)
         self.dense = Dense(c2, 1, rng=init_rng, dtype=self.dtype)
 
-        if not self.fused:
-            self.features = [self.conv1, self.relu1, self.conv2, self.relu2, self.pool]
-        elif hasattr(self.kernels, "features_forward"):
+        if self.fused:
             self.features = [BackendFeatures(self.conv1, self.conv2)]
         else:
-            self.features = [self.conv1, self.relu1, ConvReLUGlobalMaxPool(self.conv2)]
+            self.features = [self.conv1, self.relu1, self.conv2, self.relu2, self.pool]
         self.head = [self.dropout, self.dense]
 
         named = {"conv1": self.conv1, "conv2": self.conv2, "dense": self.dense}
@@ -131,10 +129,11 @@ class ShallowCNN:
         """Smallest H and W the network accepts: two valid KxK convolutions need 2K - 1."""
         return 2 * self.kernel_size - 1
 
-    def _as_input(self, x) -> np.ndarray:
+    def as_input(self, x) -> np.ndarray:
         """Check and convert an input batch to (N, 1, H, W) in the model's dtype.
 
-        uint8 input is taken as 8-bit pixels and divided by 255 (the paper's scaling).
+        uint8 input is taken as 8-bit pixels and divided by 255
+        (:func:`shallowcnn.constants.pixels_to_input`, the paper's scaling).
         """
         x = np.asarray(x)
         if x.ndim == 3:
@@ -145,23 +144,32 @@ class ShallowCNN:
             raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the "
                              f"{self.min_input_size}x{self.min_input_size} minimum of this network")
         if x.dtype == np.uint8:
-            x = x.astype(self.dtype) / self.dtype.type(255)
+            x = pixels_to_input(x, self.dtype)
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     # ------------------------------------------------------ forward/backward
     def features_forward(self, x, training=False) -> np.ndarray:
         """x (N, 1, H, W) -> the 16 globally max-pooled features (N, 16)."""
-        h = self._as_input(x)
+        h = self.as_input(x)
         for layer in self.features:
             h = layer.forward(h, training)
         return h
 
-    def forward(self, x, training=False) -> np.ndarray:
-        """x (N, 1, H, W) -> logits (N,). ``training`` switches dropout on."""
-        h = self.features_forward(x, training)
+    def head_forward(self, features, training=False) -> np.ndarray:
+        """Pooled features (..., F) -> logits (...) through dropout and the dense layer.
+
+        ``logit = sum_f dense.W[f, 0] * feature[f] + dense.b[0]`` (dropout is the identity
+        unless ``training``). Any leading shape: the scan feeds (windows, F).
+        """
+        features = np.asarray(features)
+        h = features.reshape(-1, features.shape[-1])
         for layer in self.head:
             h = layer.forward(h, training)
-        return h[:, 0]
+        return h[:, 0].reshape(features.shape[:-1])
+
+    def forward(self, x, training=False) -> np.ndarray:
+        """x (N, 1, H, W) -> logits (N,). ``training`` switches dropout on."""
+        return self.head_forward(self.features_forward(x, training), training)
 
     def backward(self, dlogits) -> None:
         """dL/dlogits (N,) -> fills :attr:`grads` (overwritten, never accumulated)."""

@@ -1,11 +1,16 @@
 """Figures, written as PNG files with matplotlib's Agg backend (no display needed).
 
-Each function takes arrays, writes one PNG and returns its path; none of them shows a
-window, so they work on servers and in tests.
+Each function takes arrays (or a result object), writes one PNG and returns its path;
+none of them shows a window, so they work on servers and in tests. Every figure of the
+package is drawn here: patches (Fig. 2, 3), training curves, ROC, mistakes, the scan
+overlay and the FROC curve.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+import io
+import math
 
 import numpy as np
 
@@ -13,15 +18,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Circle  # noqa: E402
 
-ROI_COLOURS = {"calcification": "red", "cluster": "yellow", "other": "cyan"}
-
+from .data.augment import TRANSFORMS, apply_transform  # noqa: E402
+from .storage import atomic_write_bytes  # noqa: E402
 
 def _save(fig, path) -> Path:
     """Save through a temporary name and rename, like every other file of the project."""
-    from .storage import atomic_write_bytes
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
     plt.close(fig)
@@ -56,8 +59,6 @@ def plot_transforms(patch: np.ndarray, path) -> Path:
 
     patch  (144, 144) uint8 (the untransformed original)
     """
-    from .data.augment import TRANSFORMS, apply_transform
-
     fig, axes = plt.subplots(1, len(TRANSFORMS), figsize=(2.2 * len(TRANSFORMS), 2.6))
     for ax, name in zip(axes, TRANSFORMS):
         ax.imshow(apply_transform(patch, name), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -68,40 +69,20 @@ def plot_transforms(patch: np.ndarray, path) -> Path:
     return _save(fig, path)
 
 
-def plot_mammogram(image_u8: np.ndarray, path, rois=(), clusters=(), windows=(), title: str = "",
-                   max_side: int = 1400) -> Path:
-    """A whole mammogram with its annotations.
+def plot_store_figures(store, out_path) -> list:
+    """Fig. 2 (example patches) and Fig. 3 (transforms) of a patch store, as PNGs next
+    to ``out_path`` (``<stem>_fig2_examples.png``, ``<stem>_fig3_transforms.png``).
 
-    image_u8  (H, W) uint8 (windowed image)
-    rois      list of ROI (points drawn in the colour of their kind: calcification red,
-              cluster outline yellow, other findings cyan)
-    clusters  list of clusters (their centres drawn as yellow crosses)
-    windows   iterable of (row, col, size, colour): squares to draw (e.g. patches)
+    store  a :class:`~shallowcnn.data.patches.PatchStore`
     """
-    height, width = image_u8.shape
-    scale = min(1.0, max_side / max(height, width))
-    fig = plt.figure(figsize=(width * scale / 100 + 0.2, height * scale / 100 + 0.5), dpi=100)
-    ax = fig.add_axes([0, 0, 1, 0.95])
-    ax.imshow(image_u8, cmap="gray", vmin=0, vmax=255)
-    for roi in rois:
-        colour = ROI_COLOURS.get(roi.kind, "cyan")
-        x, y = roi.points[:, 0], roi.points[:, 1]
-        if len(roi.points) == 1:
-            ax.plot(x, y, "o", ms=6, mfc="none", mec=colour, mew=0.8)
-        else:
-            ax.plot(np.append(x, x[0]), np.append(y, y[0]), "-", color=colour, lw=0.8)
-            if roi.kind == "other":
-                ax.text(x.max(), y.min(), roi.name or "(unnamed)", color=colour, fontsize=7)
-    for cluster in clusters:
-        ax.plot(cluster.centre[1], cluster.centre[0], "+", color="yellow", ms=14, mew=1.5)
-    for row, col, size, colour in windows:
-        ax.add_patch(plt.Rectangle((col - 0.5, row - 0.5), size, size, fill=False, ec=colour, lw=0.7))
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    stem = Path(out_path).with_suffix("")
+    originals = store.transform == "none"
+    written = [plot_patch_examples(store.patches[originals], store.labels[originals],
+                                   f"{stem}_fig2_examples.png", seed=store.metadata.get("seed", 0))]
+    positives = np.flatnonzero(originals & (store.labels == 1))
+    if len(positives):
+        written.append(plot_transforms(store.patches[positives[0]], f"{stem}_fig3_transforms.png"))
+    return written
 
 
 # ---------------------------------------------------------------- training
@@ -165,6 +146,81 @@ def plot_confident_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.nd
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("most confidently wrong patches", fontsize=10)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- scanning
+def plot_scan_overlay(result, path, truth=None, max_side: int = 1600,
+                      title: str | None = None) -> Path:
+    """The mammogram with the probability heatmap on top, detections and true clusters.
+
+    Each window's probability colours a stride x stride cell at the window's centre
+    (transparent where below 0.1 and outside the breast); detections are white circles
+    of one window's size with their probability; true clusters (``truth``: the
+    :class:`~shallowcnn.froc.ImageTruth`, optional) are green when hit, red when missed.
+    The image is shown at most ``max_side`` pixels high or wide.
+
+    result  a :class:`~shallowcnn.scan.ScanResult`
+    """
+    img = result.image
+    height, width = img.pixels.shape
+    sub = max(1, int(math.ceil(max(height, width) / max_side)))
+    shown = img.pixels[::sub, ::sub]
+    s, half = result.stride, result.window_size / 2
+    rows, cols = result.window_rows, result.window_cols
+    # extent (left, right, bottom, top) in scanned pixels: cell k is centred at rows[k] + 72
+    extent = (cols[0] + half - s / 2, cols[-1] + half + s / 2,
+              rows[-1] + half + s / 2, rows[0] + half - s / 2)
+    heat = np.ma.masked_where(~(result.prob_map >= 0.1), result.prob_map)
+
+    dpi = 100
+    fig_w = 8.0
+    fig_h = fig_w * height / width + 0.6
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=dpi)
+    ax.imshow(shown, cmap="gray", vmin=0, vmax=255, extent=(0, width, height, 0),
+              interpolation="antialiased")
+    ax.contour(np.arange(0, width, sub), np.arange(0, height, sub), img.mask[::sub, ::sub].astype(float),
+               levels=[0.5], colors="deepskyblue", linewidths=0.6)
+    im = ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=0.55, extent=extent,
+                   interpolation="nearest")
+    inv = 1.0 / img.scale                                  # original -> scanned pixels
+    if truth is not None:
+        for cluster, hit in zip(truth.clusters, truth.hit):
+            colour = "lime" if hit else "red"
+            ax.add_patch(Circle((cluster.centre[1] * inv, cluster.centre[0] * inv), radius=half,
+                                fill=False, color=colour, lw=1.2, ls="--"))
+    for det in result.detections:
+        x, y = det.col * inv, det.row * inv
+        ax.add_patch(Circle((x, y), radius=half, fill=False, color="white", lw=1.2))
+        ax.text(x + half, y - half, f"{det.probability:.2f}", color="white", fontsize=7,
+                va="bottom", ha="left")
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    cbar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01)
+    cbar.set_label("P(cluster) per 144 x 144 window")
+    n_truth = "" if truth is None else f", {sum(truth.hit)}/{len(truth.clusters)} clusters hit"
+    ax.set_title(title or (f"{img.name}: {len(result.detections)} detection(s) at "
+                           f"p >= {result.threshold:g}{n_truth} (stride {s})"), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_froc(curve, path, threshold: float = 0.5) -> Path:
+    """FROC figure: sensitivity against false positives per image, operating point marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
+    ax.step(curve.fp_per_image, curve.sensitivity, where="post", color="tab:blue")
+    op = curve.at_threshold(threshold)
+    ax.plot([op["fp_per_image"]], [op["sensitivity"]], "o", color="tab:red",
+            label=f"threshold {threshold:g}: sens {op['sensitivity']:.2f}, "
+                  f"{op['fp_per_image']:.2f} FP/image")
+    ax.set_xlabel("false positives per image")
+    ax.set_ylabel("sensitivity (clusters hit)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"FROC: {curve.n_clusters} clusters in {curve.n_images} images", fontsize=10)
     return _save(fig, path)
 
 

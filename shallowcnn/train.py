@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from .data.patches import PatchError, open_patches
 from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
 from .model import ShallowCNN
@@ -241,26 +242,25 @@ def fit(model, x, y, epochs=10, batch_size=64, lr=1e-3, seed=0, x_val=None, y_va
 
 
 # ------------------------------------------------------------------ the run
-def train_run(patches, run_dir, config: TrainConfig, resume=False, verbose=True):
-    """Train on a patch store (path or loaded store) into ``run_dir``.
+def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
+    """Train on a :class:`~shallowcnn.data.patches.PatchStore` into ``run_dir``
+    (:func:`~shallowcnn.data.patches.open_patches` opens a store file).
 
     Writes config.json, checkpoint.npz (every epoch), model.npz (best validation
     accuracy), history.csv and curves.png. Returns the :class:`Trainer`.
     """
-    from .data.patches import load_patches
-    from .plots import plot_training_curves
+    from .plots import plot_training_curves      # matplotlib loads only when figures are drawn
 
-    store = load_patches(patches) if isinstance(patches, (str, Path)) else patches
+    source = str(store.path) if store.path is not None else "in-memory store"
     x, y = store.arrays("train")
     x_val, y_val = store.arrays("val")
     if len(x) == 0:
-        raise ValueError(f"{patches}: the store has no training patches")
+        raise ValueError(f"{source}: the store has no training patches")
     run_dir = Path(run_dir)
     if not resume and (run_dir / "checkpoint.npz").exists():
         raise FileExistsError(f"{run_dir} already holds a run (checkpoint.npz); "
                               f"use --resume to continue it or choose another folder")
     model = ShallowCNN(backend=config.backend, seed=config.seed, p_drop=config.p_drop)
-    source = str(patches) if isinstance(patches, (str, Path)) else "in-memory store"
     trainer = Trainer(model, config, run_dir, verbose, extra_metadata={"patches": source})
     if resume:
         done = trainer.resume()
@@ -303,15 +303,16 @@ def add_command(subparsers):
     p.add_argument("--backend", default=d.backend, help="numpy, numba, cuda or auto (default auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.set_defaults(func=_main)
+    p.set_defaults(func=run_command)
 
 
-def _main(args) -> int:
+def run_command(args) -> int:
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
                          beta2=args.beta2, eps=args.eps, p_drop=args.p_drop, seed=args.seed,
                          backend=args.backend)
     try:
-        trainer = train_run(args.patches, args.output, config, resume=args.resume, verbose=not args.quiet)
+        trainer = train_run(open_patches(args.patches), args.output, config, resume=args.resume,
+                            verbose=not args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the checkpoint of the last finished epoch is in {args.output}; "
               f"continue with: shallowcnn train {args.patches} -o {args.output} --resume", file=sys.stderr)
@@ -319,7 +320,7 @@ def _main(args) -> int:
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
-    except (StoreError, ValueError, FileExistsError, FileNotFoundError) as e:
+    except (StoreError, PatchError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     best = trainer.best

@@ -9,6 +9,19 @@ from shallowcnn.optim import Adam
 from shallowcnn.train import train_step
 
 
+CONTRACT = ("conv2d_forward", "conv2d_backward", "conv_relu_maxpool_forward", "conv_relu_maxpool_backward",
+            "features_forward", "features_backward", "conv_relu_blockmax")
+
+
+def test_every_backend_module_provides_the_whole_contract():
+    """kernels/__init__.py documents these functions; every backend has them (cuda without a GPU too)."""
+    import importlib
+    for module in ("reference", "cpu", "cuda"):
+        kernels = importlib.import_module(f"shallowcnn.kernels.{module}")
+        missing = [name for name in CONTRACT if not callable(getattr(kernels, name, None))]
+        assert not missing, f"kernels/{module}.py lacks {missing}"
+
+
 def test_auto_picks_numba_without_a_gpu():
     if cuda_usable():
         pytest.skip("a GPU is present: auto picks cuda")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from shallowcnn.cli import build_parser, main
-from shallowcnn.data.patches import PatchStore
+from shallowcnn.data.patches import PatchStore, open_patches
 from shallowcnn.evaluate import evaluate
 from shallowcnn.model import ShallowCNN
 
@@ -62,8 +62,8 @@ def test_evaluate_on_a_png_folder(small_store, tmp_path):
     for i in range(6):
         Image.fromarray(store.patches[i]).save(tmp_path / "png" / str(int(store.labels[i])) / f"p{i}_{i}.png")
     model = ShallowCNN(seed=1)
-    metrics = evaluate(model, tmp_path / "png", verbose=False)
-    assert metrics["n"] == 6 and metrics["split"] == "all"
+    metrics = evaluate(model, open_patches(tmp_path / "png"), verbose=False)
+    assert metrics["n"] == 6 and metrics["split"] == "test"      # a PNG folder is all test
     probs = model.predict_proba(store.patches[:6][:, None])
     assert metrics["accuracy"] == pytest.approx(np.mean((probs >= 0.5) == (store.labels[:6] == 1)))
 

@@ -216,8 +216,8 @@ def test_fused_forward_tie_across_column_chunks():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("g", [1, 5, 7])
 def test_scan_blockmax_shares_the_tile(dtype, g):
-    """scan_kernels.conv_relu_blockmax uses cpu.conv_tile: odd K, F, wide rows (two chunks)."""
-    from shallowcnn.scan_kernels import conv_relu_blockmax
+    """cpu.conv_relu_blockmax (kernels/cpu_blockmax.py) uses cpu.conv_tile: odd K, F, wide rows (two chunks)."""
+    conv_relu_blockmax = cpu.conv_relu_blockmax
     N, C, H, Wd, F, K = 2, 3, 5 + 23, 5 + 270, 6, 5
     x, W, b = data((N, C, H, Wd, F, K), dtype, seed=g)
     z = ref.conv2d_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64))

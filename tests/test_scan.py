@@ -1,9 +1,9 @@
-"""Whole-mammogram scanning (shallowcnn/scan.py, scan_kernels.py, froc.py).
+"""Whole-mammogram scanning (shallowcnn/scan.py, the backends' conv_relu_blockmax, froc.py).
 
 The central check: the fully convolutional scan gives the same probabilities as cutting
 every window out and running the patch model on it (float32, within 1e-5), for strides
 that divide 128 and strides that do not, with tiles smaller than the image (so tile
-seams are crossed), with the fused numba kernel, and with windows masked out.
+seams are crossed), with the numpy and numba block max, and with windows masked out.
 """
 from __future__ import annotations
 
@@ -13,19 +13,17 @@ import numpy as np
 import pytest
 
 from shallowcnn.cli import main
-from shallowcnn.data.breast import breast_mask, to_uint8, window_fraction
+from shallowcnn.data.breast import breast_mask, largest_component, to_uint8, window_fraction
+from shallowcnn.data.images import ScanError, ScanImage, load_image
 from shallowcnn.data.phantom import ImagePlan, dicom_bytes, render_image, roi_plist_entry, xml_bytes
 from shallowcnn.froc import ImageTruth, froc_curve, score_image
 from shallowcnn.data.clusters import Cluster
-from shallowcnn.kernels import reference
+from shallowcnn.kernels import get_backend, reference
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import (ScanError, ScanImage, _running_max, find_detections,
-                             largest_component, load_image, scan_image, scan_patchwise,
-                             window_features, window_starts)
+from shallowcnn.scan import _running_max, find_detections, scan_image, scan_patchwise, window_features, window_starts
 from shallowcnn.storage import atomic_write_bytes
 
 try:
-    from shallowcnn.kernels import get_backend
     get_backend("numba")
     HAVE_NUMBA = True
 except Exception:  # pragma: no cover - the numba kernels are optional for these tests
@@ -73,20 +71,20 @@ def some_windows(shape, count=4, seed=0):
 
 # ------------------------------------------------------------------ fully convolutional == patch by patch
 
-@pytest.mark.parametrize("stride, tile, fused", [
-    (16, 32, False),     # many tiles: every window crosses tile seams
-    (16, 512, False),    # one tile
-    (8, 48, False),
-    (24, 40, False),     # 24 does not divide 128: blocks of gcd = 8, 3 blocks per stride
-    (16, 64, True),      # the fused numba kernel
-    (5, 64, True),       # blocks of 1 pixel
+@pytest.mark.parametrize("stride, tile, backend", [
+    (16, 32, "numpy"),     # many tiles: every window crosses tile seams
+    (16, 512, "numpy"),    # one tile
+    (8, 48, "numpy"),
+    (24, 40, "numpy"),     # 24 does not divide 128: blocks of gcd = 8, 3 blocks per stride
+    (16, 64, "numba"),     # the numba block max (kernels/cpu_blockmax.py)
+    (5, 64, "numba"),      # blocks of 1 pixel
 ])
-def test_fully_convolutional_equals_patchwise(phantom_u8, stride, tile, fused):
-    if fused and not HAVE_NUMBA:
+def test_fully_convolutional_equals_patchwise(phantom_u8, stride, tile, backend):
+    if backend == "numba" and not HAVE_NUMBA:
         pytest.skip("numba unavailable")
     image = phantom_u8[:184, :216]
-    model = random_model()
-    result = scan_image(model, image, stride=stride, mask=np.ones_like(image, bool), tile=tile, fused=fused)
+    model = random_model(backend)
+    result = scan_image(model, image, stride=stride, mask=np.ones_like(image, bool), tile=tile)
     assert result.prob_map.dtype == np.float32
     assert result.prob_map.shape == (len(window_starts(184, stride)), len(window_starts(216, stride)))
     assert np.isfinite(result.prob_map).all()
@@ -120,25 +118,27 @@ def test_numba_backend_equals_numpy_patchwise(phantom_u8):
     fast, slow = random_model("numba"), random_model("numpy")
     valid = some_windows((3, 5), 3)
     expected = scan_patchwise(slow, image, 16, valid=valid, batch_size=8)[valid]
-    for fused in (False, True):
-        probs = scan_image(fast, image, stride=16, mask=np.ones_like(image, bool), tile=48, fused=fused).prob_map
-        np.testing.assert_allclose(probs[valid], expected, atol=1e-5)
+    probs = scan_image(fast, image, stride=16, mask=np.ones_like(image, bool), tile=48).prob_map
+    np.testing.assert_allclose(probs[valid], expected, atol=1e-5)
 
 
-@pytest.mark.skipif(not HAVE_NUMBA, reason="numba unavailable")
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("g", [1, 3, 16])
-def test_fused_kernel_matches_reference(dtype, g):
-    from shallowcnn.scan_kernels import conv_relu_blockmax
+def test_blockmax_matches_a_loop_over_blocks(backend, dtype, g):
+    if backend == "numba" and not HAVE_NUMBA:
+        pytest.skip("numba unavailable")
     rng = np.random.default_rng(g)
     x = rng.standard_normal((2, 6, 9 + 40, 9 + 53)).astype(dtype)
     W = rng.standard_normal((13, 6, 9, 9)).astype(dtype) * 0.05     # 13: not a multiple of 4
     b = rng.standard_normal(13).astype(dtype)
     z = reference.conv2d_forward(x, W, b)
     N, F, Ho, Wo = z.shape
-    nr, nc = Ho // g, Wo // g
-    expected = np.maximum(z[:, :, :nr * g, :nc * g].reshape(N, F, nr, g, nc, g).max(axis=(3, 5)), 0)
-    got = conv_relu_blockmax(x, W, b, g)
+    expected = np.zeros((N, F, Ho // g, Wo // g), dtype)
+    for bi in range(Ho // g):
+        for bj in range(Wo // g):
+            expected[:, :, bi, bj] = np.maximum(z[:, :, bi * g:bi * g + g, bj * g:bj * g + g].max(axis=(2, 3)), 0)
+    got = get_backend(backend).conv_relu_blockmax(x, W, b, g)
     assert got.dtype == dtype and got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-5 if dtype == np.float32 else 1e-12)
 

@@ -1,4 +1,5 @@
-"""The breast region of a mammogram, and the explicit 14-bit -> 8-bit window.
+"""The breast region of a mammogram (mask, largest region, window fractions) and the
+explicit 14-bit -> 8-bit window.
 
 The paper converted INbreast's DICOM images to 8-bit PNG before cutting patches but does
 not say how. We make the conversion explicit and per image:
@@ -14,6 +15,8 @@ patches of one image share it, exactly as they would if cut from one PNG.
 from __future__ import annotations
 
 import numpy as np
+
+from .unionfind import UnionFind
 
 WINDOW_PERCENTILES = (0.5, 99.9)
 
@@ -102,3 +105,44 @@ def window_fraction(mask: np.ndarray, size: int, stride: int = 1) -> np.ndarray:
     total = (integral[size:, size:][step] - integral[:-size, size:][step] - integral[size:, :-size][step]
              + integral[:-size, :-size][step])
     return total / float(size * size)
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected region of a boolean (H, W) mask, as a new (H, W) mask.
+
+    Mammograms carry burnt-in labels and markers that are as bright as tissue; they are
+    small and apart from the breast, so keeping the largest region drops them.
+
+    Works on *runs* (maximal horizontal segments of True): two runs in neighbouring rows
+    that share a column are joined (union-find). A mammogram has a few runs per row, so
+    this is fast in plain Python.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), dtype=np.int8)
+    padded[:, 1:-1] = mask
+    step = np.diff(padded, axis=1)                     # +1 where a run starts, -1 after it ends
+    start_r, start_c = np.nonzero(step == 1)            # both in row-major order, so the
+    _, end_c = np.nonzero(step == -1)                   # k-th start pairs with the k-th end
+    n_runs = len(start_r)
+    if n_runs == 0:
+        return mask.copy()
+    runs = UnionFind(n_runs)
+    first_of_row = np.searchsorted(start_r, np.arange(height + 1))
+    for row in range(1, height):
+        a, a_end = first_of_row[row - 1], first_of_row[row]      # runs of the row above
+        b, b_end = a_end, first_of_row[row + 1]                  # runs of this row
+        while a < a_end and b < b_end:                           # two-pointer sweep
+            if start_c[a] < end_c[b] and start_c[b] < end_c[a]:  # [start, end) overlap
+                runs.join(a, b)
+            if end_c[a] < end_c[b]:
+                a += 1
+            else:
+                b += 1
+    roots = np.array(runs.roots())
+    sizes = np.bincount(roots, weights=end_c - start_c)
+    keep = roots == np.argmax(sizes)
+    out = np.zeros_like(mask)
+    for r, c0, c1 in zip(start_r[keep], start_c[keep], end_c[keep]):
+        out[r, c0:c1] = True
+    return out

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PATCH_SIZE = 144        # 1 cm at 0.07 mm per pixel
+from ..constants import PATCH_SIZE
+from .unionfind import UnionFind
+
 MIN_CALCIFICATIONS = 3  # BI-RADS: a cluster is >= 3 calcifications within 1 cm^2
 
 
@@ -107,21 +109,15 @@ def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CA
     """
     centres = calcification_centres(rois)
     count = len(centres)
-    parent = np.arange(count)
-
-    def root(k):
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
+    groups_of = UnionFind(count)
+    root = groups_of.root
     clustered = np.zeros(count, dtype=bool)
     for i in range(count):
         members = _best_window_members(centres, i, size)
         if len(members) >= min_calcifications:
             clustered[members] = True
             for j in members:
-                parent[root(j)] = root(i)
+                groups_of.join(i, j)
 
     outlines = [roi.points for roi in rois if roi.kind == "cluster" and len(roi.points) >= 3]
     # Each outline claims the groups of the calcifications it encloses; those groups join.
@@ -131,7 +127,7 @@ def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CA
         for j in inside:
             clustered[j] = True
             if k in group_of_outline:
-                parent[root(j)] = root(group_of_outline[k])
+                groups_of.join(group_of_outline[k], j)
             else:
                 group_of_outline[k] = j
     groups = {}

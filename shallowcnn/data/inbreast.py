@@ -30,6 +30,9 @@ from xml.parsers.expat import ExpatError
 
 import numpy as np
 
+from ..constants import PIXEL_MM
+
+
 # ---------------------------------------------------------------------------------------
 # Errors and the problem list
 # ---------------------------------------------------------------------------------------
@@ -164,7 +167,7 @@ def read_dicom(path) -> DicomImage:
     else:
         pixels = (values * slope + intercept).astype(np.float32)
 
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or (0.07, 0.07)
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or (PIXEL_MM, PIXEL_MM)
     try:
         spacing_mm = (float(spacing[0]), float(spacing[1]))
     except (TypeError, ValueError, IndexError):
@@ -515,3 +518,20 @@ def load_case(case: Case, problems: Problems | None = None) -> tuple:
             if not roi.known:
                 problems.note(f"ROIs with unknown name {roi.name!r} (kept as 'other')")
     return image, rois
+
+
+def truth_for_dicom(path: Path, shape) -> list | None:
+    """ROIs of an INbreast-layout DICOM (``.../AllDICOMs/<FileName>_..._ANON.dcm``).
+
+    The XML is ``.../AllXML/<FileName>.xml``; an image of such a folder without XML has
+    no findings (returns []). A file outside that layout has no known truth (None).
+    """
+    try:
+        parts = parse_dicom_name(path.name)
+    except ValueError:
+        return None
+    xml_dir = path.parent.parent / "AllXML"
+    if path.parent.name != "AllDICOMs" or not xml_dir.is_dir():
+        return None
+    xml = xml_dir / f"{parts['file_name']}.xml"
+    return read_rois(xml, shape) if xml.is_file() else []

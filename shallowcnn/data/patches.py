@@ -34,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import PATCH_SIZE, PIXEL_MM, pixels_to_input
 from ..storage import StoreError, load_npz, save_npz
 from .augment import TRANSFORMS, augment
 from .breast import WINDOW_PERCENTILES, breast_mask, to_uint8, window_fraction
-from .clusters import PATCH_SIZE, find_clusters, points_in_polygon
+from .clusters import find_clusters, points_in_polygon
 from .inbreast import InbreastError, Problems, is_inbreast_folder, list_cases, load_case
 from .pngfolder import is_png_folder, read_png_folder
 from .split import DEFAULT_FRACTIONS, SPLITS, format_audit, leakage_audit, split_by_patient, split_random
@@ -72,6 +73,7 @@ class PatchStore:
     transform: np.ndarray
     split: np.ndarray
     metadata: dict = field(default_factory=dict)
+    path: Path | None = None      # the file (or PNG folder) it was read from, None if made in memory
 
     ARRAY_NAMES = ("patches", "labels", "patient", "image", "position", "transform", "split")
 
@@ -89,8 +91,7 @@ class PatchStore:
     def arrays(self, split: str | None = None) -> tuple:
         """``(x, y)`` for training: x (n, 1, 144, 144) float32 = uint8 / 255, y (n,) float32 0/1."""
         idx = self.indices(split)
-        x = self.patches[idx].astype(np.float32)[:, None]
-        x /= np.float32(255.0)  # exactly uint8 / 255, as the paper normalised
+        x = pixels_to_input(self.patches[idx][:, None], np.float32)   # the paper's uint8 / 255
         return x, self.labels[idx].astype(np.float32)
 
     def counts(self) -> dict:
@@ -118,7 +119,30 @@ def load_patches(path) -> PatchStore:
     if arrays["patches"].shape[1:] != (PATCH_SIZE, PATCH_SIZE) or any(len(arrays[n]) != count
                                                                       for n in PatchStore.ARRAY_NAMES):
         raise StoreError(f"{path}: arrays of inconsistent shapes")
-    return PatchStore(**{name: arrays[name] for name in PatchStore.ARRAY_NAMES}, metadata=metadata)
+    return PatchStore(**{name: arrays[name] for name in PatchStore.ARRAY_NAMES}, metadata=metadata,
+                      path=Path(path))
+
+
+def open_patches(source) -> PatchStore:
+    """The one way in for patches: a :class:`PatchStore` from what users have.
+
+    source  a PatchStore (returned as is), a store file (.npz, :func:`load_patches`), or a
+            folder of PNG patches with 0/ and 1/: every patch as it is (no augmentation,
+            no balancing), all of them in split 'test' -- a folder to score, not to train on.
+    Raises :class:`PatchError` or :class:`~shallowcnn.storage.StoreError` naming the source.
+    """
+    if isinstance(source, PatchStore):
+        return source
+    path = Path(source)
+    if not path.is_dir():
+        return load_patches(path)
+    if not is_png_folder(path):
+        raise PatchError(f"{path}: a folder of patches needs subfolders 0/ and 1/ of PNG files")
+    store = make_patches(path, None, augment_patches=False, balance=False, verbose=False, audit=False)
+    store.split[:] = "test"
+    store.metadata["split_mode"] = "whole folder in 'test'"
+    store.path = path
+    return store
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,8 +263,8 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
         if dicom.pixels.shape[0] < size or dicom.pixels.shape[1] < size:
             problems.skip(case.dicom_path, f"image {dicom.pixels.shape} smaller than one {size} x {size} patch")
             continue
-        if abs(dicom.spacing_mm[0] - 0.07) > 0.005:
-            problems.note("images whose pixel spacing is not 0.07 mm (144 px is then not 1 cm)")
+        if abs(dicom.spacing_mm[0] - PIXEL_MM) > 0.005:
+            problems.note(f"images whose pixel spacing is not {PIXEL_MM} mm ({PATCH_SIZE} px is then not 1 cm)")
         n_images += 1
         rng = np.random.default_rng(_case_seed(seed, case.file_name))
         mask = breast_mask(dicom.pixels)
@@ -288,7 +312,7 @@ def _augment_all(base: dict, do_augment: bool) -> dict:
 
 def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patient",
                  fractions=DEFAULT_FRACTIONS, per_cluster: int = 20, negatives_per_image: int = 30,
-                 augment_patches: bool = True, balance: bool = True, figures: bool = False,
+                 augment_patches: bool = True, balance: bool = True,
                  verbose: bool = True, audit: bool = True) -> PatchStore:
     """Build a patch store from ``source`` and (if ``out_path``) save it.
 
@@ -297,7 +321,6 @@ def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patien
                   over augmented patches, as the paper; leaks -- a warning is printed)
     fractions     (train, val, test) shares, default 64/16/20
     per_cluster   positive offsets per cluster; negatives_per_image: negatives per image
-    figures       write Fig. 2/3 PNGs next to ``out_path``
     verbose       progress bar and the printed summary (counts, problems, audit)
     returns       the :class:`PatchStore` (metadata includes counts, problems and audit)
 
@@ -354,7 +377,7 @@ def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patien
     store.metadata = {
         "kind": STORE_KIND, "version": STORE_VERSION, "made_by": f"shallowcnn {__version__}",
         "source": str(source), "source_kind": source_kind, "seed": int(seed), "split_mode": split_mode,
-        "fractions": list(fractions), "patch_size": PATCH_SIZE, "pixel_mm": 0.07,
+        "fractions": list(fractions), "patch_size": PATCH_SIZE, "pixel_mm": PIXEL_MM,
         "per_cluster": per_cluster, "negatives_per_image": negatives_per_image,
         "positive_rule": ">= 3 calcifications of one cluster inside (3 px from the edge), or centre inside "
                          "a Cluster outline without marked calcifications",
@@ -369,26 +392,9 @@ def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patien
     }
     if out_path is not None:
         store.save(out_path)
-        if figures:
-            write_figures(store, out_path)
     if verbose:
         print(describe(store, problems, time.perf_counter() - start))
     return store
-
-
-def write_figures(store: PatchStore, out_path) -> list:
-    """Fig. 2 (example patches) and Fig. 3 (transforms) as PNGs next to ``out_path``."""
-    from ..plots import plot_patch_examples, plot_transforms
-
-    out_path = Path(out_path)
-    stem = out_path.with_suffix("")
-    originals = store.transform == "none"
-    written = [plot_patch_examples(store.patches[originals], store.labels[originals],
-                                   f"{stem}_fig2_examples.png", seed=store.metadata.get("seed", 0))]
-    positives = np.flatnonzero(originals & (store.labels == 1))
-    if len(positives):
-        written.append(plot_transforms(store.patches[positives[0]], f"{stem}_fig3_transforms.png"))
-    return written
 
 
 def describe(store: PatchStore, problems: Problems | None = None, seconds: float | None = None) -> str:
@@ -415,53 +421,3 @@ def describe(store: PatchStore, problems: Problems | None = None, seconds: float
     if seconds is not None:
         lines.append(f"done in {seconds:.1f} s")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------
-
-PAPER_SPLIT_WARNING = ("warning: --split-mode paper splits augmented patches at random, as the paper did: "
-                       "reflections and overlapping windows of one breast end up in both training and test "
-                       "sets, so test scores are optimistic (see the leakage audit below)")
-
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "patches", help="cut 144 x 144 patches from an INbreast/phantom folder or a PNG folder",
-        description="Cut 1 cm^2 patches (144 x 144 at 0.07 mm), augment them as the paper, split "
-                    "train/val/test and save one .npz store with figures next to it.")
-    parser.add_argument("source", help="INbreast-layout folder (AllDICOMs/, AllXML/) or a folder with 0/ and 1/ "
-                                       "subfolders of PNG patches")
-    parser.add_argument("-o", "--out", default="patches.npz", help="output store (default patches.npz)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for offsets, negatives, split (default 0)")
-    parser.add_argument("--split-mode", choices=("patient", "paper"), default="patient",
-                        help="'patient' (default): split by patient before augmentation; 'paper': random "
-                             "split of augmented patches as in the paper (leaks between splits)")
-    parser.add_argument("--fractions", type=float, nargs=3, default=DEFAULT_FRACTIONS,
-                        metavar=("TRAIN", "VAL", "TEST"), help="split shares (default 0.64 0.16 0.20)")
-    parser.add_argument("--per-cluster", type=int, default=20,
-                        help="positive windows (different offsets) per cluster (default 20)")
-    parser.add_argument("--negatives-per-image", type=int, default=30,
-                        help="at most this many negative windows per image (default 30)")
-    parser.add_argument("--no-augment", action="store_true", help="keep only the original patches")
-    parser.add_argument("--no-balance", action="store_true", help="do not equalise the classes per split")
-    parser.add_argument("--no-figures", action="store_true", help="do not write the Fig. 2/3 PNGs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
-    parser.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    if args.split_mode == "paper":
-        print(PAPER_SPLIT_WARNING, file=sys.stderr)
-    try:
-        make_patches(args.source, args.out, seed=args.seed, split_mode=args.split_mode,
-                     fractions=args.fractions, per_cluster=args.per_cluster,
-                     negatives_per_image=args.negatives_per_image, augment_patches=not args.no_augment,
-                     balance=not args.no_balance, figures=not args.no_figures, verbose=not args.quiet)
-    except (PatchError, InbreastError, StoreError, OSError) as e:
-        print(f"shallowcnn patches: error: {e}", file=sys.stderr)
-        return 2
-    if not args.quiet:
-        print(f"wrote {args.out}")
-    return 0

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import PIXEL_MM
 from ..storage import atomic_write_bytes, atomic_write_text
 from .clusters import points_in_polygon
 from .inbreast import ROI_TYPE_CONTOUR, ROI_TYPE_CURVE, ROI_TYPE_POINT, make_roi, parse_point
 
-PIXEL_MM = 0.07
 FULL_SIZE = (3328, 4084)      # (width, height) of the larger INbreast images
 DEFAULT_SIZE = (832, 1024)    # demo size (width, height): 58 x 72 mm, quick and small
 DEFAULT_CASES = 20            # patients

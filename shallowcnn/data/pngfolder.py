@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import PATCH_SIZE
 from .inbreast import Problems
 
 
@@ -20,7 +21,7 @@ def is_png_folder(folder) -> bool:
     return (folder / "0").is_dir() or (folder / "1").is_dir()
 
 
-def read_png(path, size: int = 144) -> tuple:
+def read_png(path, size: int = PATCH_SIZE) -> tuple:
     """One patch: ``(u8 (size, size), resized: bool)``. Raises ValueError naming the file."""
     from PIL import Image, UnidentifiedImageError
 
@@ -41,7 +42,7 @@ def read_png(path, size: int = 144) -> tuple:
         raise ValueError(f"{path}: not a readable PNG image ({type(e).__name__}: {e})") from None
 
 
-def read_png_folder(folder, size: int = 144, problems: Problems | None = None) -> dict:
+def read_png_folder(folder, size: int = PATCH_SIZE, problems: Problems | None = None) -> dict:
     """Every PNG of ``folder/0`` and ``folder/1``.
 
     returns dict: ``patches`` (M, size, size) uint8, ``labels`` (M,) uint8, ``image``

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..constants import PATCH_SIZE
 from .augment import undo_transform
 
 SPLITS = ("train", "val", "test")
@@ -86,7 +87,7 @@ def _signatures(patches: np.ndarray, transform: np.ndarray, block: int = 6) -> n
     return out
 
 
-def leakage_audit(patient, image, position, split, patches=None, transform=None, size: int = 144,
+def leakage_audit(patient, image, position, split, patches=None, transform=None, size: int = PATCH_SIZE,
                   overlap: float = 0.5, correlation: float = 0.95) -> dict:
     """Count what two splits share.
 

@@ -8,7 +8,7 @@ the truth these kernels are tested against).  Three ideas make them fast.
    A naive loop loads ``x[n,c,i+p,j+q]`` once per multiply and reads and
    writes the output once per multiply: the CPU then waits on its caches, not
    on its multipliers.  All forward kernels (and the scanning kernel in
-   :mod:`shallowcnn.scan_kernels`) share one function, :func:`conv_tile`,
+   :mod:`shallowcnn.kernels.cpu_blockmax`) share one function, :func:`conv_tile`,
    which computes a small tile -- ``FB = 4`` filters x ``RB = 4`` output rows
    x up to ``JT = 256`` columns -- into a buffer of at most 16 KB (float32)
    that stays in the L1 cache.  Inside it, for one input row (c, p):
@@ -16,7 +16,7 @@ the truth these kernels are tested against).  Three ideas make them fast.
    * the loop along the output row ``j`` is the innermost vector loop (16
      float32 lanes with AVX-512, 8 with AVX2): contiguous loads, no gathers;
    * its body keeps the FB running sums of one column in registers across
-     all K taps ``q`` (K is a compile-time constant, see :func:`_taps`, so
+     all K taps ``q`` (K is a compile-time constant, see :func:`taps`, so
      LLVM unrolls the taps), and every x value loaded feeds FB FMAs;
    * the FB*K weights of the row are broadcast into vector registers once
      per tile row and reused for its (up to JT) columns.
@@ -73,8 +73,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import BackendUnavailable
-from .reference import _check_shapes
+from . import BackendUnavailable, check_shapes
 
 try:
     import numba
@@ -111,7 +110,7 @@ def _dtype(x, W):
     return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
 
 
-def _taps(K):
+def taps(K):
     """A tuple of K zeros.  Its Numba *type* is UniTuple(int64, K), so inside a
     kernel ``len(kt)`` is a compile-time constant: the tap loop ``for q in
     range(K)`` gets a fixed trip count that LLVM unrolls.  Numba compiles one
@@ -121,7 +120,7 @@ def _taps(K):
     return (0,) * int(K)
 
 
-def _pack_weights(W, dtype):
+def pack_weights(W, dtype):
     """W (F, C, K, K) -> Wp (nfb, C, K, FB*K) with Wp[b, c, p, f*K + q] = W[b*FB + f, c, p, q].
 
     Filters are zero-padded to a multiple of FB, so every block has FB filters
@@ -136,15 +135,15 @@ def _pack_weights(W, dtype):
     return np.ascontiguousarray(Wp.reshape(nfb, C, K, FB * K))
 
 
-def _pack_bias(b, F, dtype):
-    """b (F,) -> (nfb*FB,), zero-padded like the filters of :func:`_pack_weights`."""
+def pack_bias(b, F, dtype):
+    """b (F,) -> (nfb*FB,), zero-padded like the filters of :func:`pack_weights`."""
     nfb = (F + FB - 1) // FB
     bp = np.zeros(nfb * FB, dtype=dtype)
     bp[:F] = b
     return bp
 
 
-def _tile_width(Wo):
+def tile_width(Wo):
     """Columns per tile: the whole output row when it fits in JT, else equal
     chunks (a ragged last chunk of a few columns would run scalar code)."""
     nchunks = -(-Wo // JT)
@@ -196,7 +195,7 @@ def conv_tile(acc, x, Wp, bp, kt, n, blk, i0, rn, j0, jn):
     FB running sums s0..s3 are scalars, so they live in registers for all K
     taps; each x[.., j+q] loaded feeds FB multiply-adds.  LLVM vectorises the j
     loop (16 float32 lanes with AVX-512), unrolls the q loop (K is a
-    compile-time constant, see :func:`_taps`) and keeps most of the FB*K
+    compile-time constant, see :func:`taps`) and keeps most of the FB*K
     weights in vector registers across the jn columns of a row.
     The sums go back to acc once per K*FB FMAs: acc is RB * FB * JT floats at
     most (16 KB in float32) and stays in L1.
@@ -250,9 +249,9 @@ def _pack_weights_small(W, dtype):
 
 
 def _small_f_width(Wo, K):
-    """Columns per chunk for the small-F path (see :func:`_tile_width`), or 0
+    """Columns per chunk for the small-F path (see :func:`tile_width`), or 0
     when K is too large for a segment of SEG input columns."""
-    jt = _tile_width(Wo)
+    jt = tile_width(Wo)
     while jt > 0 and -(-(jt + K - 1) // VL) * VL > SEG:
         jt = -(-Wo // (-(-Wo // jt) + 1))       # one chunk more, narrower chunks
         if jt < VL:
@@ -266,7 +265,7 @@ def _small_f_pass(acc, a0, xb, w, G, K, m):
 
     The G running sums of one column are scalars: in registers for all K taps,
     and one load of xb[j + q] feeds G FMAs (as in :func:`_tile_row`).  G and K
-    are compile-time constants (tuple lengths, see :func:`_taps`), so the
+    are compile-time constants (tuple lengths, see :func:`taps`), so the
     ``if G > k`` tests vanish at compile time and a group of 3 computes exactly
     3 sums.  m is a multiple of VL: the vectorised j loop has no scalar tail.
     The filters' sums are ACC_F apart, a constant: LLVM then proves that they
@@ -560,7 +559,7 @@ def conv2d_forward(x, W, b, relu=False):
     (``max(out, 0)`` when relu: applied as the output is stored, no extra pass).
     ``relu`` is an extension of this backend; the others take (x, W, b) only.
     """
-    _check_shapes(x, W)
+    check_shapes(x, W)
     dt = _dtype(x, W)
     x = np.ascontiguousarray(x, dtype=dt)
     b = np.ascontiguousarray(b, dtype=dt)
@@ -571,9 +570,9 @@ def conv2d_forward(x, W, b, relu=False):
         ng, G = _small_f_groups(F)
         bp = np.zeros(ng * G, dtype=dt)
         bp[:F] = b
-        return _small_f_kernel(x, _pack_weights_small(W, dt), bp, F, _taps(G), _taps(K), jt, bool(relu))
-    return _conv_forward_kernel(x, _pack_weights(W, dt), _pack_bias(b, F, dt), F, _taps(K),
-                                _tile_width(Wo), bool(relu))
+        return _small_f_kernel(x, _pack_weights_small(W, dt), bp, F, taps(G), taps(K), jt, bool(relu))
+    return _conv_forward_kernel(x, pack_weights(W, dt), pack_bias(b, F, dt), F, taps(K),
+                                tile_width(Wo), bool(relu))
 
 
 def conv2d_backward(dout, x, W, need_dx=True):
@@ -587,7 +586,7 @@ def conv2d_backward(dout, x, W, need_dx=True):
     ``dx = conv(pad(dout, K-1), W flipped)`` -- a "full" convolution, computed
     with the fast forward kernel.
     """
-    _check_shapes(x, W)
+    check_shapes(x, W)
     dt = _dtype(x, W)
     x = np.ascontiguousarray(x, dtype=dt)
     dout = np.ascontiguousarray(dout, dtype=dt)
@@ -619,13 +618,13 @@ def conv_relu_maxpool_forward(x, W, b):
     ``pooled[n,f] = max(0, max_{i,j} z[n,f,i,j])``, z the convolution;
     ``argmax[n,f]`` = flat index ``i * Wo + j`` of the first maximum of z.
     """
-    _check_shapes(x, W)
+    check_shapes(x, W)
     dt = _dtype(x, W)
     x = np.ascontiguousarray(x, dtype=dt)
     b = np.ascontiguousarray(b, dtype=dt)
     F, _, K, _ = W.shape
-    zmax, argmax = _conv_max_kernel(x, _pack_weights(W, dt), _pack_bias(b, F, dt), F, _taps(K),
-                                    _tile_width(x.shape[3] - K + 1))
+    zmax, argmax = _conv_max_kernel(x, pack_weights(W, dt), pack_bias(b, F, dt), F, taps(K),
+                                    tile_width(x.shape[3] - K + 1))
     return np.maximum(zmax, 0), argmax
 
 
@@ -640,7 +639,7 @@ def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):
     ``db[f] = sum_n g[n,f]``, ``dW[f,c,p,q] = sum_n g[n,f] x[n,c,i+p,j+q]``,
     ``dx[n,c,i+p,j+q] += sum_f g[n,f] W[f,c,p,q]`` -- O(N*F*C*K*K) in all.
     """
-    _check_shapes(x, W)
+    check_shapes(x, W)
     dt = _dtype(x, W)
     x = np.ascontiguousarray(x, dtype=dt)
     Wc = np.ascontiguousarray(W, dtype=dt)
@@ -712,7 +711,7 @@ def features_forward(x, W1, b1, W2, b2):
     ``pooled = max_{i,j} relu(conv2(relu(conv1(x))))``; ``ctx`` keeps what
     :func:`features_backward` needs (x, h1 = relu(conv1(x)), argmax, pooled, W2).
     """
-    _check_shapes(x, W1)
+    check_shapes(x, W1)
     h1 = conv2d_forward(x, W1, b1, relu=True)   # ReLU fused into the store
     pooled, argmax = conv_relu_maxpool_forward(h1, W2, b2)
     ctx = {"x": np.ascontiguousarray(x, dtype=h1.dtype), "h1": h1, "argmax": argmax,
@@ -734,3 +733,9 @@ def features_backward(dpooled, ctx):
     db2 = g.sum(axis=0)
     dW1p, db1p = _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, ctx["K1"])
     return dW1p.sum(axis=0), db1p.sum(axis=0), dW2, db2
+
+
+# The scanning kernel (conv2 + ReLU + block max) lives in its own file; it is part of
+# this backend's contract (kernels/__init__.py) and is imported last because it uses
+# conv_tile and the packing helpers defined above.
+from .cpu_blockmax import conv_relu_blockmax  # noqa: E402,F401

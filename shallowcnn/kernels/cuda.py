@@ -94,8 +94,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import BackendUnavailable
-from .reference import _check_shapes
+from . import BackendUnavailable, check_shapes
 
 try:  # numba-cuda is an optional extra: pip install "shallowcnn[cuda]"
     import numba
@@ -197,6 +196,24 @@ def set_launch_config(config: LaunchConfig | None = None, **changes) -> LaunchCo
 
 def _nbtype(dtype):
     return numba.from_dtype(np.dtype(dtype))
+
+
+def _device_function(fn):
+    """Compile ``fn`` as a CUDA device function (callable from kernels only);
+    left as it is where numba.cuda is missing, so that importing never fails."""
+    return fn if cuda is None else cuda.jit(device=True)(fn)
+
+
+@_device_function
+def _unravel4(k, B, C, D):
+    """Flat index k of a C-ordered (A, B, C, D) array -> (a, b, c, d)."""
+    d = k % D
+    t = k // D
+    c = t % C
+    t //= C
+    b = t % B
+    a = t // B
+    return a, b, c, d
 
 
 @functools.lru_cache(maxsize=None)
@@ -368,6 +385,31 @@ def _finish_maxpool_kernel(dtype: str):
                 pooled[n, f] = bv
             else:
                 pooled[n, f] = 0
+
+    return kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _blockmax_kernel(dtype: str):
+    """One thread per output (patch, filter, block row, block column): the largest
+    z of its g x g block, then ReLU. ``z`` (N, F, Ho, Wo), ``out`` (N, F, Ho // g, Wo // g)."""
+
+    @cuda.jit
+    def kernel(z, g, out):
+        k = cuda.grid(1)
+        N, F, nr, nc = out.shape[0], out.shape[1], out.shape[2], out.shape[3]
+        if k < N * F * nr * nc:
+            n, f, bi, bj = _unravel4(k, F, nr, nc)
+            top = z[n, f, bi * g, bj * g]
+            for u in range(g):
+                for v in range(g):
+                    val = z[n, f, bi * g + u, bj * g + v]
+                    if val > top:
+                        top = val
+            if top > 0:                  # ReLU after the max: the same value
+                out[n, f, bi, bj] = top
+            else:
+                out[n, f, bi, bj] = 0
 
     return kernel
 
@@ -758,7 +800,7 @@ def conv2d_forward(x, W, b):
     ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``
     """
     check_available()
-    _check_shapes(x, W)
+    check_shapes(x, W)
     dt = _float_dtype(x, W, b)
     out = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _NONE)
     return out.copy_to_host()
@@ -776,7 +818,7 @@ def conv2d_backward(dout, x, W, need_dx=True):
     ``dx[n,c,y,x] = sum_{f,p,q} dout[n,f,y-p,x-q] W[f,c,p,q]``.
     """
     check_available()
-    _check_shapes(x, W)
+    check_shapes(x, W)
     cfg = _config
     dt = _float_dtype(dout, x, W)
     F, C, K, _ = W.shape
@@ -808,7 +850,7 @@ def conv_relu_maxpool_forward(x, W, b):
     index ``i * Wo + j`` of the first maximum of z (row-major).
     """
     check_available()
-    _check_shapes(x, W)
+    check_shapes(x, W)
     dt = _float_dtype(x, W, b)
     pooled_d, argmax_d = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _MAXPOOL)
     return pooled_d.copy_to_host(), argmax_d.copy_to_host()
@@ -824,7 +866,7 @@ def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):
     ``db[f] = sum_n g[n,f]``; ``dx`` = each g[n,f] W[f] placed at its window.
     """
     check_available()
-    _check_shapes(x, W)
+    check_shapes(x, W)
     dt = _float_dtype(dpooled, x, W)
     g_d = cuda.to_device(_relu_gate(dpooled, pooled, dt))
     argmax_d = cuda.to_device(np.ascontiguousarray(argmax, dtype=np.int64))
@@ -853,14 +895,14 @@ def features_forward(x, W1, b1, W2, b2):
     host (N, F2) argmax of conv2's pre-activation.
     """
     check_available()
-    _check_shapes(x, W1)
+    check_shapes(x, W1)
     if W2.shape[1] != W1.shape[0]:
         raise ValueError(f"conv2 expects {W2.shape[1]} channels but conv1 has {W1.shape[0]} filters")
     dt = _float_dtype(x, W1, b1, W2, b2)
     x_d = _to_device(x, dt)
     W2_d = _to_device(W2, dt)
     a1_d = _tiled_conv(x_d, _to_device(W1, dt), _to_device(b1, dt), _RELU)
-    _check_shapes(a1_d, W2)
+    check_shapes(a1_d, W2)
     pooled_d, argmax_d = _tiled_conv(a1_d, W2_d, _to_device(b2, dt), _MAXPOOL)
     pooled = pooled_d.copy_to_host()
     argmax = argmax_d.copy_to_host()
@@ -901,3 +943,30 @@ def features_backward(dpooled, ctx):
     total = _sum_rows(parts, "conv1_sum").copy_to_host()
     dW1, db1 = total[:E1].reshape(ctx["W1_shape"]), total[E1:]
     return dW1, db1, dW2, db2
+
+
+# ---------------------------------------------------------------------------
+# Scanning: convolution + ReLU + block max
+# ---------------------------------------------------------------------------
+
+
+def conv_relu_blockmax(x, W, b, g):
+    """Valid convolution, ReLU and g x g block maxima on the GPU.
+
+    x (N, C, H, W), W (F, C, K, K), b (F,), g >= 1 -> out (N, F, Ho // g, Wo // g)
+    ``out[n,f,bi,bj] = relu(max_{0<=u,v<g} z[n,f,bi*g+u,bj*g+v])``, z the convolution
+    (rows and columns past the last whole block are dropped). z is computed by the
+    tiled convolution and stays on the device; only the block maxima come back.
+    """
+    check_available()
+    check_shapes(x, W)
+    g = int(g)
+    F, _, K, _ = W.shape
+    Ho, Wo = x.shape[2] - K + 1, x.shape[3] - K + 1
+    if g < 1 or Ho < g or Wo < g:
+        raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
+    dt = _float_dtype(x, W, b)
+    z_d = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _NONE)
+    out_d = cuda.device_array((x.shape[0], F, Ho // g, Wo // g), dt)
+    _blockmax_kernel(dt.str)[_blocks(out_d.size, _config.threads), _config.threads](z_d, g, out_d)
+    return out_d.copy_to_host()

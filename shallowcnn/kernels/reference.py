@@ -14,18 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _check_shapes(x, W):
-    """Shape checks shared by every backend (len(shape), so device arrays pass too)."""
-    if len(x.shape) != 4 or len(W.shape) != 4:
-        raise ValueError(f"expected x (N, C, H, W) and W (F, C, K, K), got {x.shape} and {W.shape}")
-    if x.shape[1] != W.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} channels but W expects {W.shape[1]}")
-    if W.shape[2] != W.shape[3]:
-        raise ValueError(f"kernels must be square, got {W.shape[2]}x{W.shape[3]}")
-    K = W.shape[2]
-    if x.shape[2] < K or x.shape[3] < K:
-        raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the {K}x{K} kernel")
+from . import check_shapes
 
 
 def conv2d_forward(x, W, b):
@@ -34,7 +23,7 @@ def conv2d_forward(x, W, b):
     x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, H-K+1, W-K+1)
     ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``
     """
-    _check_shapes(x, W)
+    check_shapes(x, W)
     N, C, H, Wd = x.shape
     F, _, K, _ = W.shape
     Ho, Wo = H - K + 1, Wd - K + 1
@@ -58,7 +47,7 @@ def conv2d_backward(dout, x, W, need_dx=True):
     ``dx[n,c,i+p,j+q] += sum_f dout[n,f,i,j] W[f,c,p,q]`` (a "full" convolution)
     ``db[f] = sum_{n,i,j} dout[n,f,i,j]``
     """
-    _check_shapes(x, W)
+    check_shapes(x, W)
     F, C, K, _ = W.shape
     Ho, Wo = dout.shape[2], dout.shape[3]
     dW = np.zeros_like(W)
@@ -108,3 +97,51 @@ def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):
     n_idx, f_idx = np.nonzero(open_)
     dz[n_idx, f_idx, argmax[n_idx, f_idx]] = dpooled[n_idx, f_idx]
     return conv2d_backward(dz.reshape(N, F, Ho, Wo), x, W, need_dx=need_dx)
+
+
+def features_forward(x, W1, b1, W2, b2):
+    """The network's feature stack, layer after layer (the truth for the fast ones).
+
+    x (N, C0, H, W), W1 (F1, C0, K1, K1), b1 (F1,), W2 (F2, F1, K2, K2), b2 (F2,) ->
+    pooled (N, F2), ctx
+
+    ``h1 = relu(conv1(x))``; ``pooled = max_{i,j} relu(conv2(h1))``. ``ctx`` keeps
+    x, h1, the argmax and pooled for :func:`features_backward`.
+    """
+    check_shapes(x, W1)
+    h1 = np.maximum(conv2d_forward(x, W1, b1), 0)
+    pooled, argmax = conv_relu_maxpool_forward(h1, W2, b2)
+    ctx = {"x": x, "h1": h1, "W1": W1, "W2": W2, "argmax": argmax, "pooled": pooled}
+    return pooled, ctx
+
+
+def features_backward(dpooled, ctx):
+    """Gradients of :func:`features_forward`: dpooled (N, F2) -> dW1, db1, dW2, db2.
+
+    The chain rule backwards through the stack: the max pool's gradient (dense,
+    see :func:`conv_relu_maxpool_backward`), conv1's ReLU (gradient only where
+    h1 > 0), then conv1 (no dx: the input needs none).
+    """
+    x, h1 = ctx["x"], ctx["h1"]
+    dh1, dW2, db2 = conv_relu_maxpool_backward(dpooled, h1, ctx["W2"], ctx["argmax"], ctx["pooled"])
+    dz1 = dh1 * (h1 > 0)
+    _, dW1, db1 = conv2d_backward(dz1, x, ctx["W1"], need_dx=False)
+    return dW1, db1, dW2, db2
+
+
+def conv_relu_blockmax(x, W, b, g):
+    """Convolution, ReLU and g x g block maxima (what scanning needs of conv2).
+
+    x (N, C, H, W), W (F, C, K, K), b (F,), g >= 1 -> out (N, F, Ho // g, Wo // g)
+    ``out[n,f,bi,bj] = relu(max_{0<=u,v<g} z[n,f,bi*g+u,bj*g+v])``, z the convolution;
+    rows and columns of z past the last whole block are dropped. Here z is computed
+    whole and reduced by a reshape; the fast backends never store it.
+    """
+    z = conv2d_forward(x, W, b)
+    N, F, Ho, Wo = z.shape
+    g = int(g)
+    if Ho < g or Wo < g:
+        raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
+    nr, nc = Ho // g, Wo // g
+    out = z[:, :, :nr * g, :nc * g].reshape(N, F, nr, g, nc, g).max(axis=(3, 5))
+    return np.maximum(out, 0, out=out)      # ReLU after the max: the same value

@@ -23,7 +23,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..data.patches import load_patches
+from ..data.patches import open_patches
 from ..plots import plot_search
 from ..storage import atomic_write_text
 from . import results
@@ -86,7 +86,7 @@ def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space:
     if trials < 1 or epochs < 1:
         raise ValueError("--trials and --epochs must be at least 1")
     space = space or SearchSpace()
-    store = load_patches(patches)
+    store = open_patches(patches)
     if len(store.indices("train")) == 0 or len(store.indices("val")) == 0:
         raise ValueError(f"{patches}: a search needs training and validation patches "
                          f"(the store has {len(store.indices('train'))} and {len(store.indices('val'))})")

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-PATCH_SIDE = 144   # the store's patches; two valid KxK convolutions need 2K - 1 <= 144
+from ..constants import PATCH_SIZE     # two valid KxK convolutions of a patch need 2K - 1 <= 144
 
 DEFAULT_SPACE = {
     "conv1_filters": {"int": [2, 32]},
@@ -115,7 +115,7 @@ def _check_rule(name, rule, where):
         bad(f"must be an integer, got {rule!r}")
     low, high = _values_of(rule)
     limits = {"conv1_filters": (1, None), "conv2_filters": (1, None), "batch_size": (1, None),
-              "kernel_size": (1, (PATCH_SIDE + 1) // 2), "keep": (None, 1.0)}
+              "kernel_size": (1, (PATCH_SIZE + 1) // 2), "keep": (None, 1.0)}
     lo_limit, hi_limit = limits.get(name, (None, None))
     if lo_limit is not None and low < lo_limit or hi_limit is not None and high > hi_limit:
         bad(f"values must lie in [{lo_limit}, {hi_limit if hi_limit is not None else 'any'}], got {rule!r}")

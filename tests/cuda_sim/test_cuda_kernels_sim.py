@@ -57,6 +57,24 @@ def test_conv2d_forward_k5_chunked_grid(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("g", [1, 3])
+def test_conv_relu_blockmax(dtype, g):
+    """Scanning's block max: several thread blocks of outputs, ragged edges dropped."""
+    rng = np.random.default_rng(5 + g)
+    x, W, b = make(rng, (2, 2, 12, 13), dtype), make(rng, (3, 2, 3, 3), dtype), make(rng, 3, dtype)
+    b[1] = -50.0  # this filter's ReLU stays closed: all zeros
+    z = ref.conv2d_forward(x, W, b)                        # (2, 3, 10, 11)
+    expected = np.zeros((2, 3, 10 // g, 11 // g), dtype)
+    for bi in range(10 // g):
+        for bj in range(11 // g):
+            expected[:, :, bi, bj] = np.maximum(z[:, :, bi * g:bi * g + g, bj * g:bj * g + g].max(axis=(2, 3)), 0)
+    got = kc.conv_relu_blockmax(x, W, b, g)
+    assert_close(got, expected, dtype)
+    assert np.all(got[:, 1] == 0)
+    assert_close(got, ref.conv_relu_blockmax(x, W, b, g), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_relu_maxpool_forward(dtype):
     rng = np.random.default_rng(2)
     x, W, b = make(rng, (2, 2, 12, 11), dtype), make(rng, (3, 2, 3, 3), dtype), make(rng, 3, dtype)

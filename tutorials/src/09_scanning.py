@@ -24,7 +24,8 @@ from shallowcnn.data.patches import make_patches
 from shallowcnn.data.phantom import generate_phantom
 from shallowcnn.kernels import reference
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import load_image, scan_image, scan_patchwise, window_starts
+from shallowcnn.data.images import load_image
+from shallowcnn.scan import scan_image, scan_patchwise, window_starts
 from shallowcnn.train import TrainConfig, Trainer
 
 QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: coarser strides, untrained model

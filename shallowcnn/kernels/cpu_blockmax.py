@@ -1,7 +1,7 @@
-"""A fused Numba kernel for scanning: conv2 + ReLU + g x g block maxima in one pass.
+"""The numba backend's block max for scanning: conv2 + ReLU + g x g block maxima in one pass.
 
 Scanning needs, of the 16-channel conv2 map of a tile, only its g x g block maxima
-(:mod:`shallowcnn.scan`). Computing the map with ``conv2d_forward`` and reducing it
+(:mod:`shallowcnn.scan`; the contract is in :mod:`shallowcnn.kernels`). Computing the map with ``conv2d_forward`` and reducing it
 afterwards writes and re-reads 16 x T x T floats (16 MB for a 512 x 512 tile); here each
 small tile of the map is reduced while it is still in the L1 cache, and the full map
 never exists.
@@ -15,19 +15,22 @@ docstring explains the blocking). This module only decides which tiles to comput
 how to reduce them. One parallel task per (tile n, block row bi) -- disjoint outputs, so
 no two threads ever write the same element.
 
-Tested against the reference (``conv2d_forward`` then block max) in tests/test_scan.py.
+Tested against the reference (``conv2d_forward`` then block max) in
+tests/test_kernels_cpu.py and tests/test_scan.py. :mod:`shallowcnn.kernels.cpu` imports
+:func:`conv_relu_blockmax` so that the numba backend offers it like the others.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from .kernels.cpu import FB, JT, RB, _pack_bias, _pack_weights, _taps, _tile_width, conv_tile
+from . import check_shapes
+from .cpu import FB, JT, RB, conv_tile, pack_bias, pack_weights, taps, tile_width
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
 def _conv_relu_blockmax(x, Wp, bp, kt, g, jt, out):
-    # Wp, bp: filters packed and zero-padded to blocks of FB (kernels.cpu._pack_weights);
+    # Wp, bp: filters packed and zero-padded to blocks of FB (cpu.pack_weights);
     # out has the real F. "contract" lets LLVM fuse a * b + c into one FMA instruction.
     K = len(kt)
     N = x.shape[0]
@@ -70,13 +73,13 @@ def conv_relu_blockmax(x, W, b, g: int) -> np.ndarray:
     """
     x = np.ascontiguousarray(x)
     dtype = x.dtype
-    if x.ndim != 4 or np.ndim(W) != 4 or x.shape[1] != np.shape(W)[1]:
-        raise ValueError(f"expected x (N, C, H, W) and W (F, C, K, K), got {x.shape} and {np.shape(W)}")
-    F, _, K, _ = np.shape(W)
+    W = np.asarray(W)
+    check_shapes(x, W)
+    F, _, K, _ = W.shape
     Ho, Wo = x.shape[2] - K + 1, x.shape[3] - K + 1
     if Ho < g or Wo < g:
         raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
     out = np.empty((x.shape[0], F, Ho // g, Wo // g), dtype=dtype)
-    _conv_relu_blockmax(x, _pack_weights(np.asarray(W), dtype), _pack_bias(b, F, dtype), _taps(K),
-                        int(g), _tile_width((Wo // g) * g), out)
+    _conv_relu_blockmax(x, pack_weights(W, dtype), pack_bias(b, F, dtype), taps(K),
+                        int(g), tile_width((Wo // g) * g), out)
     return out
