@@ -47,6 +47,13 @@ def local_layout(workers: int | None = None, numba_threads: int | None = None) -
     return workers, max(1, int(numba_threads or cores // workers))
 
 
+def limit_numba_threads(threads: int) -> None:
+    """Let the task running in this thread use at most ``threads`` Numba threads (never more
+    than Numba started with): on a cluster not started by us, NUMBA_NUM_THREADS is unknown."""
+    import numba
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
 def dashboard_address(client) -> str:
     """The dashboard's address, or why there is none (it needs bokeh)."""
     services = client.scheduler_info().get("services", {})

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from .constants import PATCH_SIZE, PIXEL_MM
 from .data.images import ScanError, expand_inputs
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, write_froc
+from .scan_dask import add_arguments as add_dask_arguments, scanning_on_dask
 from .scan import (DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult,
                    scan_image)
 from .storage import atomic_write_text, save_npy
@@ -82,14 +83,18 @@ def add_command(subparsers) -> None:
     p.add_argument("--tile", type=int, default=DEFAULT_TILE,
                    help=f"tile side in conv2 positions; bounds memory (default {DEFAULT_TILE})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_dask_arguments(p)
     p.set_defaults(func=run_command)
 
 
 def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float = DEFAULT_THRESHOLD,
                min_breast_fraction: float = DEFAULT_MIN_BREAST, nms_px: float = PATCH_SIZE,
                hit_radius: float = DEFAULT_HIT_RADIUS, pixel_size_mm=None, tile: int = DEFAULT_TILE,
-               verbose: bool = True) -> dict:
+               verbose: bool = True, scanned=None) -> dict:
     """Scan every image of ``paths`` into the folder ``out``; returns the summary dict.
+
+    ``scanned``: (path, ScanResult or ScanError) for each of ``paths``, computed elsewhere
+    (:mod:`shallowcnn.scan_dask`: on Dask workers); by default scanned here one by one.
 
     Per image: ``<name>.prob.npy``, ``<name>.overlay.png``, ``<name>.detections.json``;
     over the annotated images: ``froc.json`` and ``froc.png``; and ``scan_summary.json``.
@@ -99,16 +104,17 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
 
     out = Path(out)
     truths, summary, failed = [], [], []
-    bar = tqdm(paths, desc="images", unit="image", disable=None if verbose else True)
-    for path in bar:
+    if scanned is None:
+        scanned = _scan_here(model, paths, dict(stride=stride, threshold=threshold,
+                                                min_breast_fraction=min_breast_fraction, nms_px=nms_px,
+                                                pixel_size_mm=pixel_size_mm, tile=tile,
+                                                progress={"position": 1} if verbose else False))
+    bar = tqdm(scanned, total=len(paths), desc="images", unit="image", disable=None if verbose else True)
+    for path, result in bar:
         path = Path(path)
         bar.set_postfix_str(path.name[:30])
-        try:
-            result = scan_image(model, path, stride=stride, threshold=threshold,
-                                min_breast_fraction=min_breast_fraction, nms_px=nms_px,
-                                pixel_size_mm=pixel_size_mm, tile=tile,
-                                progress={"position": 1} if verbose else False)
-        except ScanError as e:
+        if isinstance(result, ScanError):
+            e = result
             tqdm.write(f"skipped {e}", file=sys.stderr)
             failed.append({"image": str(path), "error": str(e)})
             continue
@@ -144,7 +150,17 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
     return report
 
 
+def _scan_here(model, paths, options):
+    """(path, ScanResult or ScanError) for each path, scanned in this process one after another."""
+    for path in paths:
+        try:
+            yield path, scan_image(model, path, **options)
+        except ScanError as e:
+            yield path, e
+
+
 def run_command(args) -> int:
+    from .dask_cluster import DaskUnavailable
     from .kernels import BackendUnavailable
     from .model import ShallowCNN
     from .storage import StoreError
@@ -167,9 +183,14 @@ def run_command(args) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         return fail(f"{out}: exists and is not a folder")
-    report = scan_paths(model, paths, out, stride=args.stride, threshold=args.threshold,
-                        min_breast_fraction=args.min_breast, nms_px=args.nms, hit_radius=args.hit_radius,
-                        pixel_size_mm=args.pixel_size, tile=args.tile, verbose=not args.quiet)
+    options = dict(stride=args.stride, threshold=args.threshold, min_breast_fraction=args.min_breast,
+                   nms_px=args.nms, pixel_size_mm=args.pixel_size, tile=args.tile)
+    try:
+        with scanning_on_dask(args, model, paths, options, verbose=not args.quiet) as scanned:
+            report = scan_paths(model, paths, out, hit_radius=args.hit_radius, verbose=not args.quiet,
+                                scanned=scanned, **options)
+    except (DaskUnavailable, ConnectionError) as e:
+        return fail(e, status=3 if isinstance(e, DaskUnavailable) else 2)
     failed = report["failed"]
     print(f"wrote {len(report['images'])} scan(s) to {out}" + (f"; {len(failed)} image(s) failed" if failed else ""))
     return 1 if failed else 0

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from ..dask_cluster import limit_numba_threads
 from ..model import ShallowCNN
 from ..train import TrainConfig, Trainer, TrainingDiverged
 
@@ -51,12 +52,6 @@ def worker_name() -> str:
     except (ImportError, ValueError):
         return f"{socket.gethostname()} (no Dask)"
     return str(worker.name) if worker.name is not None else worker.address
-
-
-def limit_numba_threads(threads: int) -> None:
-    """Use at most ``threads`` Numba threads in this task (never more than Numba started with)."""
-    import numba
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
 def check_not_diverged(history) -> None:
