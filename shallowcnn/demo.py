@@ -20,6 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.patches import make_patches
+from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
+from .evaluate import evaluate
+from .model import ShallowCNN
+from .scan_command import scan_paths
 from .storage import atomic_write_text
 from .train import TrainConfig, TrainingDiverged, train_run
 
@@ -32,8 +37,6 @@ def _relative(path: Path, root: Path) -> str:
 
 def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
     """Scan the whole mammograms of the test patients (never seen in training)."""
-    from .scan_command import scan_paths
-
     test_patients = set(np.unique(store.patient[store.indices("test")]).tolist())
     paths = [im.dicom_path for im in phantom_images if im.patient in test_patients] or \
         [im.dicom_path for im in phantom_images[:4]]
@@ -43,11 +46,7 @@ def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
 def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, backend="auto",
              scan=True, verbose=True, size="demo") -> dict:
     """Run phantom -> patches -> train -> evaluate -> scan into ``out``; returns the numbers."""
-    from .data.patches import make_patches
-    from .plots import plot_store_figures
-    from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
-    from .evaluate import evaluate
-    from .model import ShallowCNN
+    from .plots import plot_store_figures          # matplotlib loads only when figures are drawn
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

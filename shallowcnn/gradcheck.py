@@ -24,6 +24,7 @@ import numpy as np
 
 from .layers import (Conv2D, ConvReLUGlobalMaxPool, Dense, Dropout, GlobalMaxPool2D, ReLU, Sigmoid)
 from .losses import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
+from .model import ShallowCNN
 
 SMOOTH_BOUND = 1e-7   # linear and smooth functions
 KINK_BOUND = 1e-5     # functions with ReLU or max inside
@@ -137,7 +138,6 @@ def run_all(backend="numpy", seed=0, max_entries=40, size=21):
     Returns rows ``(component, quantity, rel_error, bound)``. Shapes are small
     (``size`` x ``size`` inputs) so that the check takes seconds.
     """
-    from .model import ShallowCNN
 
     rng = np.random.default_rng(seed)
     f64 = np.float64

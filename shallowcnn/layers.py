@@ -1,6 +1,6 @@
 """The network's layers, each with an explicit forward and backward pass.
 
-The contract (shared by every layer, as in DESIGN.md section 3):
+The contract (shared by every layer; docs/design.md, "Layers"):
 
 * ``params`` and ``grads`` are dicts with the same keys (empty for layers
   without parameters);
@@ -126,11 +126,11 @@ class ConvReLUGlobalMaxPool(Layer):
 
     x (N, C, H, W) -> out (N, F); ``out[n,f] = max_{i,j} relu(conv(x)[n,f,i,j])``.
 
-    It shares ``params`` and ``grads`` with the :class:`Conv2D` it wraps, so a
-    model can switch between the textbook stack and this one. Only the maximum
+    It shares ``params`` and ``grads`` with the :class:`Conv2D` it wraps, so it
+    can stand in for conv2, ReLU and the pool in a stack of layers. Only the maximum
     and its position are kept -- the (N, F, Ho, Wo) map is never stored -- and the
     backward pass follows one position per (n, f): that is where the fast
-    backends win (DESIGN.md section 5).
+    backends win (docs/design.md, "Where the speed comes from").
     """
 
     def __init__(self, conv: Conv2D):

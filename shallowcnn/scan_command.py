@@ -16,10 +16,12 @@ from tqdm import tqdm
 from .constants import PATCH_SIZE, PIXEL_MM
 from .data.images import ScanError, expand_inputs
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, write_froc
-from .scan_dask import add_arguments as add_dask_arguments, scanning_on_dask
+from .kernels import BackendUnavailable
+from .model import ShallowCNN
 from .scan import (DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult,
                    scan_image)
-from .storage import atomic_write_text, save_npy
+from .scan_dask import add_arguments as add_dask_arguments, scanning_on_dask
+from .storage import StoreError, atomic_write_text, save_npy
 
 
 def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None = None) -> dict:
@@ -161,9 +163,6 @@ def _scan_here(model, paths, options):
 
 def run_command(args) -> int:
     from .dask_cluster import DaskUnavailable
-    from .kernels import BackendUnavailable
-    from .model import ShallowCNN
-    from .storage import StoreError
 
     def fail(message, status=2):
         print(f"shallowcnn scan: error: {message}", file=sys.stderr)

@@ -46,7 +46,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """The paper's recipe by default (section 3-4; DESIGN.md section 1)."""
+    """The paper's recipe by default (paper sections 3-4; docs/design.md, "The network")."""
     epochs: int = 100
     batch_size: int = 64
     lr: float = 1e-3

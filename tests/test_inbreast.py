@@ -12,7 +12,7 @@ from shallowcnn.data import inbreast
 from shallowcnn.data.inbreast import (InbreastError, list_cases, load_case, make_roi, parse_dicom_name,
                                       read_csv, read_dicom, read_rois)
 from shallowcnn.data.patches import make_patches
-from shallowcnn.data.phantom import dicom_bytes
+from shallowcnn.data.phantom_files import dicom_bytes
 
 
 def test_reader_recovers_exactly_the_rois_the_phantom_wrote(tiny_phantom):

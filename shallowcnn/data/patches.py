@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..constants import PATCH_SIZE, PIXEL_MM, pixels_to_input
 from ..storage import StoreError, load_npz, save_npz
 from .augment import TRANSFORMS, augment
@@ -373,7 +374,6 @@ def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patien
                        split=data["split"].astype("<U5"))
     report = leakage_audit(store.patient, store.image, store.position, store.split, store.patches,
                            store.transform) if audit else None
-    from .. import __version__
     store.metadata = {
         "kind": STORE_KIND, "version": STORE_VERSION, "made_by": f"shallowcnn {__version__}",
         "source": str(source), "source_kind": source_kind, "seed": int(seed), "split_mode": split_mode,
