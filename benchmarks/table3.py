@@ -7,10 +7,11 @@
 Every network trains on the store's train split, keeps the epoch with the best
 validation accuracy (the paper's rule) and is scored on the test split, with
 the same recipe: Adam (lr 1e-3, eps 1e-7), batch 64, binary cross-entropy, the
-same epochs, the same order of the batches' seed. For each the script reports
+same epochs, the same seed for the order of the batches. For each it reports
 accuracy, sensitivity, specificity and ROC AUC at the 0.5 threshold
 (shallowcnn.metrics), the trainable parameter count, the training time and the
-inference speed (test patches per second, best of ``--reps`` passes).
+inference speed (patches per second over 256 or more test patches, best of ``--reps``
+passes).
 
 The peers are PyTorch networks written here (the ``[bench]`` extra; no
 torchvision needed), both from scratch (random weights) with ONE input channel:
@@ -153,8 +154,10 @@ def train_shallowcnn(data, epochs, batch_size, seed, backend):
 
 
 # ------------------------------------------------------------------ the table
-def patches_per_second(predict, images, reps) -> float:
-    """Inference speed over ``images``: the best of ``reps`` timed passes after one warm-up batch."""
+def patches_per_second(predict, images, reps, count=256) -> float:
+    """Inference speed on ``count`` patches (``images`` repeated when fewer): the best of
+    ``reps`` timed passes after one warm-up batch."""
+    images = np.resize(images, (max(count, len(images)),) + images.shape[1:])
     predict(images[:64])
     best = min(_timed(predict, images) for _ in range(max(1, reps)))
     return len(images) / best

@@ -76,7 +76,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, numba_
     cluster = None
     if scheduler:
         try:
-            client = distributed.Client(scheduler, timeout=f"{int(wait_seconds)}s")
+            client = distributed.Client(scheduler)          # Dask's connect timeout: 30 s by default
         except (OSError, TimeoutError) as e:
             raise ConnectionError(f"--scheduler {scheduler}: cannot connect ({e})") from None
         where = f"the cluster at {scheduler}"

@@ -24,7 +24,6 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data.patches import open_patches
-from ..plots import plot_search
 from ..storage import atomic_write_text
 from . import results
 from .space import SearchSpace
@@ -57,6 +56,7 @@ def _settings(patches, store, seed, space, epochs, backend) -> dict:
 
 def finish(out, settings, records, wall_seconds) -> dict | None:
     """Figure, best model and report from the recorded trials; returns the best row."""
+    from ..plots import plot_search          # matplotlib loads only when figures are drawn
     ranked = results.ranking(records)
     ok = [r["row"] for r in records.values() if r["row"]["status"] == "ok"]
     best_index = ok.index(ranked[0]) if ranked else None
