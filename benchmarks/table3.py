@@ -10,8 +10,8 @@ the same recipe: Adam (lr 1e-3, eps 1e-7), batch 64, binary cross-entropy, the
 same epochs, the same seed for the order of the batches. For each it reports
 accuracy, sensitivity, specificity and ROC AUC at the 0.5 threshold
 (shallowcnn.metrics), the trainable parameter count, the training time and the
-inference speed (patches per second over 256 or more test patches, best of ``--reps``
-passes).
+inference speed (patches per second over ``--inference-patches`` test patches,
+repeated as needed, best of ``--reps`` passes).
 
 The peers are PyTorch networks written here (the ``[bench]`` extra; no
 torchvision needed), both from scratch (random weights) with ONE input channel:
@@ -155,9 +155,9 @@ def train_shallowcnn(data, epochs, batch_size, seed, backend):
 
 # ------------------------------------------------------------------ the table
 def patches_per_second(predict, images, reps, count=256) -> float:
-    """Inference speed on ``count`` patches (``images`` repeated when fewer): the best of
+    """Inference speed on ``count`` patches (``images`` repeated or cut): the best of
     ``reps`` timed passes after one warm-up batch."""
-    images = np.resize(images, (max(count, len(images)),) + images.shape[1:])
+    images = np.resize(images, (max(1, count),) + images.shape[1:])
     predict(images[:64])
     best = min(_timed(predict, images) for _ in range(max(1, reps)))
     return len(images) / best
@@ -204,6 +204,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="numba", help="shallowcnn backend (default numba)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every framework")
     ap.add_argument("--reps", type=int, default=3, help="timed inference passes (best reported)")
+    ap.add_argument("--inference-patches", type=int, default=256,
+                    help="patches per timed inference pass, the test patches repeated (default 256)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for table3.md and table3.json")
     ap.add_argument("--quick", action="store_true", help="a tiny phantom store and 2 epochs: a few minutes")
     args = ap.parse_args(argv)
@@ -249,7 +251,8 @@ def main(argv=None) -> int:
             predict, n_params, seconds, best_epoch = train_torch(name, data, epochs, args.batch_size, args.seed)
         metrics = classification_metrics(y_test, predict(x_test))
         rows.append({"model": name, "n_params": int(n_params), "train_seconds": seconds, "best_epoch": best_epoch,
-                     "patches_per_second": patches_per_second(predict, x_test, args.reps),
+                     "patches_per_second": patches_per_second(predict, x_test, args.reps,
+                                                                    args.inference_patches),
                      **{k: metrics[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc")}})
     source = "a tiny phantom (--quick)" if not args.patches else str(store_path)
     table = markdown_table(rows, epochs, source)

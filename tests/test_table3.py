@@ -45,6 +45,7 @@ def test_table3_quick(small_store, tmp_path, capsys):
                                         "pip install \".[bench]\"")
     table3 = load_script()
     assert table3.main(["--quick", "--patches", str(small_store), "--epochs", "1", "--reps", "1",
+                        "--inference-patches", "4",
                         "--threads", "1", "--backend", "numpy", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "table3.json").read_text())
     rows = {r["model"]: r for r in result["rows"]}
