@@ -74,6 +74,9 @@ def test_space_files_json_and_toml(tmp_path):
     ({"batch_size": {"normal": [1, 2]}}, "expected a number or one of"),
     ({"conv1_filters": {"int": [8, 2]}}, "low <= high"),
     ({"conv1_filters": 2.5}, "integer"),
+    ({"batch_size": {"uniform": [16, 128]}}, "whole numbers"),
+    ({"kernel_size": {"odd": [3, 151]}}, "values must lie"),
+    ({"lr": "fast"}, "expected a number"),
 ])
 def test_bad_space_files_are_refused_naming_file_and_parameter(tmp_path, content, problem):
     path = tmp_path / "space.json"

@@ -80,16 +80,17 @@ def draw(rule, rng: np.random.Generator):
     return args[int(rng.integers(0, len(args)))]       # choice
 
 
-def _values_of(rule) -> tuple:
-    """The smallest and largest value a rule can give (to check them against the limits)."""
-    if not isinstance(rule, dict):
-        return rule, rule
-    (kind, args), = rule.items()
-    return (min(args), max(args)) if kind == "choice" else (args[0], args[1])
+# The least and largest value each parameter may take (None: no limit).
+LIMITS = {"conv1_filters": (1, None), "conv2_filters": (1, None), "batch_size": (1, None),
+          "kernel_size": (1, (PATCH_SIZE + 1) // 2), "keep": (None, 1.0)}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_rule(name, rule, where):
-    """Refuse a malformed rule or one that could give an impossible value."""
+    """Refuse a malformed rule, or one that could give an impossible value."""
     def bad(problem):
         raise SpaceError(f"{where}: {name}: {problem}")
 
@@ -97,35 +98,31 @@ def _check_rule(name, rule, where):
         if len(rule) != 1 or next(iter(rule)) not in KINDS:
             bad(f"expected a number or one of {{{', '.join(k + ': ...' for k in KINDS)}}}, got {rule!r}")
         (kind, args), = rule.items()
-        if not isinstance(args, list) or not args or not all(isinstance(a, (int, float)) and
-                                                              not isinstance(a, bool) for a in args):
+        if not isinstance(args, list) or not args or not all(_is_number(a) for a in args):
             bad(f"{kind} needs a list of numbers, got {args!r}")
-        if kind != "choice" and (len(args) != 2 or args[0] > args[1]):
-            bad(f"{kind} needs [low, high] with low <= high, got {args}")
-        if kind in ("int", "odd") and not all(float(a).is_integer() for a in args):
-            bad(f"{kind} needs integer bounds, got {args}")
-        if kind == "odd" and not all(int(a) % 2 == 1 for a in args):
-            bad(f"odd needs odd bounds, got {args}")
-        if kind == "log_uniform" and args[0] <= 0:
-            bad(f"log_uniform needs positive bounds, got {args}")
-    elif not isinstance(rule, (int, float)) or isinstance(rule, bool):
+    elif _is_number(rule):
+        kind, args = "fixed", [rule]
+    else:
         bad(f"expected a number or a rule like {{\"int\": [2, 32]}}, got {rule!r}")
-    if name in INTEGER_PARAMETERS and not all(float(v).is_integer() for v in
-                                               (rule[next(iter(rule))] if isinstance(rule, dict) else [rule])):
+    if kind not in ("fixed", "choice") and (len(args) != 2 or args[0] > args[1]):
+        bad(f"{kind} needs [low, high] with low <= high, got {args}")
+    whole = name in INTEGER_PARAMETERS
+    if whole and kind in ("uniform", "log_uniform"):
+        bad(f"takes whole numbers: use int, odd, choice or a number, not {kind}")
+    if (whole or kind in ("int", "odd")) and not all(float(a).is_integer() for a in args):
         bad(f"must be an integer, got {rule!r}")
-    low, high = _values_of(rule)
-    limits = {"conv1_filters": (1, None), "conv2_filters": (1, None), "batch_size": (1, None),
-              "kernel_size": (1, (PATCH_SIZE + 1) // 2), "keep": (None, 1.0)}
-    lo_limit, hi_limit = limits.get(name, (None, None))
-    if lo_limit is not None and low < lo_limit or hi_limit is not None and high > hi_limit:
+    if kind == "odd" and any(int(a) % 2 == 0 for a in args):
+        bad(f"odd needs odd bounds, got {args}")
+    low, high = min(args), max(args)
+    lo_limit, hi_limit = LIMITS.get(name, (None, None))
+    if (lo_limit is not None and low < lo_limit) or (hi_limit is not None and high > hi_limit):
         bad(f"values must lie in [{lo_limit}, {hi_limit if hi_limit is not None else 'any'}], got {rule!r}")
-    if name == "kernel_size" and not isinstance(rule, dict) and int(rule) % 2 == 0:
-        bad(f"must be odd (the paper's kernels are centred), got {rule}")
-    if name == "kernel_size" and isinstance(rule, dict) and next(iter(rule)) in ("int", "choice") and \
-            any(int(v) % 2 == 0 for v in (range(int(low), int(high) + 1) if "int" in rule else rule["choice"])):
-        bad(f"may only give odd sizes: use {{\"odd\": [3, 13]}} or a choice of odd values, got {rule!r}")
     if name in ("lr", "keep") and low <= 0:
         bad(f"must be positive, got {rule!r}")
+    if name == "kernel_size":        # the kernels are centred on a pixel: odd sizes only
+        sizes = range(int(low), int(high) + 1) if kind == "int" else args if kind in ("fixed", "choice") else []
+        if any(int(v) % 2 == 0 for v in sizes):
+            bad(f"may only give odd sizes: use {{\"odd\": [3, 13]}} or odd numbers, got {rule!r}")
 
 
 class SearchSpace:
