@@ -160,6 +160,8 @@ def test_interrupted_search_resumes_and_matches_the_uninterrupted_one(local_sear
     again = {k: rec["row"]["val_accuracy"] for k, rec in uninterrupted.records.items()}
     assert {r["trial"]: r["val_accuracy"] for r in rows} == again          # reproducible, trial by trial
     assert search(small_store, tmp_path, processes=False).ran == []        # nothing left to do
+    assert search(small_store, tmp_path, trials=2, processes=False).ran == []
+    assert len(check_folder(tmp_path, 4)) == 4                             # a smaller --trials drops nothing
 
 
 def test_resuming_with_other_settings_is_refused(local_search, small_store):

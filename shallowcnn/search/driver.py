@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,9 @@ def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space:
     out = Path(out)
     settings = _settings(patches, store, seed, space, epochs, backend)
     results.check_same_settings(out, settings)
-    records = {k: r for k, r in results.read_trials(out).items()
-               if r["row"]["status"] in results.FINAL_STATUSES and k < trials}
+    # Trials recorded with a final status are kept (even beyond a smaller --trials: nothing
+    # recorded is ever dropped); "lost" ones run again.
+    records = {k: r for k, r in results.read_trials(out).items() if r["row"]["status"] in results.FINAL_STATUSES}
     todo = [space.sample(seed, i) for i in range(trials) if i not in records]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "search.json", json.dumps(settings, indent=1))
@@ -110,7 +112,7 @@ def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space:
             task_threads = (numba_threads or 1) if scheduler else local_layout(workers, numba_threads)[1]
             [store_on_workers] = client.scatter([train_val_store(store)], broadcast=True)
             trial_of = {client.submit(run_trial, store_on_workers, trial, epochs, backend, task_threads,
-                                      key=f"trial-{settings['store_fingerprint']}-{seed}-{trial['trial']:04d}",
+                                      key=f"trial-{trial['trial']:04d}-{uuid.uuid4().hex[:12]}",
                                       pure=False, priority=-trial["trial"]): trial
                         for trial in todo}
             futures = list(trial_of)
