@@ -250,6 +250,6 @@ def plot_search(n_params, val_accuracy, lr, path, best=None, paper_params=8301,
     ax.set_ylabel("validation accuracy (best epoch)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
