@@ -21,6 +21,9 @@ COMMAND_MODULES = [
     "shallowcnn.evaluate",
     "shallowcnn.scan_command",
     "shallowcnn.demo",
+    "shallowcnn.interop.onnx_export",
+    "shallowcnn.interop.keras_import",
+    "shallowcnn.web.serve",
     "shallowcnn.search.command",
 ]
 
@@ -48,6 +51,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemError as e:
+        # Ctrl-C inside a compiled (Numba) function surfaces as a SystemError caused by
+        # the KeyboardInterrupt; training avoids this (train.StopOnCtrlC), other commands
+        # land here.
+        if isinstance(e.__cause__, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            return 130
+        raise
     return int(status or 0)
 
 

@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from .data.patches import make_patches
-from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
+from .data.phantom import DEFAULT_CASES, generate_phantom, parse_size, summarise
 from .evaluate import evaluate
+from .kernels import BackendUnavailable
 from .model import ShallowCNN
+from .options import non_negative_int, positive_int, refusing
 from .scan_command import scan_paths
 from .storage import atomic_write_text
 from .train import TrainConfig, TrainingDiverged, train_run
@@ -152,11 +154,13 @@ def add_command(subparsers):
                     "evaluate it on the test patients and scan a whole mammogram, all into one "
                     "folder with a report.md that links every figure.")
     p.add_argument("-o", "--output", default="shallowcnn_demo", help="output folder (default ./shallowcnn_demo)")
-    p.add_argument("--cases", type=int, default=None, help="phantom patients (default: the phantom's default)")
-    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help=f"training epochs (default {DEMO_EPOCHS})")
-    p.add_argument("--seed", type=int, default=0, help="seed for everything (default 0)")
-    p.add_argument("--backend", default="auto", help="numpy, numba, cuda or auto (default auto)")
-    p.add_argument("--size", default="demo", help="phantom image size: WIDTHxHEIGHT, demo or full (default demo)")
+    p.add_argument("--cases", type=positive_int, default=None, help="phantom patients (default: the phantom's default)")
+    p.add_argument("--epochs", type=positive_int, default=DEMO_EPOCHS, help=f"training epochs (default {DEMO_EPOCHS})")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for everything, >= 0 (default 0)")
+    p.add_argument("--backend", default="auto", choices=("numpy", "numba", "cuda", "auto"),
+                   help="numpy, numba, cuda or auto (default auto)")
+    p.add_argument("--size", type=refusing(parse_size), default="demo",
+                   help="phantom image size: WIDTHxHEIGHT, demo or full (default demo)")
     p.add_argument("--no-scan", action="store_true", help="skip the whole-mammogram scan")
     p.add_argument("--quiet", action="store_true", help="less output")
     p.set_defaults(func=run_command)
@@ -169,7 +173,7 @@ def run_command(args) -> int:
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
-    except (ValueError, FileExistsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, FileExistsError, OSError, BackendUnavailable) as e:
+        print(f"shallowcnn demo: error: {e}", file=sys.stderr)
         return 2
     return 0

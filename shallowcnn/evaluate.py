@@ -14,7 +14,8 @@ from pathlib import Path
 from .data.patches import PatchError, open_patches
 from .metrics import classification_metrics, format_metrics, roc_curve
 from .model import ShallowCNN
-from .storage import StoreError, atomic_write_text
+from .options import probability
+from .storage import StoreError, atomic_write_text, check_writable_dir
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -69,7 +70,8 @@ def add_command(subparsers):
     p.add_argument("patches", help="patch store (.npz) or folder of PNG patches with 0/ and 1/ "
                                    "(all of its patches form the test split)")
     p.add_argument("--split", default="test", choices=SPLITS, help="which patches to score (default test)")
-    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5, the paper's)")
+    p.add_argument("--threshold", type=probability, default=0.5,
+                   help="decision threshold, in [0, 1] (default 0.5, the paper's)")
     p.add_argument("-o", "--output", default=None, help="folder for metrics.json and figures (default: the model's folder)")
     p.set_defaults(func=run_command)
 
@@ -78,8 +80,13 @@ def run_command(args) -> int:
     out = args.output or Path(args.model).parent
     try:
         model = ShallowCNN.load(args.model, backend="auto")        # the model first: the first argument
-        evaluate(model, open_patches(args.patches), args.split, out, args.threshold)
+        store = open_patches(args.patches)
+        check_writable_dir(out)                                     # before the work, not after
+        evaluate(model, store, args.split, out, args.threshold)
     except (StoreError, PatchError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"shallowcnn evaluate: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"shallowcnn evaluate: error: cannot write the results: {e}", file=sys.stderr)
+        return 1
     return 0

@@ -36,6 +36,38 @@ from .storage import StoreError, load_npz, save_npz
 
 MODEL_KIND = "shallowcnn.model"
 PARAM_NAMES = ("conv1.W", "conv1.b", "conv2.W", "conv2.b", "dense.W", "dense.b")
+# Bounds checked before any weight is allocated (the paper: 9x9 kernels, 6 and 16 filters).
+MAX_KERNEL_SIZE = 31
+MAX_CHANNELS = 256
+MODEL_MAX_BYTES = 64 << 20   # per array of a model file; the paper's model holds 33 KB
+DTYPES = ("float32", "float64")
+
+
+def check_architecture(channels, kernel_size, p_drop, dtype) -> tuple:
+    """``(channels (c1, c2), kernel_size, p_drop, dtype)`` checked against the bounds above.
+
+    Raises ValueError saying which value is wrong, before anything is allocated (a file
+    claiming kernel_size 2000 would otherwise take gigabytes).
+    """
+    try:
+        channels = tuple(channels)
+    except TypeError:
+        raise ValueError(f"channels {str(channels)[:40]} is not a pair of numbers") from None
+    whole = [isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in channels]
+    if len(channels) != 2 or not all(whole) or not all(1 <= c <= MAX_CHANNELS for c in channels):
+        raise ValueError(f"channels {str(channels)[:40]} must be two whole numbers in 1..{MAX_CHANNELS}")
+    if (not isinstance(kernel_size, (int, np.integer)) or isinstance(kernel_size, bool)
+            or not 1 <= kernel_size <= MAX_KERNEL_SIZE):
+        raise ValueError(f"kernel_size {str(kernel_size)[:40]} must be a whole number in 1..{MAX_KERNEL_SIZE}")
+    if isinstance(p_drop, bool) or not isinstance(p_drop, (int, float, np.number)) or not 0 <= p_drop < 1:
+        raise ValueError(f"p_drop {str(p_drop)[:40]} must be a number in [0, 1)")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype {str(dtype)[:40]} is not one of {', '.join(DTYPES)}") from None
+    if dtype.name not in DTYPES:
+        raise ValueError(f"dtype {dtype.name[:40]} is not one of {', '.join(DTYPES)}")
+    return (int(channels[0]), int(channels[1])), int(kernel_size), float(p_drop), dtype
 
 
 class BackendFeatures(Layer):
@@ -93,13 +125,14 @@ class ShallowCNN:
 
     def __init__(self, backend="numpy", seed=0, p_drop=0.2, dtype=np.float32, fused=None,
                  channels=(6, 16), kernel_size=9):
+        channels, kernel_size, p_drop, dtype = check_architecture(channels, kernel_size, p_drop, dtype)
         self.backend = resolve_backend_name(backend)
         self.kernels = get_backend(self.backend)
-        self.dtype = np.dtype(dtype)
+        self.dtype = dtype
         self.seed = seed
         self.p_drop = p_drop
-        self.channels = tuple(int(c) for c in channels)
-        self.kernel_size = int(kernel_size)
+        self.channels = channels
+        self.kernel_size = kernel_size
         self.fused = (self.backend != "numpy") if fused is None else bool(fused)
         init_rng, dropout_rng = np.random.default_rng(seed).spawn(2)
 
@@ -239,7 +272,10 @@ class ShallowCNN:
     def save(self, path, metadata: dict | None = None):
         """Write the weights to ``path`` (.npz, atomically) with JSON metadata:
         architecture, package version and whatever ``metadata`` adds (e.g. the
-        training settings)."""
+        training settings). Weights that are not all finite are refused (ValueError)."""
+        bad = [name for name, value in self.params.items() if not np.all(np.isfinite(value))]
+        if bad:
+            raise ValueError(f"{path}: not saved, weights {', '.join(bad)} hold NaN or infinite values")
         meta = {"kind": MODEL_KIND, "version": __version__, "architecture": self.architecture(),
                 "seed": self.seed}
         meta.update(metadata or {})
@@ -249,23 +285,43 @@ class ShallowCNN:
     def load(cls, path, backend="numpy", fused=None):
         """Read a model written by :meth:`save`; refuses foreign or damaged files
         with a :class:`~shallowcnn.storage.StoreError` naming the file."""
-        arrays, meta = load_npz(path, kind=MODEL_KIND)
+        arrays, meta = load_npz(path, kind=MODEL_KIND, max_bytes=MODEL_MAX_BYTES)
         arch = meta.get("architecture")
+        if not isinstance(arch, dict):
+            raise StoreError(f"{path}: metadata has no 'architecture' object")
         try:
-            model = cls(backend=backend, seed=meta.get("seed", 0), p_drop=arch["p_drop"],
-                        dtype=np.dtype(arch["dtype"]), fused=fused,
+            missing = [k for k in ("channels", "kernel_size", "p_drop", "dtype") if k not in arch]
+            if missing:
+                raise ValueError(f"it lacks {', '.join(missing)}")
+            seed = meta.get("seed", 0)
+            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+                raise ValueError(f"seed {str(seed)[:40]} is not a non-negative whole number")
+            model = cls(backend=backend, seed=seed, p_drop=arch["p_drop"], dtype=arch["dtype"], fused=fused,
                         channels=arch["channels"], kernel_size=arch["kernel_size"])
-        except (TypeError, KeyError, ValueError) as e:
-            raise StoreError(f"{path}: architecture metadata is incomplete or invalid: {e}") from None
-        missing = [n for n in PARAM_NAMES if n not in arrays]
-        if missing:
-            raise StoreError(f"{path}: missing parameters {', '.join(missing)}")
-        for name in PARAM_NAMES:
-            if arrays[name].shape != model.params[name].shape:
-                raise StoreError(f"{path}: {name} has shape {arrays[name].shape}, "
-                                 f"expected {model.params[name].shape}")
-            if not np.all(np.isfinite(arrays[name])):
-                raise StoreError(f"{path}: {name} holds NaN or infinite values")
+        except ValueError as e:
+            raise StoreError(f"{path}: architecture metadata is invalid: {e}") from None
+        check_weights(path, arrays, model)
         model.set_params({n: arrays[n] for n in PARAM_NAMES})
         model.metadata = meta
         return model
+
+
+def check_weights(path, arrays: dict, model: ShallowCNN, prefix: str = "") -> None:
+    """Refuse (StoreError naming ``path``) weights that are missing, of the wrong shape,
+    not numbers, or not finite once stored in the model's dtype (a float64 1e48 becomes
+    inf in float32). ``prefix``: "model." or "best." in a checkpoint."""
+    missing = [prefix + n for n in PARAM_NAMES if prefix + n not in arrays]
+    if missing:
+        raise StoreError(f"{path}: missing parameters {', '.join(missing)}")
+    for name in PARAM_NAMES:
+        value = arrays[prefix + name]
+        if value.shape != model.params[name].shape:
+            raise StoreError(f"{path}: {prefix}{name} has shape {value.shape}, "
+                             f"expected {model.params[name].shape}")
+        if value.dtype.kind not in "fiu":
+            raise StoreError(f"{path}: {prefix}{name} holds {value.dtype} values, not numbers")
+        with np.errstate(over="ignore", invalid="ignore"):
+            stored = value.astype(model.dtype)
+        if not np.all(np.isfinite(stored)):
+            raise StoreError(f"{path}: {prefix}{name} holds NaN or infinite values "
+                             f"(in {model.dtype.name})")

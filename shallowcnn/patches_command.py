@@ -7,11 +7,13 @@ so that the data package never draws.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from .data.inbreast import InbreastError
 from .data.patches import PatchError, make_patches
 from .data.split import DEFAULT_FRACTIONS
-from .storage import StoreError
+from .options import non_negative_int, positive_int, probability
+from .storage import OutputError, StoreError, check_writable_dir
 
 PAPER_SPLIT_WARNING = ("warning: --split-mode paper splits augmented patches at random, as the paper did: "
                        "reflections and overlapping windows of one breast end up in both training and test "
@@ -26,16 +28,18 @@ def add_command(subparsers) -> None:
     parser.add_argument("source", help="INbreast-layout folder (AllDICOMs/, AllXML/) or a folder with 0/ and 1/ "
                                        "subfolders of PNG patches")
     parser.add_argument("-o", "--out", default="patches.npz", help="output store (default patches.npz)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed for offsets, negatives, split (default 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed for offsets, negatives, split, >= 0 (default 0)")
     parser.add_argument("--split-mode", choices=("patient", "paper"), default="patient",
                         help="'patient' (default): split by patient before augmentation; 'paper': random "
                              "split of augmented patches as in the paper (leaks between splits)")
-    parser.add_argument("--fractions", type=float, nargs=3, default=DEFAULT_FRACTIONS,
-                        metavar=("TRAIN", "VAL", "TEST"), help="split shares (default 0.64 0.16 0.20)")
-    parser.add_argument("--per-cluster", type=int, default=20,
-                        help="positive windows (different offsets) per cluster (default 20)")
-    parser.add_argument("--negatives-per-image", type=int, default=30,
-                        help="at most this many negative windows per image (default 30)")
+    parser.add_argument("--fractions", type=probability, nargs=3, default=DEFAULT_FRACTIONS,
+                        metavar=("TRAIN", "VAL", "TEST"),
+                        help="split shares, each in [0, 1], summing to 1 (default 0.64 0.16 0.20)")
+    parser.add_argument("--per-cluster", type=positive_int, default=20,
+                        help="positive windows (different offsets) per cluster, >= 1 (default 20)")
+    parser.add_argument("--negatives-per-image", type=non_negative_int, default=30,
+                        help="at most this many negative windows per image, >= 0 (default 30)")
     parser.add_argument("--no-augment", action="store_true", help="keep only the original patches")
     parser.add_argument("--no-balance", action="store_true", help="do not equalise the classes per split")
     parser.add_argument("--no-figures", action="store_true", help="do not write the Fig. 2/3 PNGs")
@@ -44,9 +48,16 @@ def add_command(subparsers) -> None:
 
 
 def run_command(args) -> int:
+    if abs(sum(args.fractions) - 1) > 1e-6:
+        print(f"shallowcnn patches: error: argument --fractions: {' + '.join(f'{f:g}' for f in args.fractions)} "
+              f"must sum to 1", file=sys.stderr)
+        return 2
     if args.split_mode == "paper":
         print(PAPER_SPLIT_WARNING, file=sys.stderr)
     try:
+        if Path(args.out).is_dir():
+            raise OutputError(f"{args.out}: is a folder; -o names the store file to write")
+        check_writable_dir(Path(args.out).parent)
         store = make_patches(args.source, args.out, seed=args.seed, split_mode=args.split_mode,
                              fractions=args.fractions, per_cluster=args.per_cluster,
                              negatives_per_image=args.negatives_per_image, augment_patches=not args.no_augment,
@@ -54,7 +65,7 @@ def run_command(args) -> int:
         if not args.no_figures:
             from .plots import plot_store_figures     # matplotlib loads only when figures are drawn
             plot_store_figures(store, args.out)
-    except (PatchError, InbreastError, StoreError, OSError) as e:
+    except (PatchError, InbreastError, StoreError, OutputError, OSError) as e:
         print(f"shallowcnn patches: error: {e}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -88,6 +88,20 @@ def window_starts(length: int, stride: int, size: int = PATCH_SIZE) -> np.ndarra
     return np.arange(0, length - size + 1, stride, dtype=np.int64)
 
 
+def window_blocks(kernel_size: int, stride: int, size: int = PATCH_SIZE) -> tuple:
+    """How the windows sit on the conv2 map, counted in blocks: ``(g, m, step)``.
+
+    A ``size``-pixel window spans span = size - 2 (K - 1) conv2 positions per side (128).
+    g = gcd(stride, span) is the block side (every window starts and ends on a block
+    edge), m = span / g the blocks per window side, step = stride / g the blocks per stride.
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    span = size - 2 * (kernel_size - 1)
+    g = math.gcd(stride, span)
+    return g, span // g, stride // g
+
+
 def _dilate_windows_to_blocks(valid: np.ndarray, step: int, m: int) -> np.ndarray:
     """Which g x g blocks some valid window covers: (nR, nC) -> (nB_r, nB_c) bool.
 
@@ -158,9 +172,7 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
     check_size(image_u8.shape)
     K = model.kernel_size
     halo = 2 * (K - 1)                         # receptive field (2K - 1) minus 1: 16
-    span = PATCH_SIZE - halo                   # conv2 positions per window side: 128
-    g = math.gcd(stride, span)                 # block side: windows start and end on it
-    m, step = span // g, stride // g           # blocks per window side, blocks per stride
+    g, m, step = window_blocks(K, stride)      # block side, blocks per window side, per stride
     height, width = image_u8.shape
     rows, cols = window_starts(height, stride), window_starts(width, stride)
     n_r, n_c = len(rows), len(cols)

@@ -17,11 +17,16 @@ from .constants import PATCH_SIZE, PIXEL_MM
 from .data.images import ScanError, expand_inputs
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, write_froc
 from .kernels import BackendUnavailable
+from .messages import cap, listed
 from .model import ShallowCNN
+from .options import non_negative_float, positive_float, positive_int, probability
 from .scan import (DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult,
                    scan_image)
 from .scan_dask import add_arguments as add_dask_arguments, scanning_on_dask
-from .storage import StoreError, atomic_write_text, save_npy
+from .storage import OutputError, StoreError, atomic_write_text, check_writable_dir, save_npy
+
+# What makes one image fail without costing the others.
+SCAN_FAILURES = (ScanError, ValueError, OverflowError, MemoryError, RecursionError)
 
 
 def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None = None) -> dict:
@@ -54,6 +59,26 @@ def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None
 # ---------------------------------------------------------------------------------------
 
 
+def output_names(paths) -> list:
+    """A distinct output name per input: the file's stem, or, where two inputs share a stem
+    (``a/img.dcm`` and ``b/img.dcm``), the stem prefixed by as many parent folders as it
+    takes to tell them apart (``a_img``, ``b_img``), then a number as the last resort."""
+    paths = [Path(p) for p in paths]
+    names = [p.stem for p in paths]
+    depth = 0
+    while len(set(names)) < len(names) and depth < 8:
+        depth += 1
+        counts = {n: names.count(n) for n in names}
+        names = ["_".join([*p.parts[-1 - depth:-1], p.stem]) if counts[n] > 1 else n
+                 for p, n in zip(paths, names)]
+    seen = {}
+    for k, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[k] = f"{name}-{seen[name]}"
+    return names
+
+
 def add_command(subparsers) -> None:
     p = subparsers.add_parser(
         "scan", help="scan whole mammograms: probability heatmap, detected clusters, FROC",
@@ -67,26 +92,40 @@ def add_command(subparsers) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="DICOM or PNG/TIFF files, or a folder (INbreast/phantom layout or plain)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the outputs")
-    p.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
+    p.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help=f"pixels between windows (default {DEFAULT_STRIDE}; fastest when it divides 128)")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help=f"probability for a detection (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--min-breast", type=float, default=DEFAULT_MIN_BREAST,
+    p.add_argument("--threshold", type=probability, default=DEFAULT_THRESHOLD,
+                   help=f"probability for a detection, in [0, 1] (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--min-breast", type=probability, default=DEFAULT_MIN_BREAST,
                    help=f"least fraction of a window inside the breast to scan it (default {DEFAULT_MIN_BREAST})")
-    p.add_argument("--nms", type=float, default=PATCH_SIZE,
+    p.add_argument("--nms", type=non_negative_float, default=PATCH_SIZE,
                    help=f"non-maximum suppression distance in pixels (default {PATCH_SIZE}: one patch)")
-    p.add_argument("--hit-radius", type=float, default=DEFAULT_HIT_RADIUS,
+    p.add_argument("--hit-radius", type=non_negative_float, default=DEFAULT_HIT_RADIUS,
                    help=f"a detection within this many pixels of a true cluster centre (or inside "
                         f"its outline) hits it (default {DEFAULT_HIT_RADIUS:g})")
-    p.add_argument("--pixel-size", type=float, default=None, metavar="MM",
-                   help=f"pixel size of the input in mm (default: DICOM header; {PIXEL_MM} for PNG); "
-                        f"images are resampled to {PIXEL_MM} mm")
-    p.add_argument("--backend", default="auto", help="numpy, numba, cuda or auto (default auto)")
-    p.add_argument("--tile", type=int, default=DEFAULT_TILE,
+    p.add_argument("--pixel-size", type=positive_float, default=None, metavar="MM",
+                   help=f"pixel size of the input in mm, 0.01 - 1 (default: DICOM header; {PIXEL_MM} for "
+                        f"PNG); images are resampled to {PIXEL_MM} mm")
+    p.add_argument("--backend", default="auto", choices=("numpy", "numba", "cuda", "auto"),
+                   help="numpy, numba, cuda or auto (default auto)")
+    p.add_argument("--tile", type=positive_int, default=DEFAULT_TILE,
                    help=f"tile side in conv2 positions; bounds memory (default {DEFAULT_TILE})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_dask_arguments(p)
     p.set_defaults(func=run_command)
+
+
+def scan_one(model, path, hit_radius: float = DEFAULT_HIT_RADIUS, **options):
+    """(ScanResult, ImageTruth or None) of one image, or the exception that stopped it.
+
+    options: keyword arguments of :func:`~shallowcnn.scan.scan_image`. A Dask worker runs
+    this too (:mod:`shallowcnn.scan_dask`), so both ways fail the same way.
+    """
+    try:
+        result = scan_image(model, path, **options)
+        return result, image_truth(result, hit_radius=hit_radius)
+    except SCAN_FAILURES as e:
+        return e
 
 
 def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float = DEFAULT_THRESHOLD,
@@ -95,33 +134,35 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
                verbose: bool = True, scanned=None) -> dict:
     """Scan every image of ``paths`` into the folder ``out``; returns the summary dict.
 
-    ``scanned``: (path, ScanResult or ScanError) for each of ``paths``, computed elsewhere
-    (:mod:`shallowcnn.scan_dask`: on Dask workers); by default scanned here one by one.
-
     Per image: ``<name>.prob.npy``, ``<name>.overlay.png``, ``<name>.detections.json``;
     over the annotated images: ``froc.json`` and ``froc.png``; and ``scan_summary.json``.
     An image that cannot be scanned is reported and skipped (listed under "failed").
+    ``scanned``: (path, :func:`scan_one`'s answer) for each of ``paths`` in order, computed
+    elsewhere (:mod:`shallowcnn.scan_dask`: by Dask workers); by default here, one by one.
     """
     from .plots import plot_froc              # matplotlib loads only when figures are drawn
 
     out = Path(out)
     truths, summary, failed = [], [], []
     if scanned is None:
-        scanned = _scan_here(model, paths, dict(stride=stride, threshold=threshold,
-                                                min_breast_fraction=min_breast_fraction, nms_px=nms_px,
-                                                pixel_size_mm=pixel_size_mm, tile=tile,
-                                                progress={"position": 1} if verbose else False))
-    bar = tqdm(scanned, total=len(paths), desc="images", unit="image", disable=None if verbose else True)
-    for path, result in bar:
+        options = dict(stride=stride, threshold=threshold, min_breast_fraction=min_breast_fraction,
+                       nms_px=nms_px, pixel_size_mm=pixel_size_mm, tile=tile,
+                       progress={"position": 1} if verbose else False)
+        scanned = ((path, scan_one(model, path, hit_radius, **options)) for path in paths)
+    bar = tqdm(zip(scanned, output_names(paths)), total=len(paths), desc="images", unit="image",
+               disable=None if verbose else True)
+    for (path, outcome), name in bar:
         path = Path(path)
         bar.set_postfix_str(path.name[:30])
-        if isinstance(result, ScanError):
-            e = result
-            tqdm.write(f"skipped {e}", file=sys.stderr)
-            failed.append({"image": str(path), "error": str(e)})
+        if isinstance(outcome, BaseException):
+            # one image that cannot be scanned never costs the others
+            e = outcome
+            error = str(e) if isinstance(e, ScanError) else f"{path}: {type(e).__name__}: {cap(e)}"
+            tqdm.write(f"skipped {error}", file=sys.stderr)
+            failed.append({"image": str(path), "error": error})
             continue
-        truth = image_truth(result, hit_radius=hit_radius)
-        content = write_scan_outputs(result, out, truth=truth)
+        result, truth = outcome
+        content = write_scan_outputs(result, out, truth=truth, name=name)
         if truth is not None:
             truths.append(truth)
         line = (f"{path.name}: {result.n_windows} windows in {result.seconds:.1f} s, "
@@ -152,15 +193,6 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
     return report
 
 
-def _scan_here(model, paths, options):
-    """(path, ScanResult or ScanError) for each path, scanned in this process one after another."""
-    for path in paths:
-        try:
-            yield path, scan_image(model, path, **options)
-        except ScanError as e:
-            yield path, e
-
-
 def run_command(args) -> int:
     from .dask_cluster import DaskUnavailable
 
@@ -168,28 +200,22 @@ def run_command(args) -> int:
         print(f"shallowcnn scan: error: {message}", file=sys.stderr)
         return status
 
-    if args.stride < 1:
-        return fail(f"--stride must be a positive integer, got {args.stride}")
-    if not 0 <= args.min_breast <= 1:
-        return fail(f"--min-breast must lie in [0, 1], got {args.min_breast}")
-    if args.tile < 1:
-        return fail(f"--tile must be positive, got {args.tile}")
     try:
         paths = expand_inputs(args.images)
         model = ShallowCNN.load(args.model, backend=args.backend)
-    except (ScanError, StoreError, BackendUnavailable, ValueError) as e:
+        out = check_writable_dir(args.output)
+    except (ScanError, StoreError, OutputError, BackendUnavailable, ValueError) as e:
         return fail(e)
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        return fail(f"{out}: exists and is not a folder")
     options = dict(stride=args.stride, threshold=args.threshold, min_breast_fraction=args.min_breast,
                    nms_px=args.nms, pixel_size_mm=args.pixel_size, tile=args.tile)
     try:
-        with scanning_on_dask(args, model, paths, options, verbose=not args.quiet) as scanned:
+        with scanning_on_dask(args, model, paths, args.hit_radius, options, verbose=not args.quiet) as scanned:
             report = scan_paths(model, paths, out, hit_radius=args.hit_radius, verbose=not args.quiet,
                                 scanned=scanned, **options)
     except (DaskUnavailable, ConnectionError) as e:
         return fail(e, status=3 if isinstance(e, DaskUnavailable) else 2)
     failed = report["failed"]
-    print(f"wrote {len(report['images'])} scan(s) to {out}" + (f"; {len(failed)} image(s) failed" if failed else ""))
+    print(f"wrote {len(report['images'])} scan(s) to {out}" + (f"; {len(failed)} image(s) failed:" if failed else ""))
+    for line in listed(f"  {f['error']}" for f in failed):
+        print(line)
     return 1 if failed else 0

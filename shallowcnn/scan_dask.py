@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from .data.images import ScanError
-
 
 def add_arguments(parser) -> None:
     """The options of ``shallowcnn scan`` that send the images to Dask."""
@@ -53,23 +51,22 @@ def rebuild_model(spec: dict, backend: str):
     return model
 
 
-def scan_on_worker(spec: dict, backend: str, numba_threads: int, path: str, scan_options: dict):
-    """Scan one image on a worker: its ScanResult, or the ScanError saying why it could not."""
+def scan_on_worker(spec: dict, backend: str, numba_threads: int, path: str, hit_radius: float,
+                   scan_options: dict):
+    """Scan one image on a worker: :func:`shallowcnn.scan_command.scan_one`'s answer, i.e.
+    (ScanResult, ImageTruth or None), or the exception that stopped it."""
     from .dask_cluster import limit_numba_threads
-    from .scan import scan_image
+    from .scan_command import scan_one          # here, not at the top: scan_command imports us
 
     if backend == "numba":
         limit_numba_threads(numba_threads)
-    try:
-        return scan_image(rebuild_model(spec, backend), path, **scan_options)
-    except ScanError as e:
-        return e
+    return scan_one(rebuild_model(spec, backend), path, hit_radius, **scan_options)
 
 
 @contextlib.contextmanager
-def scanning_on_dask(args, model, paths, scan_options: dict, verbose: bool = True):
+def scanning_on_dask(args, model, paths, hit_radius: float, scan_options: dict, verbose: bool = True):
     """Yields None when ``args`` ask for no Dask (scan here); otherwise an iterator of
-    (path, ScanResult or ScanError), in the order of ``paths``, computed by Dask workers.
+    (path, scan_one's answer), in the order of ``paths``, computed by Dask workers.
 
     scan_options: keyword arguments of :func:`~shallowcnn.scan.scan_image`.
     """
@@ -82,7 +79,7 @@ def scanning_on_dask(args, model, paths, scan_options: dict, verbose: bool = Tru
     with dask_client(args.scheduler, args.workers, args.numba_threads, verbose=verbose) as client:
         [spec] = client.scatter([model_spec(model)], broadcast=True)
         futures = [client.submit(scan_on_worker, spec, model.backend, threads, str(Path(p).resolve()),
-                                 scan_options, pure=False) for p in paths]
+                                 hit_radius, scan_options, pure=False) for p in paths]
         try:
             yield ((path, future.result()) for path, future in zip(paths, futures))
         finally:

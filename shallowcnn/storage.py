@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,28 @@ METADATA_KEY = "__metadata__"
 
 class StoreError(ValueError):
     """A file that cannot be read as the store it claims to be (names the file)."""
+
+
+class OutputError(ValueError):
+    """An output that cannot be written (names the path and why), found before the work."""
+
+
+def check_writable_dir(folder) -> Path:
+    """Make sure ``folder`` exists (creating it) and a file can be written in it.
+
+    Called before a long run starts, so that a read-only or mistyped output folder is
+    reported at once rather than after an epoch or a whole scan. Raises OutputError.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test.", delete=True):
+            pass
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot write there ({e.strerror or e})") from None
+    return folder
 
 
 @contextlib.contextmanager
@@ -89,40 +112,87 @@ def save_npz(path, arrays: dict, metadata: dict, compress: bool = False) -> Path
     return Path(path)
 
 
-def load_npz(path, kind: str | None = None) -> tuple[dict, dict]:
+DEFAULT_MAX_BYTES = 16 << 30   # per array; callers that know their files pass far less
+
+
+def read_member_headers(path, max_bytes: int = DEFAULT_MAX_BYTES) -> dict:
+    """``{name: (shape, dtype)}`` of every array of a ``.npz``, read from the ``.npy``
+    headers alone, before any array is loaded.
+
+    Refuses (StoreError naming the file and the array) an array that would need pickle
+    (object dtype), one that declares more than ``max_bytes``, and one whose declared size
+    does not match the bytes the archive holds for it -- so a 3 MB file that claims a
+    3 GiB array is stopped before 3 GiB are allocated.
+    """
+    headers = {}
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                raise StoreError(f"{path}: unexpected entry {info.filename[:60]!r} in the archive")
+            name = info.filename[:-len(".npy")]
+            with archive.open(info) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    shape, fortran, dtype = (np.lib.format.read_array_header_1_0(member) if version == (1, 0)
+                                             else np.lib.format.read_array_header_2_0(member))
+                except ValueError as e:
+                    raise StoreError(f"{path}: array {name!r} has a damaged header ({e})") from None
+                header_bytes = member.tell()
+            if dtype.hasobject:
+                raise StoreError(f"{path}: array {name!r} holds Python objects (dtype {dtype}), "
+                                 f"which cannot be read without pickle")
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > max_bytes:
+                raise StoreError(f"{path}: array {name!r} declares shape {shape} of {dtype} "
+                                 f"({nbytes / 2 ** 20:,.0f} MB), more than the {max_bytes / 2 ** 20:,.0f} MB "
+                                 f"a file of this kind may hold")
+            if info.file_size != header_bytes + nbytes:
+                raise StoreError(f"{path}: array {name!r} declares {nbytes:,} bytes but the archive holds "
+                                 f"{info.file_size - header_bytes:,} (damaged file)")
+            headers[name] = (shape, dtype)
+    return headers
+
+
+def load_npz(path, kind: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict, dict]:
     """Load ``(arrays, metadata)`` saved by :func:`save_npz`.
 
     ``kind``, if given, must equal ``metadata["kind"]`` (e.g. ``"shallowcnn.model"``),
-    so that a patch store is not loaded as a model by mistake. Every failure raises
-    :class:`StoreError` naming the file and the problem.
+    so that a patch store is not loaded as a model by mistake. Every array's header is
+    checked first (:func:`read_member_headers`, with ``max_bytes`` per array). Every
+    failure raises :class:`StoreError` naming the file and the problem.
     """
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such file")
     if path.is_dir():
         raise StoreError(f"{path}: is a folder, expected a .npz file")
+    if not path.is_file():
+        raise StoreError(f"{path}: not a regular file")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":  # every .npz is a zip archive
         raise StoreError(f"{path}: not a readable .npz archive (empty, another format, or damaged)")
     try:
+        names = list(read_member_headers(path, max_bytes))
+        if METADATA_KEY not in names:
+            raise StoreError(f"{path}: not a shallowcnn file (a .npz without the {METADATA_KEY!r} entry)")
         with np.load(path, allow_pickle=False) as npz:
-            names = list(npz.files)
-            if METADATA_KEY not in names:
-                raise StoreError(
-                    f"{path}: not a shallowcnn file (a .npz without the {METADATA_KEY!r} entry)")
-            metadata = json.loads(npz[METADATA_KEY].tobytes().decode("utf-8"))
+            raw_metadata = npz[METADATA_KEY]
             arrays = {name: npz[name] for name in names if name != METADATA_KEY}
     except StoreError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
         raise StoreError(f"{path}: not a readable .npz archive (truncated or another format): {e}") from None
     except ValueError as e:
-        raise StoreError(f"{path}: cannot be read without pickle or is damaged: {e}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreError(f"{path}: metadata is not valid JSON: {e}") from None
+        raise StoreError(f"{path}: damaged array data: {e}") from None
+    try:
+        metadata = json.loads(raw_metadata.tobytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise StoreError(f"{path}: metadata is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise StoreError(f"{path}: metadata is not valid JSON ({type(e).__name__}: {str(e)[:120]})") from None
     if not isinstance(metadata, dict):
         raise StoreError(f"{path}: metadata is not a JSON object")
     if kind is not None and metadata.get("kind") != kind:
-        raise StoreError(f"{path}: holds {metadata.get('kind')!r}, expected {kind!r}")
+        raise StoreError(f"{path}: holds {str(metadata.get('kind'))[:60]!r}, expected {kind!r}")
     return arrays, metadata

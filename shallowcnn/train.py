@@ -17,10 +17,14 @@ never interrupted. :func:`fit` is the short form for arrays in memory;
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
+import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,16 +36,67 @@ from . import __version__
 from .data.patches import PatchError, open_patches
 from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
-from .model import ShallowCNN
+from .model import ShallowCNN, check_weights
 from .optim import Adam
-from .storage import StoreError, atomic_write_text, load_npz, save_npz
+from .options import fraction_below_one, non_negative_int, positive_float, positive_int
+from .storage import OutputError, StoreError, atomic_write_text, check_writable_dir, load_npz, save_npz
 
 CHECKPOINT_KIND = "shallowcnn.checkpoint"
+CHECKPOINT_MAX_BYTES = 256 << 20   # per array of a checkpoint; the paper's holds ~130 KB
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept."""
+
+
+class StopOnCtrlC:
+    """Ctrl-C during training sets a flag that the loop checks between batches.
+
+    Python runs a signal handler only between bytecodes, so a KeyboardInterrupt raised
+    by the default handler can surface inside a Numba kernel's dispatcher, which turns it
+    into ``SystemError: ... returned a result with an exception set``. Here the handler
+    only records the request; :meth:`check`, called by the loop between batches, raises
+    a clean KeyboardInterrupt. A second Ctrl-C stops at once. Outside the main thread
+    (where signals cannot be handled) this does nothing.
+
+        with StopOnCtrlC() as stop:
+            for batch in batches:
+                step(batch)
+                stop.check()
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self):
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def store_fingerprint(store) -> str:
+    """A short hash of what identifies a patch store (labels, splits, sources, shapes), so
+    that ``--resume`` can tell that the store under a run changed."""
+    digest = hashlib.sha256(str(store.patches.shape).encode())
+    for name in ("labels", "split", "image", "position"):
+        digest.update(np.ascontiguousarray(getattr(store, name)).tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -58,12 +113,18 @@ class TrainConfig:
     backend: str = "auto"
 
     def check(self):
+        """Raise ValueError naming the first setting out of its range."""
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
-        if not self.lr > 0:
-            raise ValueError("lr must be positive")
-        if not 0 <= self.p_drop < 1:
-            raise ValueError("p_drop must be in [0, 1)")
+        for name in ("lr", "eps"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        for name in ("beta1", "beta2", "p_drop"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a whole number >= 0, got {self.seed}")
 
 
 def train_step(model, optimizer, xb, yb, loss_fn=None):
@@ -109,6 +170,20 @@ class Trainer:
         self.best = {"epoch": 0, "val_accuracy": -1.0}
         self.best_params = None
         self.loss_fn = BinaryCrossEntropyWithLogits()
+        self.stop = StopOnCtrlC()   # replaced by the active one while fit() runs
+
+    def _kept(self) -> str:
+        """What survives a stop: the checkpoint, if one was written."""
+        if self.run_dir is not None and (self.run_dir / "checkpoint.npz").exists():
+            return f"The checkpoint of the last finished epoch is kept in {self.run_dir}."
+        return "No epoch finished, so there is no checkpoint."
+
+    def check_weights_finite(self, epoch) -> None:
+        """Refuse to go on (or save) with NaN or infinite weights."""
+        bad = [name for name, value in self.model.params.items() if not np.all(np.isfinite(value))]
+        if bad:
+            raise TrainingDiverged(f"weights {', '.join(bad)} became NaN or infinite in epoch {epoch}; "
+                                   f"try a smaller --lr (now {self.config.lr}). {self._kept()}")
 
     # ----------------------------------------------------------- one epoch
     def run_epoch(self, x, y, epoch):
@@ -124,10 +199,9 @@ class Trainer:
             loss, logits = train_step(self.model, self.optimizer, x[idx], yb, self.loss_fn)
             if not math.isfinite(loss):
                 bar.close()
-                raise TrainingDiverged(
-                    f"loss became {loss} at epoch {epoch}, batch {start // cfg.batch_size + 1}; "
-                    f"try a smaller --lr (now {cfg.lr}). "
-                    + (f"The last good checkpoint is kept in {self.run_dir}." if self.run_dir else ""))
+                raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, batch {start // cfg.batch_size + 1}; "
+                                       f"try a smaller --lr (now {cfg.lr}). {self._kept()}")
+            self.stop.check()
             seen += len(idx)
             loss_sum += loss * len(idx)
             correct += int(np.sum((logits >= 0) == (yb >= 0.5)))
@@ -149,31 +223,46 @@ class Trainer:
             raise ValueError("no training samples")
         if (x_val is None) != (y_val is None):
             raise ValueError("give both x_val and y_val, or neither")
+        for name, values in (("x", x), ("x_val", x_val)):
+            # in slices of 1024 samples: a bool copy of a whole store would double its memory
+            if values is not None and not all(np.isfinite(values[i:i + 1024]).all()
+                                              for i in range(0, len(values), 1024)):
+                raise ValueError(f"{name} holds NaN or infinite values")
+        for name, labels in (("y", y), ("y_val", y_val)):
+            if labels is not None and not np.all((labels == 0) | (labels == 1)):
+                raise ValueError(f"{name}: labels must be 0 or 1")
         has_val = x_val is not None and len(x_val) > 0
         first = len(self.history["epoch"]) + 1
-        for epoch in range(first, self.config.epochs + 1):
-            t0 = time.perf_counter()
-            loss, acc = self.run_epoch(x, y, epoch)
-            val_loss, val_acc = evaluate_arrays(self.model, x_val, y_val, self.config.batch_size) if has_val \
-                else (float("nan"), float("nan"))
-            seconds = time.perf_counter() - t0
-            for k, v in zip(HISTORY_COLUMNS, (epoch, loss, acc, val_loss, val_acc, seconds)):
-                self.history[k].append(v)
-            # The paper keeps the epoch with the highest validation accuracy (the
-            # first such epoch on ties); without validation, the last epoch.
-            score = val_acc if has_val else float(epoch)
-            improved = score > self.best["val_accuracy"]
-            if improved:
-                self.best = {"epoch": epoch, "val_accuracy": score}
-                self.best_params = {k: v.copy() for k, v in self.model.params.items()}
-            if self.verbose:
-                line = f"epoch {epoch:3d}/{self.config.epochs}  loss {loss:.4f}  acc {acc:.4f}"
-                if has_val:
-                    line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
-                print(line + f"  {seconds:.1f}s" + ("  *best" if improved and has_val else ""), flush=True)
-            if self.run_dir is not None:
-                self.save_checkpoint(improved)
+        with StopOnCtrlC() as self.stop:
+            for epoch in range(first, self.config.epochs + 1):
+                self._one_epoch(x, y, x_val, y_val, has_val, epoch)
         return self.history
+
+    def _one_epoch(self, x, y, x_val, y_val, has_val, epoch):
+        """Train, validate, keep the best, print, checkpoint: one epoch of :meth:`fit`."""
+        t0 = time.perf_counter()
+        loss, acc = self.run_epoch(x, y, epoch)
+        self.check_weights_finite(epoch)
+        val_loss, val_acc = evaluate_arrays(self.model, x_val, y_val, self.config.batch_size) if has_val \
+            else (float("nan"), float("nan"))
+        self.stop.check()
+        seconds = time.perf_counter() - t0
+        for k, v in zip(HISTORY_COLUMNS, (epoch, loss, acc, val_loss, val_acc, seconds)):
+            self.history[k].append(v)
+        # The paper keeps the epoch with the highest validation accuracy (the
+        # first such epoch on ties); without validation, the last epoch.
+        score = val_acc if has_val else float(epoch)
+        improved = score > self.best["val_accuracy"]
+        if improved:
+            self.best = {"epoch": epoch, "val_accuracy": score}
+            self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+        if self.verbose:
+            line = f"epoch {epoch:3d}/{self.config.epochs}  loss {loss:.4f}  acc {acc:.4f}"
+            if has_val:
+                line += f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}"
+            print(line + f"  {seconds:.1f}s" + ("  *best" if improved and has_val else ""), flush=True)
+        if self.run_dir is not None:
+            self.save_checkpoint(improved)
 
     # --------------------------------------------------------- checkpoints
     def _metadata(self):
@@ -183,14 +272,20 @@ class Trainer:
                 "dropout_rng": self.model.dropout.rng.bit_generator.state, **self.extra_metadata}
 
     def save_checkpoint(self, improved):
-        """Write checkpoint.npz, history.csv and (if improved) model.npz, each atomically."""
+        """Write model.npz (if improved), then checkpoint.npz and history.csv, each atomically.
+
+        The model goes first: a stop between the two writes then leaves the new best model
+        beside the previous checkpoint, and resuming re-runs that epoch, which (being
+        seeded) finds and writes the same model again. :meth:`resume` also rewrites
+        model.npz from the checkpoint, so the pair is consistent whichever write was lost.
+        """
+        if improved:
+            self.save_best(self.run_dir / "model.npz")
         arrays = {f"model.{k}": v for k, v in self.model.params.items()}
         arrays.update({f"best.{k}": v for k, v in self.best_params.items()})
         arrays.update(self.optimizer.state_dict())
         save_npz(self.run_dir / "checkpoint.npz", arrays, self._metadata())
         atomic_write_text(self.run_dir / "history.csv", history_to_csv(self.history))
-        if improved:
-            self.save_best(self.run_dir / "model.npz")
 
     def save_best(self, path):
         """Save the best epoch's weights as a model file (what evaluate and scan load)."""
@@ -201,22 +296,68 @@ class Trainer:
                                       **self.extra_metadata})
 
     def resume(self):
-        """Restore model, Adam, random generators and history from checkpoint.npz."""
+        """Restore model, Adam, random generators and history from checkpoint.npz, and
+        rewrite model.npz from the checkpoint's best weights.
+
+        Every part is checked first; a damaged or foreign checkpoint raises StoreError
+        naming the file and what is wrong, and nothing is changed.
+        """
         path = self.run_dir / "checkpoint.npz"
-        arrays, meta = load_npz(path, kind=CHECKPOINT_KIND)
+        arrays, meta = load_npz(path, kind=CHECKPOINT_KIND, max_bytes=CHECKPOINT_MAX_BYTES)
+        missing = [k for k in ("architecture", "config", "history", "best", "shuffle_rng", "dropout_rng")
+                   if k not in meta]
+        if missing:
+            raise StoreError(f"{path}: checkpoint metadata lacks {', '.join(missing)}")
         if meta["architecture"] != self.model.architecture():
-            raise StoreError(f"{path}: was made for another architecture {meta['architecture']}")
+            raise StoreError(f"{path}: was made for another architecture {str(meta['architecture'])[:200]}")
+        config = meta["config"] if isinstance(meta["config"], dict) else {}
         for key in ("batch_size", "lr", "beta1", "beta2", "eps", "p_drop", "seed"):
-            if meta["config"][key] != getattr(self.config, key):
-                raise StoreError(f"{path}: was made with {key}={meta['config'][key]}, "
+            if config.get(key) != getattr(self.config, key):
+                raise StoreError(f"{path}: was made with {key}={str(config.get(key))[:40]}, "
                                  f"not {getattr(self.config, key)}; resume with the same settings")
+        saved_store, store = meta.get("store_fingerprint"), self.extra_metadata.get("store_fingerprint")
+        if saved_store is not None and store is not None and saved_store != store:
+            raise StoreError(f"{path}: was trained on another patch store ({str(meta.get('patches'))[:200]}); "
+                             f"resume with that store, or start a new run in another folder")
+        history, best = meta["history"], meta["best"]
+        if (not isinstance(history, dict) or any(not isinstance(history.get(k), list) for k in HISTORY_COLUMNS)
+                or len({len(history[k]) for k in HISTORY_COLUMNS}) != 1):
+            raise StoreError(f"{path}: history lacks columns or their lengths differ "
+                             f"(expected {', '.join(HISTORY_COLUMNS)})")
+        if not isinstance(best, dict) or not isinstance(best.get("epoch"), int) \
+                or not isinstance(best.get("val_accuracy"), (int, float)):
+            raise StoreError(f"{path}: 'best' is not {{epoch, val_accuracy}}")
+        check_weights(path, arrays, self.model, prefix="model.")
+        check_weights(path, arrays, self.model, prefix="best.")
+        adam_keys = ["adam.t"] + [f"adam.{m}.{name}" for m in ("m", "v") for name in self.model.params]
+        absent = [k for k in adam_keys if k not in arrays]
+        if absent:
+            raise StoreError(f"{path}: optimiser state lacks {', '.join(absent[:4])}")
+        t = arrays["adam.t"]
+        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
+            raise StoreError(f"{path}: adam.t is not a step count")
+        for name, value in self.model.params.items():
+            for m in ("m", "v"):
+                moment = arrays[f"adam.{m}.{name}"]
+                if moment.shape != value.shape or moment.dtype.kind != "f" or not np.all(np.isfinite(moment)):
+                    raise StoreError(f"{path}: adam.{m}.{name} is not a finite array of shape {value.shape}")
+        shuffle_rng, dropout_rng = np.random.default_rng(), np.random.default_rng()
+        try:
+            shuffle_rng.bit_generator.state = meta["shuffle_rng"]
+            dropout_rng.bit_generator.state = meta["dropout_rng"]
+        except (TypeError, ValueError, KeyError) as e:
+            raise StoreError(f"{path}: random generator state is damaged ({type(e).__name__}: {str(e)[:80]})") from None
+        # Everything checked: now change the trainer.
         self.model.set_params({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
-        self.best_params = {k[len("best."):]: v.copy() for k, v in arrays.items() if k.startswith("best.")}
+        self.best_params = {k[len("best."):]: v.astype(self.model.dtype) for k, v in arrays.items()
+                            if k.startswith("best.")}
         self.optimizer.load_state_dict(arrays)
-        self.shuffle_rng.bit_generator.state = meta["shuffle_rng"]
-        self.model.dropout.rng.bit_generator.state = meta["dropout_rng"]
-        self.history = {k: list(meta["history"][k]) for k in HISTORY_COLUMNS}
-        self.best = dict(meta["best"])
+        self.shuffle_rng.bit_generator.state = shuffle_rng.bit_generator.state
+        self.model.dropout.rng.bit_generator.state = dropout_rng.bit_generator.state
+        self.history = {k: list(history[k]) for k in HISTORY_COLUMNS}
+        self.best = dict(best)
+        if self.best["epoch"] >= 1:
+            self.save_best(self.run_dir / "model.npz")   # the model that goes with this checkpoint
         return len(self.history["epoch"])
 
 
@@ -247,10 +388,12 @@ def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
     (:func:`~shallowcnn.data.patches.open_patches` opens a store file).
 
     Writes config.json, checkpoint.npz (every epoch), model.npz (best validation
-    accuracy), history.csv and curves.png. Returns the :class:`Trainer`.
+    accuracy), history.csv and curves.png. Returns the :class:`Trainer`. Settings, the
+    store and the output folder are all checked before the first batch.
     """
     from .plots import plot_training_curves      # matplotlib loads only when figures are drawn
 
+    config.check()
     source = str(store.path) if store.path is not None else "in-memory store"
     x, y = store.arrays("train")
     x_val, y_val = store.arrays("val")
@@ -260,14 +403,17 @@ def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
     if not resume and (run_dir / "checkpoint.npz").exists():
         raise FileExistsError(f"{run_dir} already holds a run (checkpoint.npz); "
                               f"use --resume to continue it or choose another folder")
+    if resume and not (run_dir / "checkpoint.npz").exists():
+        raise FileNotFoundError(f"{run_dir / 'checkpoint.npz'}: no checkpoint to resume from")
+    check_writable_dir(run_dir)
     model = ShallowCNN(backend=config.backend, seed=config.seed, p_drop=config.p_drop)
-    trainer = Trainer(model, config, run_dir, verbose, extra_metadata={"patches": source})
+    trainer = Trainer(model, config, run_dir, verbose,
+                      extra_metadata={"patches": source, "store_fingerprint": store_fingerprint(store)})
     if resume:
         done = trainer.resume()
         if verbose:
             print(f"resuming {run_dir} after epoch {done} (best epoch {trainer.best['epoch']})")
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(
             {**asdict(config), "backend_used": model.backend, "patches": source,
              "n_train": int(len(x)), "n_val": int(len(x_val)), "version": __version__}, indent=2))
@@ -282,6 +428,12 @@ def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
     return trainer
 
 
+# (option, TrainConfig field) of the options a resume must repeat
+CONFIG_OPTIONS = (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr"), ("--beta1", "beta1"),
+                  ("--beta2", "beta2"), ("--eps", "eps"), ("--p-drop", "p_drop"), ("--seed", "seed"),
+                  ("--backend", "backend"))
+
+
 def add_command(subparsers):
     d = TrainConfig()
     p = subparsers.add_parser(
@@ -292,21 +444,42 @@ def add_command(subparsers):
                     "epoch, atomically). Ctrl-C stops cleanly; --resume continues from the checkpoint.")
     p.add_argument("patches", help="patch store (.npz) made by 'shallowcnn patches'")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="folder for the run's files")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs}, the paper's)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"mini-batch size (default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--beta1", type=float, default=d.beta1, help=f"Adam beta1 (default {d.beta1})")
-    p.add_argument("--beta2", type=float, default=d.beta2, help=f"Adam beta2 (default {d.beta2})")
-    p.add_argument("--eps", type=float, default=d.eps, help=f"Adam epsilon (default {d.eps}, as Keras)")
-    p.add_argument("--p-drop", type=float, default=d.p_drop, help=f"dropout probability (default {d.p_drop})")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, shuffling and dropout (default 0)")
-    p.add_argument("--backend", default=d.backend, help="numpy, numba, cuda or auto (default auto)")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"epochs (default {d.epochs}, the paper's)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help=f"mini-batch size (default {d.batch_size})")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    p.add_argument("--beta1", type=fraction_below_one, default=d.beta1,
+                   help=f"Adam beta1, in [0, 1) (default {d.beta1})")
+    p.add_argument("--beta2", type=fraction_below_one, default=d.beta2,
+                   help=f"Adam beta2, in [0, 1) (default {d.beta2})")
+    p.add_argument("--eps", type=positive_float, default=d.eps, help=f"Adam epsilon, > 0 (default {d.eps}, as Keras)")
+    p.add_argument("--p-drop", type=fraction_below_one, default=d.p_drop,
+                   help=f"dropout probability, in [0, 1) (default {d.p_drop})")
+    p.add_argument("--seed", type=non_negative_int, default=d.seed,
+                   help="seed for weights, shuffling and dropout, >= 0 (default 0)")
+    p.add_argument("--backend", default=d.backend, choices=("numpy", "numba", "cuda", "auto"),
+                   help="numpy, numba, cuda or auto (default auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=run_command)
 
 
+def resume_command(args) -> str:
+    """The command that continues this run: the same store, folder and every option the
+    user changed from its default (so the settings check of :meth:`Trainer.resume` passes)."""
+    defaults = TrainConfig()
+    words = ["shallowcnn", "train", args.patches, "-o", args.output]
+    for option, name in CONFIG_OPTIONS:
+        if getattr(args, name) != getattr(defaults, name):
+            words += [option, str(getattr(args, name))]
+    if args.quiet:
+        words.append("--quiet")
+    return shlex.join(words + ["--resume"])
+
+
 def run_command(args) -> int:
+    from .kernels import BackendUnavailable
+
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
                          beta2=args.beta2, eps=args.eps, p_drop=args.p_drop, seed=args.seed,
                          backend=args.backend)
@@ -314,15 +487,20 @@ def run_command(args) -> int:
         trainer = train_run(open_patches(args.patches), args.output, config, resume=args.resume,
                             verbose=not args.quiet)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the checkpoint of the last finished epoch is in {args.output}; "
-              f"continue with: shallowcnn train {args.patches} -o {args.output} --resume", file=sys.stderr)
+        kept = (f"the checkpoint of the last finished epoch is in {args.output}"
+                if (Path(args.output) / "checkpoint.npz").exists() else "no epoch had finished")
+        print(f"\ninterrupted: {kept}; continue with:\n  {resume_command(args)}", file=sys.stderr)
         return 130
     except TrainingDiverged as e:
-        print(f"error: training diverged: {e}", file=sys.stderr)
+        print(f"shallowcnn train: error: training diverged: {e}", file=sys.stderr)
         return 1
-    except (StoreError, PatchError, ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (StoreError, PatchError, OutputError, BackendUnavailable, ValueError, FileExistsError,
+            FileNotFoundError) as e:
+        print(f"shallowcnn train: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:   # the disk filled up or the folder went away during the run
+        print(f"shallowcnn train: error: cannot write the run's files: {e}", file=sys.stderr)
+        return 1
     best = trainer.best
     print(f"best epoch {best['epoch']} (validation accuracy {best['val_accuracy']:.4f}) saved as "
           f"{Path(args.output) / 'model.npz'}")

@@ -6,7 +6,7 @@ import pytest
 
 from shallowcnn.data.clusters import find_clusters
 from shallowcnn.data.phantom import generate_phantom
-from shallowcnn.data.patches import make_patches
+from shallowcnn.data.patches import PatchStore, make_patches
 
 TINY_SIZE = (480, 560)   # width, height: 3.4 x 3.9 cm, room for a couple of clusters
 TINY_CASES = 4
@@ -32,15 +32,23 @@ def tiny_store(tiny_phantom, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_store(tiny_store, tmp_path_factory):
-    """Path of a store of 16 training, 8 validation and 4 test patches drawn from ``tiny_store``:
-    for tests that train many networks (search, Table 3)."""
-    from shallowcnn.data.patches import PatchStore
-
+    """``(path, store)``: 48 train, 16 val and 16 test patches of the tiny store, so that
+    training takes seconds."""
     _, store = tiny_store
     rng = np.random.default_rng(0)
-    keep = np.concatenate([rng.choice(store.indices(s), n, replace=False)
-                           for s, n in (("train", 16), ("val", 8), ("test", 4))])
-    small = PatchStore(**{n: getattr(store, n)[keep] for n in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
-    path = tmp_path_factory.mktemp("small_store") / "small.npz"
-    small.save(path)
-    return path
+    keep = np.concatenate([rng.permutation(store.indices(s))[:n] for s, n in (("train", 48), ("val", 16), ("test", 16))])
+    small = PatchStore(**{k: getattr(store, k)[keep] for k in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
+    return small.save(tmp_path_factory.mktemp("small") / "small.npz"), small
+
+
+@pytest.fixture(scope="session")
+def tutorial_builder():
+    """``tutorials/build_notebooks.py`` as a module (a script beside the notebooks, not in the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tutorials" / "build_notebooks.py"
+    spec = importlib.util.spec_from_file_location("build_notebooks", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

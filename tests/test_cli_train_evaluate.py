@@ -5,19 +5,9 @@ import numpy as np
 import pytest
 
 from shallowcnn.cli import build_parser, main
-from shallowcnn.data.patches import PatchStore, open_patches
+from shallowcnn.data.patches import open_patches
 from shallowcnn.evaluate import evaluate
 from shallowcnn.model import ShallowCNN
-
-
-@pytest.fixture(scope="module")
-def small_store(tiny_store, tmp_path_factory):
-    """A few patches of every split of the tiny store, so that training takes seconds."""
-    _, store = tiny_store
-    rng = np.random.default_rng(0)
-    keep = np.concatenate([rng.permutation(store.indices(s))[:n] for s, n in (("train", 48), ("val", 16), ("test", 16))])
-    small = PatchStore(**{k: getattr(store, k)[keep] for k in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
-    return small.save(tmp_path_factory.mktemp("small") / "small.npz"), small
 
 
 def test_train_then_evaluate(small_store, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Random hyperparameter search: the space, one trial, and whole searches on Dask.
 
-The searches use ``small_store`` (conftest.py: 16 training, 8 validation patches), a
-space of tiny networks and the numpy backend (no JIT compilation in every new worker process).
+The searches use the path of ``store_path`` (conftest.py: 48 training, 16 validation
+patches), a space of tiny networks and the numpy backend (no JIT compilation in every new worker process).
 """
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ from shallowcnn.search.space import (DEFAULT_SPACE, PARAMETERS, SearchSpace, Spa
 from shallowcnn.search.trial import run_trial, train_val_store
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def store_path(small_store):
+    return small_store[0]
 TINY_SPACE = {"conv1_filters": {"int": [2, 3]}, "conv2_filters": {"int": [2, 3]},
               "kernel_size": {"odd": [3, 5]}, "batch_size": 8}
 
@@ -87,9 +92,9 @@ def test_bad_space_files_are_refused_naming_file_and_parameter(tmp_path, content
 
 
 # ------------------------------------------------------------------ one trial
-def test_a_trial_that_raises_is_recorded_as_failed(small_store):
+def test_a_trial_that_raises_is_recorded_as_failed(store_path):
     from shallowcnn.data.patches import load_patches
-    store = train_val_store(load_patches(small_store))
+    store = train_val_store(load_patches(store_path))
     assert set(store.split) == {"train", "val"}                            # the test split never travels
     trial = {**SearchSpace(TINY_SPACE).sample(0, 0), "kernel_size": 75}    # 2 * 75 - 1 > 144
     result = run_trial(store, trial, epochs=1, backend="numpy")
@@ -117,11 +122,11 @@ def check_folder(out, trials):
 
 
 @pytest.fixture(scope="module")
-def local_search(small_store, tmp_path_factory):
+def local_search(store_path, tmp_path_factory):
     """A 4-trial search on a LocalCluster of two worker processes started here."""
     pytest.importorskip("distributed", reason="the search needs the [dask] extra")
     out = tmp_path_factory.mktemp("local_search")
-    return out, search(small_store, out, workers=2, numba_threads=1)
+    return out, search(store_path, out, workers=2, numba_threads=1)
 
 
 def test_local_cluster_search_records_every_trial(local_search):
@@ -141,7 +146,7 @@ def test_local_cluster_search_records_every_trial(local_search):
     assert f"| {best['trial']} |" in (out / "report.md").read_text()
 
 
-def test_interrupted_search_resumes_and_matches_the_uninterrupted_one(local_search, small_store, tmp_path):
+def test_interrupted_search_resumes_and_matches_the_uninterrupted_one(local_search, store_path, tmp_path):
     pytest.importorskip("distributed", reason="the search needs the [dask] extra")
     _, uninterrupted = local_search
     seen = []
@@ -150,33 +155,33 @@ def test_interrupted_search_resumes_and_matches_the_uninterrupted_one(local_sear
         seen.append(row["trial"])
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        search(small_store, tmp_path, workers=1, processes=False, on_result=stop_after_first)
+        search(store_path, tmp_path, workers=1, processes=False, on_result=stop_after_first)
     first = json.loads((tmp_path / "trials.json").read_text())["trials"]
     assert [r["row"]["trial"] for r in first] == seen
-    resumed = search(small_store, tmp_path, workers=2, processes=False)
+    resumed = search(store_path, tmp_path, workers=2, processes=False)
     assert sorted(r["trial"] for r in resumed.ran) == sorted(set(range(4)) - set(seen))   # the rest only
     rows = check_folder(tmp_path, 4)
     assert rows[seen[0]] == first[0]["row"]                                # the finished trial kept as it was
     again = {k: rec["row"]["val_accuracy"] for k, rec in uninterrupted.records.items()}
     assert {r["trial"]: r["val_accuracy"] for r in rows} == again          # reproducible, trial by trial
-    assert search(small_store, tmp_path, processes=False).ran == []        # nothing left to do
-    assert search(small_store, tmp_path, trials=2, processes=False).ran == []
+    assert search(store_path, tmp_path, processes=False).ran == []        # nothing left to do
+    assert search(store_path, tmp_path, trials=2, processes=False).ran == []
     assert len(check_folder(tmp_path, 4)) == 4                             # a smaller --trials drops nothing
 
 
-def test_resuming_with_other_settings_is_refused(local_search, small_store):
+def test_resuming_with_other_settings_is_refused(local_search, store_path):
     from shallowcnn.storage import StoreError
     out, _ = local_search
     with pytest.raises(StoreError, match="seed=5, not 6"):
         from shallowcnn.search import run_search
-        run_search(small_store, out, trials=4, epochs=1, seed=6, space=SearchSpace(TINY_SPACE),
+        run_search(store_path, out, trials=4, epochs=1, seed=6, space=SearchSpace(TINY_SPACE),
                    backend="numpy", verbose=False)
 
 
-def test_a_diverging_trial_is_recorded_not_fatal(small_store, tmp_path):
+def test_a_diverging_trial_is_recorded_not_fatal(store_path, tmp_path):
     pytest.importorskip("distributed", reason="the search needs the [dask] extra")
     space = SearchSpace({**TINY_SPACE, "lr": {"choice": [1e-3, 1e30]}})
-    outcome = search(small_store, tmp_path, trials=4, space=space, workers=2, processes=False)
+    outcome = search(store_path, tmp_path, trials=4, space=space, workers=2, processes=False)
     rows = check_folder(tmp_path, 4)
     assert {r["lr"] for r in rows} == {1e-3, 1e30}, "the seed should draw both learning rates"
     for row in rows:
@@ -223,8 +228,8 @@ def dask_processes(tmp_path):
                 proc.wait()
 
 
-def test_search_on_a_running_scheduler_uses_both_workers(dask_processes, small_store, tmp_path):
-    outcome = search(small_store, tmp_path, trials=4, scheduler=dask_processes)
+def test_search_on_a_running_scheduler_uses_both_workers(dask_processes, store_path, tmp_path):
+    outcome = search(store_path, tmp_path, trials=4, scheduler=dask_processes)
     rows = check_folder(tmp_path, 4)
     assert all(r["status"] == "ok" for r in rows)
     assert {r["worker"] for r in rows} == {"w0", "w1"}
@@ -232,16 +237,16 @@ def test_search_on_a_running_scheduler_uses_both_workers(dask_processes, small_s
 
 
 # ------------------------------------------------------------------ command line
-def test_cli_without_dask_says_how_to_install(small_store, tmp_path, monkeypatch, capsys):
+def test_cli_without_dask_says_how_to_install(store_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)                  # import distributed -> ImportError
-    assert main(["search", str(small_store), "-o", str(tmp_path), "--trials", "1", "--quiet"]) == 3
+    assert main(["search", str(store_path), "-o", str(tmp_path), "--trials", "1", "--quiet"]) == 3
     assert 'pip install "shallowcnn[dask]"' in capsys.readouterr().err
 
 
-def test_cli_refuses_a_bad_space_file(small_store, tmp_path, capsys):
+def test_cli_refuses_a_bad_space_file(store_path, tmp_path, capsys):
     bad = tmp_path / "space.toml"
     bad.write_text("kernel_size = 4\n")
-    assert main(["search", str(small_store), "-o", str(tmp_path / "out"), "--trials", "1",
+    assert main(["search", str(store_path), "-o", str(tmp_path / "out"), "--trials", "1",
                  "--space", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "space.toml" in err and "kernel_size" in err and "Traceback" not in err

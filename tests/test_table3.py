@@ -40,11 +40,11 @@ def mobilenet_v2_count():
     return total + (320 * 1280 + 2 * 1280) + (1280 + 1)                    # last 1x1 conv, dense
 
 
-def test_table3_quick(small_store, tmp_path, capsys):
+def test_table3_quick(small_store, tmp_path):
     pytest.importorskip("torch", reason="Table 3's peers (LeNet-5, MobileNetV2) need PyTorch: "
                                         "pip install \".[bench]\"")
     table3 = load_script()
-    assert table3.main(["--quick", "--patches", str(small_store), "--epochs", "1", "--reps", "1",
+    assert table3.main(["--quick", "--patches", str(small_store[0]), "--epochs", "1", "--reps", "1",
                         "--inference-patches", "4",
                         "--threads", "1", "--backend", "numpy", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "table3.json").read_text())

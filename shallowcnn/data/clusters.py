@@ -5,10 +5,15 @@ draws a Cluster outline only on some images, so clusters are found here from the
 individual calcifications as well as from the outlines:
 
 1. every calcification is reduced to its centre (row, col);
-2. a calcification is *clustered* if some 144 x 144 window (1 cm^2 at 0.07 mm) holds it
-   and at least two others; the calcifications of that window are linked together;
+2. a calcification is *clustered* if some 144 x 144 window (1 cm^2 at 0.07 mm, on whole
+   pixels as patches are) holds it and at least two others; the calcifications of its
+   fullest such window are linked together;
 3. linked calcifications form one cluster (union-find), and a Cluster outline joins the
    clusters of the calcifications it encloses (an outline with none is a cluster too).
+
+Step 2 looks only at each calcification's neighbours (a grid of 1 cm cells), so an image
+with n calcifications costs about n times the crowd around each, not n^2: 10,000
+calcifications take well under a second (benchmarks/bench_clusters.py).
 
 The cluster centres are the ground truth for FROC scoring of whole-mammogram scans, and
 the clusters are what positive patches are cut around.
@@ -23,6 +28,7 @@ from ..constants import PATCH_SIZE
 from .unionfind import UnionFind
 
 MIN_CALCIFICATIONS = 3  # BI-RADS: a cluster is >= 3 calcifications within 1 cm^2
+MAX_COORDINATE = 1e9    # px; beyond this a coordinate is damage, not a mammogram
 
 
 @dataclass
@@ -81,24 +87,101 @@ def points_in_polygon(points_xy: np.ndarray, polygon_xy: np.ndarray) -> np.ndarr
     return (crossings.sum(axis=1) % 2) == 1
 
 
-def _best_window_members(centres: np.ndarray, i: int, size: int) -> np.ndarray:
-    """Indices of the calcifications in the fullest size x size window that holds calc i.
+def _grid_cells(pixels: np.ndarray, size: int) -> dict:
+    """``{(cell_row, cell_col): indices}``: the points bucketed into size x size cells.
 
-    A window [r0, r0+size) x [c0, c0+size) holding calc i can be slid until its top edge
-    touches some calcification's row and its left edge some column, without losing any
-    point; so only those (row, col) pairs need to be tried.
+    Every window of side ``size`` that holds a point of cell (a, b) lies inside the 3 x 3
+    cells around it, so the work per point depends on its neighbours, not on all points.
     """
-    r, c = centres[i]
-    near = np.flatnonzero((np.abs(centres[:, 0] - r) < size) & (np.abs(centres[:, 1] - c) < size))
-    rows = centres[near, 0]
-    cols = centres[near, 1]
-    top = np.unique(rows[rows <= r])          # candidate top edges, all within (r - size, r]
-    left = np.unique(cols[cols <= c])
-    inside_r = (rows[None, :] >= top[:, None]) & (rows[None, :] < top[:, None] + size)   # (T, n)
-    inside_c = (cols[None, :] >= left[:, None]) & (cols[None, :] < left[:, None] + size)  # (L, n)
-    counts = inside_r.astype(np.int32) @ inside_c.T.astype(np.int32)                    # (T, L)
-    t, l = np.unravel_index(np.argmax(counts), counts.shape)
-    return near[inside_r[t] & inside_c[l]]
+    cells = {}
+    keys = pixels // size
+    order = np.lexsort((keys[:, 1], keys[:, 0]))
+    sorted_keys = keys[order]
+    breaks = np.flatnonzero(np.any(np.diff(sorted_keys, axis=0) != 0, axis=1)) + 1
+    for chunk in np.split(order, breaks):
+        if len(chunk):
+            cells[(int(keys[chunk[0], 0]), int(keys[chunk[0], 1]))] = chunk
+    return cells
+
+
+def _window_counts(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple:
+    """How many points each candidate window holds, on compressed coordinates.
+
+    rows, cols  (n,) int pixel coordinates of the points of a neighbourhood
+    returns     ``(top_values, left_values, counts)``: the sorted distinct rows (R,) and
+                columns (C,), and counts (R, C): points inside the window whose top-left
+                corner is (top_values[a], left_values[b]), or 0 if no point inside lies on
+                its top row or none on its left column
+
+    A window can always be slid down and right until a point inside lies on its top row
+    and one on its left column, without losing a point. Counting only such *snug* windows
+    gives each set of points one position, so ties between equally full windows are broken
+    by the points themselves, not by which other points happen to be near. Counts come from
+    a 2-D prefix sum over the compressed grid.
+    """
+    top_values, row_index = np.unique(rows, return_inverse=True)
+    left_values, col_index = np.unique(cols, return_inverse=True)
+    hist = np.zeros((len(top_values) + 1, len(left_values) + 1), dtype=np.int64)
+    np.add.at(hist, (row_index.ravel() + 1, col_index.ravel() + 1), 1)
+    prefix = hist.cumsum(axis=0).cumsum(axis=1)              # prefix[a, b]: points in rows < a, cols < b
+    last_row = np.searchsorted(top_values, top_values + size)   # first row index outside each window
+    last_col = np.searchsorted(left_values, left_values + size)
+    # in_rows[a, b]: points in the window's rows (a .. last_row[a]) and columns < b
+    in_rows = prefix[last_row] - prefix[:-1]
+    on_top = prefix[1:] - prefix[:-1]                          # the same for the top row alone
+    counts = in_rows[:, last_col] - in_rows[:, :-1]
+    snug = (on_top[:, last_col] > on_top[:, :-1]) & (in_rows[:, 1:] > in_rows[:, :-1])
+    return top_values, left_values, np.where(snug, counts, 0)
+
+
+def _link_by_windows(centres: np.ndarray, size: int, min_calcifications: int) -> tuple:
+    """For every calcification, its fullest size x size window; link that window's members.
+
+    centres  (n, 2) float (row, col)
+    returns  ``(clustered (n,) bool, groups UnionFind)``: whether each calcification's
+             fullest window holds >= ``min_calcifications``, and the groups linked so far
+
+    Windows sit on whole pixels, as patches do: a point at row 670.9 lies in the rows of
+    pixel 670. Points are bucketed into size x size cells (``_grid_cells``), and each
+    cell's windows are counted once (``_window_counts``), so n points spread over an image
+    cost about n times their neighbourhood, not n squared.
+    """
+    count = len(centres)
+    groups = UnionFind(count)
+    clustered = np.zeros(count, dtype=bool)
+    if not np.all(np.abs(centres) < MAX_COORDINATE):
+        raise ValueError(f"calcification centres must be finite pixel coordinates below {MAX_COORDINATE:.0e}")
+    if count < min_calcifications:
+        return clustered, groups
+    pixels = np.floor(centres).astype(np.int64)
+    cells = _grid_cells(pixels, size)
+    for (a, b), own in cells.items():
+        block = np.concatenate([cells[(a + da, b + db)] for da in (-1, 0, 1) for db in (-1, 0, 1)
+                                if (a + da, b + db) in cells])
+        if len(block) < min_calcifications:
+            continue
+        rows, cols = pixels[block, 0], pixels[block, 1]
+        top_values, left_values, counts = _window_counts(rows, cols, size)
+        linked = set()   # windows of this cell already linked (neighbours often share one)
+        for i in own:
+            r, c = pixels[i]
+            # windows holding point i: top in (r - size, r], left in (c - size, c]
+            t0, t1 = np.searchsorted(top_values, [r - size + 1, r + 1])
+            l0, l1 = np.searchsorted(left_values, [c - size + 1, c + 1])
+            sub = counts[t0:t1, l0:l1]
+            best = np.unravel_index(np.argmax(sub), sub.shape)   # fullest snug window; ties: smallest top, left
+            if sub[best] < min_calcifications:
+                continue
+            top, left = top_values[t0 + best[0]], left_values[l0 + best[1]]
+            if (top, left) in linked:
+                continue
+            linked.add((top, left))
+            inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+            members = block[inside]
+            clustered[members] = True
+            for j in members:
+                groups.join(int(i), int(j))
+    return clustered, groups
 
 
 def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CALCIFICATIONS) -> list:
@@ -109,15 +192,8 @@ def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CA
     """
     centres = calcification_centres(rois)
     count = len(centres)
-    groups_of = UnionFind(count)
+    clustered, groups_of = _link_by_windows(centres, size, min_calcifications)
     root = groups_of.root
-    clustered = np.zeros(count, dtype=bool)
-    for i in range(count):
-        members = _best_window_members(centres, i, size)
-        if len(members) >= min_calcifications:
-            clustered[members] = True
-            for j in members:
-                groups_of.join(i, j)
 
     outlines = [roi.points for roi in rois if roi.kind == "cluster" and len(roi.points) >= 3]
     # Each outline claims the groups of the calcifications it encloses; those groups join.

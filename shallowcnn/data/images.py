@@ -18,7 +18,9 @@ import numpy as np
 
 from ..constants import PATCH_SIZE, PIXEL_MM
 from .breast import breast_mask, largest_component, to_uint8
-from .inbreast import InbreastError, read_dicom, truth_for_dicom
+from ..messages import cap
+from .dicom import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, PIXEL_MM_RANGE, read_dicom
+from .inbreast import InbreastError, truth_for_dicom
 
 IMAGE_SUFFIXES = {".dcm", ".dicom", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
 
@@ -62,15 +64,22 @@ def resample(pixels: np.ndarray, spacing_mm, target_mm: float = PIXEL_MM) -> tup
 
     returns ``(resampled, scale)`` with scale = original pixels per new pixel (their mean
     over the two axes). Pillow's antialiased bilinear filter; uint8 stays uint8, anything
-    else is resampled in float32. Within 1 % of the target nothing is done.
+    else is resampled in float32. Within 1 % of the target nothing is done. Raises
+    ScanError for a pixel size outside ``PIXEL_MM_RANGE`` or a result beyond the image limits.
     """
     from PIL import Image
 
     sr, sc = (float(s) for s in spacing_mm)
+    low, high = PIXEL_MM_RANGE
+    if not (low <= sr <= high and low <= sc <= high):   # also refuses NaN
+        raise ScanError(f"pixel size {sr:.6g} x {sc:.6g} mm is outside {low} - {high} mm")
     if abs(sr / target_mm - 1) < 0.01 and abs(sc / target_mm - 1) < 0.01:
         return pixels, 1.0
     height, width = pixels.shape
     new_h, new_w = max(1, round(height * sr / target_mm)), max(1, round(width * sc / target_mm))
+    if max(new_h, new_w) > MAX_IMAGE_SIDE or new_h * new_w > MAX_IMAGE_PIXELS:
+        raise ScanError(f"resampling {width} x {height} pixels of {sc:.6g} x {sr:.6g} mm to {target_mm} mm "
+                        f"would give {new_w} x {new_h}, beyond the {MAX_IMAGE_PIXELS:,}-pixel limit")
     if pixels.dtype == np.uint8:
         img = Image.fromarray(pixels, mode="L")
     else:
@@ -120,6 +129,8 @@ def load_image(path, pixel_size_mm: float | None = None) -> ScanImage:
         raise ScanError(f"{path}: no such file")
     if path.is_dir():
         raise ScanError(f"{path}: is a folder, expected an image file (.dcm, .png, ...)")
+    if not path.is_file():   # a FIFO or device would block or never end
+        raise ScanError(f"{path}: not a regular file")
     rois = None
     if is_dicom(path):
         try:
@@ -132,19 +143,26 @@ def load_image(path, pixel_size_mm: float | None = None) -> ScanImage:
         from PIL import Image, UnidentifiedImageError
 
         try:
-            with Image.open(path) as img:
+            with Image.open(path) as img:   # reads the header only; pixels come below
+                width, height = img.size
+                if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+                    raise ScanError(f"{path}: declares {width} x {height} pixels; at most {MAX_IMAGE_SIDE} "
+                                    f"per side and {MAX_IMAGE_PIXELS:,} in all are read")
                 if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                     pixels = np.asarray(img).astype(np.float32 if img.mode == "F" else np.int32)
                 else:
                     pixels = np.asarray(img.convert("L"))   # 8-bit grey (colour is averaged)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise ScanError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+        except ScanError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ScanError(f"{path}: not a readable image ({type(e).__name__}: {cap(e)})") from None
         spacing = (PIXEL_MM, PIXEL_MM)
     if pixel_size_mm is not None:
-        if not pixel_size_mm > 0:
-            raise ScanError(f"pixel size must be positive, got {pixel_size_mm}")
         spacing = (float(pixel_size_mm), float(pixel_size_mm))
-    u8, mask, scale, window = prepare_pixels(pixels, spacing)
+    try:
+        u8, mask, scale, window = prepare_pixels(pixels, spacing)
+    except ScanError as e:
+        raise ScanError(f"{path}: {e}") from None
     check_size(u8.shape, path)
     return ScanImage(pixels=u8, mask=mask, path=path, scale=scale, spacing_mm=tuple(spacing),
                      rois=rois, window=window)

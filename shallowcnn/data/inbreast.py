@@ -15,7 +15,9 @@ Main entry points::
 
 Bad input never ends in a bare traceback: every failure is an :class:`InbreastError`
 whose message starts with the file name. Callers that walk a whole folder catch it, skip
-the case and record it in a :class:`Problems` list, which prints a summary at the end.
+the case and record it in a :class:`Problems` list, which prints a summary at the end
+(both in :mod:`~shallowcnn.data.problems`). One DICOM file is read by
+:mod:`~shallowcnn.data.dicom`, which checks its header before decoding pixels.
 """
 from __future__ import annotations
 
@@ -23,163 +25,16 @@ import csv
 import io
 import plistlib
 import re
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers.expat import ExpatError
 
 import numpy as np
 
-from ..constants import PIXEL_MM
-
-
-# ---------------------------------------------------------------------------------------
-# Errors and the problem list
-# ---------------------------------------------------------------------------------------
-
-
-class InbreastError(ValueError):
-    """A file that cannot be used; ``str(error)`` starts with the file's path.
-
-    Attributes: ``path`` (the file) and ``reason`` (what is wrong with it).
-    """
-
-    def __init__(self, path, reason: str):
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-@dataclass
-class Problems:
-    """Everything that went wrong while walking a folder, kept for the final summary.
-
-    ``skipped`` holds ``(path, reason)`` for each case that was left out; ``notes``
-    holds counted facts that are not errors (images without XML, unknown ROI names).
-    """
-
-    skipped: list = field(default_factory=list)
-    notes: Counter = field(default_factory=Counter)
-
-    def skip(self, error_or_path, reason: str | None = None) -> None:
-        """Record a skipped case (from an :class:`InbreastError` or a path and reason)."""
-        if isinstance(error_or_path, InbreastError):
-            self.skipped.append((str(error_or_path.path), error_or_path.reason))
-        else:
-            self.skipped.append((str(error_or_path), str(reason)))
-
-    def note(self, what: str, count: int = 1) -> None:
-        self.notes[what] += count
-
-    def merge(self, other: "Problems") -> None:
-        self.skipped.extend(other.skipped)
-        self.notes.update(other.notes)
-
-    def summary(self) -> str:
-        """Several lines: one per skipped file (path: reason), then the counted notes."""
-        lines = [f"skipped {len(self.skipped)} case(s)" + (":" if self.skipped else "")]
-        lines += [f"  {path}: {reason}" for path, reason in self.skipped]
-        for what, count in sorted(self.notes.items()):
-            lines.append(f"  {what}: {count}")
-        return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------
-# DICOM
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class DicomImage:
-    """One mammogram.
-
-    pixels      (H, W) int32 (float32 only if the rescale slope/intercept are not
-                integers): stored values masked to BitsStored, inverted if MONOCHROME1
-                (so that dense tissue and calcifications are always bright), then
-                ``slope * value + intercept``.
-    spacing_mm  (row, column) pixel size in mm (PixelSpacing, else ImagerPixelSpacing,
-                else 0.07 as INbreast).
-    bits_stored the BitsStored attribute (14 for INbreast).
-    """
-
-    path: Path
-    pixels: np.ndarray
-    spacing_mm: tuple
-    bits_stored: int
-    photometric: str
-
-    @property
-    def shape(self) -> tuple:
-        return self.pixels.shape
-
-
-def read_dicom(path) -> DicomImage:
-    """Read a mammogram through pydicom; see :class:`DicomImage` for what is done.
-
-    Raises :class:`InbreastError` naming the file if it is missing, truncated, not DICOM,
-    has no pixel data or is not a single grey-level frame.
-    """
-    import pydicom  # imported here so that `shallowcnn --help` stays quick
-    from pydicom.errors import InvalidDicomError
-
-    path = Path(path)
-    if not path.is_file():
-        raise InbreastError(path, "no such file")
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError as e:
-        raise InbreastError(path, f"not a DICOM file ({e})") from None
-    except Exception as e:  # pydicom raises many kinds on damaged files
-        raise InbreastError(path, f"unreadable DICOM file ({type(e).__name__}: {e})") from None
-    if "PixelData" not in ds:
-        raise InbreastError(path, "DICOM file has no pixel data")
-    try:
-        stored = ds.pixel_array
-    except Exception as e:  # truncated pixel data, unknown transfer syntax, ...
-        raise InbreastError(path, f"truncated or damaged DICOM: cannot decode the pixel data ({type(e).__name__}: {e})") from None
-    if stored.ndim != 2:
-        raise InbreastError(path, f"expected one grey-level frame, got pixel array of shape {stored.shape}")
-
-    bits_allocated = int(ds.get("BitsAllocated", 16))
-    bits_stored = int(ds.get("BitsStored", bits_allocated))
-    signed = int(ds.get("PixelRepresentation", 0)) == 1
-    values = stored.astype(np.int64)
-    # Keep only the BitsStored low bits: the high bits of a 16-bit word may hold overlay
-    # or garbage. Signed data is sign-extended from bit BitsStored-1.
-    mask = (1 << bits_stored) - 1
-    values &= mask
-    if signed:
-        sign_bit = 1 << (bits_stored - 1)
-        values = (values ^ sign_bit) - sign_bit
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric == "MONOCHROME1":
-        # MONOCHROME1: the smallest value is displayed white. Flip it so that bright
-        # means dense everywhere downstream.
-        lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, mask)
-        values = (lo + hi) - values
-    elif photometric != "MONOCHROME2":
-        raise InbreastError(path, f"PhotometricInterpretation {photometric!r} is not a grey-level mammogram")
-
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    if slope.is_integer() and intercept.is_integer():
-        pixels = (values * int(slope) + int(intercept)).astype(np.int32)
-    else:
-        pixels = (values * slope + intercept).astype(np.float32)
-
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or (PIXEL_MM, PIXEL_MM)
-    try:
-        spacing_mm = (float(spacing[0]), float(spacing[1]))
-    except (TypeError, ValueError, IndexError):
-        raise InbreastError(path, f"PixelSpacing {spacing!r} is not two numbers") from None
-    return DicomImage(path=path, pixels=pixels, spacing_mm=spacing_mm,
-                      bits_stored=bits_stored, photometric=photometric)
-
-
-def read_dicom_pixels(path) -> np.ndarray:
-    """Shortcut: the (H, W) pixel array of :func:`read_dicom`."""
-    return read_dicom(path).pixels
-
+from ..messages import cap, number, short
+from .dicom import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, PIXEL_MM_RANGE, DicomImage,  # noqa: F401 (re-exported)
+                    check_dicom_header, read_dicom, read_dicom_pixels)
+from .problems import InbreastError, Problems  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------------------------------
 # Regions of interest (XML property lists)
@@ -265,11 +120,37 @@ _POINT_RE = re.compile(r"^\s*\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,\s*[-+
 
 
 def parse_point(text: str) -> tuple:
-    """``"(670.893982, 2554.969971)"`` -> ``(670.893982, 2554.969971)`` as (x, y) floats."""
-    match = _POINT_RE.match(str(text))
+    """``"(670.893982, 2554.969971)"`` -> ``(670.893982, 2554.969971)`` as (x, y) floats.
+
+    Raises ValueError (message capped in length) for anything else: not a string, not
+    two numbers in brackets, or numbers that overflow to infinity.
+    """
+    match = _POINT_RE.match(str(text)) if isinstance(text, str) else None
     if match is None:
-        raise ValueError(f"point {text!r} is not of the form '(x, y)'")
-    return float(match.group(1)), float(match.group(2))
+        raise ValueError(f"point {short(text)} is not of the form '(x, y)'")
+    try:
+        x, y = float(match.group(1)), float(match.group(2))
+    except ValueError:
+        raise ValueError(f"point {short(text)} is not of the form '(x, y)'") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise ValueError(f"point {short(text)} is not finite")
+    return x, y
+
+
+MAX_ROIS = 20_000   # per image; INbreast's busiest image has a few hundred
+
+
+def _whole_number(value, name: str) -> int:
+    """An integer field of a ROI (``Type``, ``IndexInImage``); ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{name} {short(value)} is not a whole number")
+    try:
+        as_float = float(value)
+    except ValueError:
+        raise ValueError(f"{name} {short(value)} is not a whole number") from None
+    if not (np.isfinite(as_float) and as_float.is_integer() and abs(as_float) < 2 ** 31):
+        raise ValueError(f"{name} {short(value)} is not a whole number")
+    return int(as_float)
 
 
 def read_rois(path, image_shape=None) -> list:
@@ -290,8 +171,12 @@ def read_rois(path, image_shape=None) -> list:
     try:
         with open(path, "rb") as f:
             root = plistlib.load(f)
-    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, OverflowError) as e:
-        raise InbreastError(path, f"not an XML property list ({type(e).__name__}: {e})") from None
+    except RecursionError:
+        # plistlib also reads binary plists, whose nesting it follows by recursion
+        raise InbreastError(path, "property list nested too deeply (damaged or hostile file)") from None
+    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError, OverflowError,
+            KeyError, IndexError, UnicodeDecodeError) as e:
+        raise InbreastError(path, f"not an XML property list ({type(e).__name__}: {cap(e)})") from None
     try:
         images = root["Images"]
         roi_dicts = images[0]["ROIs"]
@@ -299,6 +184,8 @@ def read_rois(path, image_shape=None) -> list:
         raise InbreastError(path, "property list has no Images[0].ROIs (not an INbreast annotation file)") from None
     if not isinstance(roi_dicts, list):
         raise InbreastError(path, "Images[0].ROIs is not an array")
+    if len(roi_dicts) > MAX_ROIS:
+        raise InbreastError(path, f"{len(roi_dicts):,} ROIs; at most {MAX_ROIS:,} per image are read")
 
     rois = []
     for position, entry in enumerate(roi_dicts):
@@ -308,14 +195,17 @@ def read_rois(path, image_shape=None) -> list:
         missing = [key for key in ("Name", "Type", "Point_px") if key not in entry]
         if missing:
             raise InbreastError(path, f"{where} lacks key(s) {', '.join(missing)}")
+        if not isinstance(entry["Point_px"], list):
+            raise InbreastError(path, f"{where}: Point_px is not an array")
         try:
             points = [parse_point(text) for text in entry["Point_px"]]
-            roi_type = int(entry["Type"])
-        except (ValueError, TypeError) as e:
+            roi_type = _whole_number(entry["Type"], "Type")
+            index = _whole_number(entry.get("IndexInImage", position), "IndexInImage")
+        except ValueError as e:
             raise InbreastError(path, f"{where}: {e}") from None
         if not points:
-            raise InbreastError(path, f"{where} ({entry['Name']!r}) has no points")
-        roi = make_roi(entry["Name"], roi_type, points, index=entry.get("IndexInImage", position))
+            raise InbreastError(path, f"{where} ({short(entry['Name'])}) has no points")
+        roi = make_roi(entry["Name"], roi_type, points, index=index)
         if image_shape is not None:
             height, width = image_shape[:2]
             x, y = roi.points[:, 0], roi.points[:, 1]
@@ -323,8 +213,8 @@ def read_rois(path, image_shape=None) -> list:
             if outside.any():
                 k = int(np.argmax(outside))
                 raise InbreastError(
-                    path, f"{where} ({roi.name!r}) has point (x={x[k]:.1f}, y={y[k]:.1f}) outside "
-                          f"the {width} x {height} image")
+                    path, f"{where} ({short(roi.name)}) has point (x={number(x[k])}, y={number(y[k])}) "
+                          f"outside the {width} x {height} image")
         rois.append(roi)
     return rois
 
@@ -358,28 +248,34 @@ def read_csv(path) -> dict:
         text = path.read_bytes().decode("utf-8-sig", errors="replace")
     except OSError as e:
         raise InbreastError(path, f"cannot read ({e})") from None
-    reader = csv.reader(io.StringIO(text), delimiter=";")
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text), delimiter=";", strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise InbreastError(path, f"not a readable ';'-separated table ({cap(e)})") from None
     if header is None:
         raise InbreastError(path, "empty file")
     columns = {name.strip().lower(): i for i, name in enumerate(header)}
     needed = {"laterality": None, "view": None, "file name": None}
     for name in needed:
         if name not in columns:
-            raise InbreastError(path, f"header has no {name!r} column (found {header!r})")
+            raise InbreastError(path, f"header has no {name!r} column (found {short(header, 120)})")
 
     def cell(row, name):
         i = columns.get(name)
         return row[i].strip() if i is not None and i < len(row) else ""
 
     rows = {}
-    for row in reader:
-        file_name = cell(row, "file name")
-        if not file_name.isdigit():  # footer or blank row
-            continue
-        rows[file_name] = CsvRow(file_name=file_name, laterality=cell(row, "laterality").upper(),
-                                 view=cell(row, "view").upper(), date=cell(row, "acquisition date"),
-                                 acr=cell(row, "acr") or None, birads=cell(row, "bi-rads").lower())
+    try:
+        for row in reader:
+            file_name = cell(row, "file name")
+            if not file_name.isdigit():  # footer or blank row
+                continue
+            rows[file_name] = CsvRow(file_name=file_name, laterality=cell(row, "laterality").upper(),
+                                     view=cell(row, "view").upper(), date=cell(row, "acquisition date"),
+                                     acr=cell(row, "acr") or None, birads=cell(row, "bi-rads").lower())
+    except csv.Error as e:  # a field over csv's size limit, a quote never closed, ...
+        raise InbreastError(path, f"not a readable ';'-separated table at line {reader.line_num} ({cap(e)})") from None
     return rows
 
 
@@ -480,7 +376,10 @@ def list_cases(folder) -> CaseList:
 
     cases, used_xml = [], set()
     for dicom_path in sorted(dicom_dir.iterdir()):
-        if dicom_path.name.startswith(".") or not dicom_path.is_file():
+        if dicom_path.name.startswith("."):
+            continue
+        if not dicom_path.is_file():   # a folder, FIFO, socket or broken link: never opened
+            problems.skip(dicom_path, "not a regular file (a folder, FIFO or broken link?)")
             continue
         try:
             parts = parse_dicom_name(dicom_path.name)
@@ -516,7 +415,7 @@ def load_case(case: Case, problems: Problems | None = None) -> tuple:
     if problems is not None:
         for roi in rois:
             if not roi.known:
-                problems.note(f"ROIs with unknown name {roi.name!r} (kept as 'other')")
+                problems.note(f"ROIs with unknown name {short(roi.name)} (kept as 'other')")
     return image, rois
 
 

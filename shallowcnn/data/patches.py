@@ -36,6 +36,7 @@ import numpy as np
 
 from .. import __version__
 from ..constants import PATCH_SIZE, PIXEL_MM, pixels_to_input
+from ..messages import cap
 from ..storage import StoreError, load_npz, save_npz
 from .augment import TRANSFORMS, augment
 from .breast import WINDOW_PERCENTILES, breast_mask, to_uint8, window_fraction
@@ -111,15 +112,36 @@ class PatchStore:
 
 
 def load_patches(path) -> PatchStore:
-    """Load a store written by :func:`make_patches` (raises StoreError naming the file)."""
+    """Load a store written by :func:`make_patches`.
+
+    Checks, naming the file in a StoreError: every array present, patches (M, 144, 144)
+    uint8 (float patches would be scored unscaled), labels (M,) integer 0 or 1, one entry
+    per patch in every other array, and split names train/val/test.
+    """
     arrays, metadata = load_npz(path, kind=STORE_KIND)
     missing = [name for name in PatchStore.ARRAY_NAMES if name not in arrays]
     if missing:
         raise StoreError(f"{path}: patch store lacks array(s) {', '.join(missing)}")
-    count = len(arrays["labels"])
-    if arrays["patches"].shape[1:] != (PATCH_SIZE, PATCH_SIZE) or any(len(arrays[n]) != count
-                                                                      for n in PatchStore.ARRAY_NAMES):
-        raise StoreError(f"{path}: arrays of inconsistent shapes")
+    patches, labels = arrays["patches"], arrays["labels"]
+    if patches.ndim != 3 or patches.shape[1:] != (PATCH_SIZE, PATCH_SIZE) or patches.dtype != np.uint8:
+        raise StoreError(f"{path}: patches must be (M, {PATCH_SIZE}, {PATCH_SIZE}) uint8, "
+                         f"not {patches.shape} {patches.dtype}")
+    if labels.ndim != 1 or labels.dtype.kind not in "biu":
+        raise StoreError(f"{path}: labels must be a 1-D integer array, not {labels.shape} {labels.dtype}")
+    if not np.all((labels == 0) | (labels == 1)):
+        wrong = np.unique(labels[(labels != 0) & (labels != 1)])[:5]
+        raise StoreError(f"{path}: labels must be 0 or 1 (found {', '.join(str(v) for v in wrong)})")
+    count = len(labels)
+    wrong_length = [n for n in PatchStore.ARRAY_NAMES if arrays[n].ndim < 1 or len(arrays[n]) != count]
+    if wrong_length or arrays["position"].shape != (count, 2):
+        raise StoreError(f"{path}: arrays of inconsistent shapes ({', '.join(wrong_length) or 'position'} "
+                         f"do not hold one entry per patch)")
+    for name in ("patient", "image", "transform", "split"):
+        if arrays[name].dtype.kind != "U":
+            raise StoreError(f"{path}: {name} must hold text, not {arrays[name].dtype}")
+    unknown = set(np.unique(arrays["split"]).tolist()) - set(SPLITS)
+    if unknown:
+        raise StoreError(f"{path}: split holds {', '.join(sorted(unknown))[:80]}, not only {', '.join(SPLITS)}")
     return PatchStore(**{name: arrays[name] for name in PatchStore.ARRAY_NAMES}, metadata=metadata,
                       path=Path(path))
 
@@ -258,8 +280,13 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
                      file=sys.stderr):
         try:
             dicom, rois = load_case(case, problems)
+            clusters = find_clusters(rois, size)
         except InbreastError as e:
             problems.skip(e)
+            continue
+        except (ValueError, OverflowError, MemoryError, RecursionError) as e:
+            # a reader check this package does not have yet: skip the image, never the run
+            problems.skip(case.dicom_path, f"unexpected {type(e).__name__}: {cap(e)}")
             continue
         if dicom.pixels.shape[0] < size or dicom.pixels.shape[1] < size:
             problems.skip(case.dicom_path, f"image {dicom.pixels.shape} smaller than one {size} x {size} patch")
@@ -270,7 +297,6 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
         rng = np.random.default_rng(_case_seed(seed, case.file_name))
         mask = breast_mask(dicom.pixels)
         u8, _ = to_uint8(dicom.pixels, mask)
-        clusters = find_clusters(rois, size)
         n_clusters += len(clusters)
         pos = positive_windows(clusters, u8.shape, rng, size, per_cluster)
         neg = negative_windows(mask, rois, rng, size, negatives_per_image)

@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import PIXEL_MM
+from ..options import non_negative_int, positive_int, refusing
 from ..storage import atomic_write_bytes, atomic_write_text
 from .clusters import find_clusters
+from .dicom import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from .inbreast import ROI_TYPE_CONTOUR, ROI_TYPE_CURVE, ROI_TYPE_POINT, make_roi, parse_point
 from .phantom_files import BITS_STORED, dicom_bytes, roi_plist_entry, xml_bytes
 
@@ -466,6 +468,9 @@ def parse_size(text) -> tuple:
             raise ValueError(f"size {text!r} is not WIDTHxHEIGHT (e.g. 832x1024), 'demo' or 'full'") from None
     if width < 300 or height < 300:
         raise ValueError(f"size {width}x{height} is too small: at least 300 x 300 pixels (2.1 cm)")
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"size {width}x{height} is too large: at most {MAX_IMAGE_SIDE} pixels a side and "
+                         f"{MAX_IMAGE_PIXELS:,} in all (what the readers accept)")
     return int(width), int(height)
 
 
@@ -563,13 +568,14 @@ def add_command(subparsers) -> None:
         description="Write AllDICOMs/, AllXML/ and INbreast.csv with synthetic mammograms, "
                     "annotated like INbreast (microcalcification clusters, masses, ...).")
     parser.add_argument("out", help="folder to create (AllDICOMs/, AllXML/, INbreast.csv inside)")
-    parser.add_argument("--cases", type=int, default=DEFAULT_CASES,
+    parser.add_argument("--cases", type=positive_int, default=DEFAULT_CASES,
                         help=f"number of patients, each with 2 or 4 images (default {DEFAULT_CASES})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
-    parser.add_argument("--size", default="demo",
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed, >= 0; same seed, same files (default 0)")
+    parser.add_argument("--size", type=refusing(parse_size), default="demo",
                         help=f"image size WIDTHxHEIGHT in pixels of 0.07 mm, 'demo' "
                              f"({DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}, default) or 'full' "
-                             f"({FULL_SIZE[0]}x{FULL_SIZE[1]}, as INbreast)")
+                             f"({FULL_SIZE[0]}x{FULL_SIZE[1]}, as INbreast); at most 16384 a side")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the images of an existing phantom folder (never a real one)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

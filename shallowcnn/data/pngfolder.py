@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import PATCH_SIZE
-from .inbreast import Problems
+from ..messages import cap
+from .dicom import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+from .problems import Problems
 
 
 def is_png_folder(folder) -> bool:
@@ -22,11 +24,19 @@ def is_png_folder(folder) -> bool:
 
 
 def read_png(path, size: int = PATCH_SIZE) -> tuple:
-    """One patch: ``(u8 (size, size), resized: bool)``. Raises ValueError naming the file."""
+    """One patch: ``(u8 (size, size), resized: bool)``. Raises ValueError naming the file,
+    also for a file that is not a regular file or whose header declares more pixels than
+    the readers' limits (checked before the pixels are decoded)."""
     from PIL import Image, UnidentifiedImageError
 
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: not a regular file")
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"{path}: declares {width} x {height} pixels; at most {MAX_IMAGE_SIDE} per "
+                                 f"side and {MAX_IMAGE_PIXELS:,} in all are read")
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 values = np.asarray(img, dtype=np.float64)
@@ -38,8 +48,12 @@ def read_png(path, size: int = PATCH_SIZE) -> tuple:
             if resized:
                 img = img.resize((size, size), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8).copy(), resized
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"{path}: not a readable PNG image ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        if str(e).startswith(f"{path}: "):
+            raise
+        raise ValueError(f"{path}: not a readable PNG image (ValueError: {cap(e)})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{path}: not a readable PNG image ({type(e).__name__}: {cap(e)})") from None
 
 
 def read_png_folder(folder, size: int = PATCH_SIZE, problems: Problems | None = None) -> dict:
@@ -57,6 +71,7 @@ def read_png_folder(folder, size: int = PATCH_SIZE, problems: Problems | None = 
         if not sub.is_dir():
             problems.note(f"no {label}/ subfolder")
             continue
+        before = len(labels)
         for path in sorted(sub.iterdir()):
             if path.suffix.lower() != ".png":
                 if path.is_file() and not path.name.startswith("."):
@@ -73,6 +88,8 @@ def read_png_folder(folder, size: int = PATCH_SIZE, problems: Problems | None = 
             labels.append(label)
             names.append(str(path.relative_to(folder)))
             patients.append(path.stem.split("_")[0])
+        if len(labels) == before:
+            problems.note(f"{label}/ subfolder is empty (no readable PNG patches)")
     return {"patches": np.array(patches, dtype=np.uint8).reshape(-1, size, size),
             "labels": np.array(labels, dtype=np.uint8), "image": np.array(names, dtype=str),
             "patient": np.array(patients, dtype=str)}

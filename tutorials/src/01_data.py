@@ -11,6 +11,17 @@
 # microcalcification cluster is, how 144 x 144 patches are cut, the paper's four geometric
 # augmentations, and why the split into training, validation and test sets must be made by
 # patient.
+#
+# | | |
+# |---|---|
+# | **You will learn** | the INbreast layout (DICOM images, XML annotations, the patient in the file name); what a microcalcification cluster is; how 1 cm² patches are cut and augmented; why the split must be by patient |
+# | **You need** | Python and NumPy; nothing about mammography |
+# | **Time** | about 45 minutes (no graded exercises here; they start in notebook 2) |
+# | **Previous / next** | -- / [2. Convolution, forward](02_convolution_forward.ipynb) |
+#
+# A word on sources. Where the paper states something, we say so; where it is silent (how it
+# windowed 14 bits to 8, how it balanced the classes, how it split), the package has to choose,
+# and the text says **our reading** -- a guess about the paper, not a fact from it.
 
 # %%
 import os
@@ -38,9 +49,12 @@ WORK = Path(tempfile.mkdtemp(prefix="shallowcnn-tutorial-1-"))   # everything th
 # ## 1.1 Microcalcifications, clusters, and 1 cm²
 #
 # Microcalcifications are tiny deposits of calcium, **0.1 to 1 mm** across: bright specks on a
-# mammogram, 1.5 to 15 pixels at 0.07 mm. A single one is usually harmless. A **cluster** -- at
-# least **three microcalcifications within 1 cm²** (BI-RADS) -- is one of the earliest signs of
-# breast cancer, present in up to half of the mammograms with a confirmed cancer.
+# mammogram, 1.5 to 15 pixels at 0.07 mm. A single one is usually harmless. A **cluster** -- in
+# the paper's words "at least three MCs per cm²", a definition it cites to three sources (the
+# BI-RADS atlas among them; the atlas itself describes the *distribution* of calcifications, as
+# "grouped", "regional" and so on, rather than stating this count) -- is one of the earliest
+# signs of breast cancer, present in up to half of the mammograms with a confirmed cancer. The
+# package uses the paper's rule.
 #
 # The paper therefore classifies squares of 1 cm²: at 0.07 mm per pixel, 1 cm is
 # $10/0.07 = 142.9$ pixels, rounded up to **144**, so a patch is $144 \times 144$ pixels,
@@ -172,7 +186,8 @@ assert np.allclose(find_clusters(close3)[0].centre, [(500 + 500 + 525) / 3, (500
 # ## 1.6 From 14 bits to 8
 #
 # The paper converted the DICOM images to 8-bit PNGs (and divided by 255 for the network) but
-# does not say how. The package makes it explicit, per image: find the breast (Otsu's
+# does not say how. The package makes it explicit -- our reading, one reasonable choice -- per
+# image: find the breast (Otsu's
 # threshold separates it from the dark background), take the 0.5th and 99.9th percentiles
 # $lo, hi$ of the breast's pixels, and map linearly,
 #
@@ -226,7 +241,9 @@ plt.show()
 #   most 25%.
 #
 # Then it splits (next section), augments and balances the classes. The paper's radiologist
-# picked 1,576 positive and 1,692 negative patches by hand; here the annotations decide.
+# picked 1,576 positive and 1,692 negative patches by hand; here the annotations decide. (The
+# offsets, the 98% and the 12 px are the package's choices; the paper does not describe its
+# extraction program.)
 
 # %%
 store = make_patches(WORK / "phantom", WORK / "patches.npz", seed=0, verbose=False)
@@ -271,8 +288,10 @@ assert [apply_transform(t, n).tolist() for n in TRANSFORMS] == [
     [[1, 2], [3, 4]], [[2, 1], [4, 3]], [[4, 3], [2, 1]], [[3, 4], [1, 2]], [[2, 4], [1, 3]]]
 
 # %% [markdown]
-# The paper's counts follow: $1{,}576 \times 5 = 7{,}880$ positive and $1{,}692 \times 5 = 8{,}460$ negative patches;
-# balanced by dropping negatives, $7{,}880 + 7{,}880 = 15{,}760$; split $10{,}088 + 2{,}520 + 3{,}152$ (64/16/20%).
+# The paper's counts follow: $1{,}576 \times 5 = 7{,}880$ positive and $1{,}692 \times 5 = 8{,}460$ negative patches
+# (stated); its data sets then hold $7{,}880 + 7{,}880 = 15{,}760$ (stated), split $10{,}088 + 2{,}520 + 3{,}152$
+# (64/16/20%, stated). It does not say how 8,460 negatives became 7,880; **our reading** is that
+# negatives were dropped at random to balance the classes, and the package does the same.
 # In our store, each original appears under all five transforms:
 
 # %%
@@ -299,7 +318,9 @@ assert all(np.array_equal(store.patches[i], apply_transform(store.patches[k5], s
 # %% [markdown]
 # ## 1.9 Splitting by patient, and why
 #
-# The paper shuffled the 15,760 *augmented* patches and cut them 64/16/20. Then the reflection of
+# The paper gives only the proportions, 64/16/20 of the 15,760 *augmented* patches. It does not
+# say that it kept patients, images or the copies of one patch together, so **our reading** is
+# that the augmented patches were shuffled and cut at random. Then the reflection of
 # a test patch is very likely in the training set (each patch has four copies, and each lands in
 # training with probability 0.64), and so are overlapping windows of the same cluster. The test
 # accuracy then measures memory as much as generalisation -- a 99% that may not survive a new
@@ -319,7 +340,8 @@ assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & b
 assert all(row["overlapping_windows"] == 0 and row["patients"] == 0 for row in store.metadata["audit"].values())
 
 # %% [markdown]
-# The paper's split, on the same patches, for comparison (the package warns that it leaks):
+# Our reading of the paper's split (`split_mode="paper"`), on the same patches, for comparison
+# (the package warns that it leaks):
 
 # %%
 paper = make_patches(WORK / "phantom", None, seed=0, split_mode="paper", verbose=False)
@@ -347,7 +369,19 @@ assert np.array_equal(x[:, 0], again.patches[again.split == "train"].astype(np.f
 assert y.mean() == 0.5                                   # balanced
 
 # %% [markdown]
+# ## Takeaways
+#
+# * INbreast is DICOM images plus XML outlines; the patient is in the file name, and the
+#   package reads both and refuses damaged files with a clear message.
+# * A positive patch is a 144 x 144 window (1 cm²) holding at least three calcifications of a
+#   cluster; negatives stay clear of every annotation.
+# * The four rigid augmentations multiply the patches by five without changing a pixel value.
+# * Split by patient *before* augmenting, or the test set measures memory: the audit shows what
+#   a random split of augmented patches leaks.
+#
 # ## Exercises
+#
+# (Open questions; the graded exercises start in notebook 2.)
 #
 # 1. Generate a phantom at full INbreast size (`size="full"`, $3328 \times 4084$) for one patient and
 #    time `read_dicom`. How many non-overlapping 1 cm² patches fit in the breast?
@@ -361,3 +395,5 @@ assert y.mean() == 0.5                                   # balanced
 #    left out? (There are eight in all.)
 # 5. With the paper's random split, estimate the probability that none of the five copies of an
 #    original patch lands in the training set. Compare with the audit above.
+#
+# Next: [2. Convolution, forward](02_convolution_forward.ipynb).

@@ -8,6 +8,17 @@
 #
 # Every section follows the same rhythm: the maths, one small cell, and a check against a
 # number worked out in advance.
+#
+# | | |
+# |---|---|
+# | **You will learn** | what a convolutional layer computes; to write it as seven loops, as one matrix product per kernel offset, and as im2col; what each costs in arithmetic and memory; the network's 17 x 17 field of view |
+# | **You need** | NumPy indexing and slicing, `np.einsum` (or matrix products); [notebook 1](01_data.ipynb) for what a patch is |
+# | **Time** | about 90 minutes with the three exercises (2.1 easy, 2.2 medium, 2.3 hard) |
+# | **Previous / next** | [1. The data](01_data.ipynb) / [3. Backward](03_backward.ipynb) |
+#
+# In the student version (`tutorials/exercises/`) the bodies of the exercise functions raise
+# `NotImplementedError`; the **check** cell after each one grades your answer with
+# `shallowcnn.grading` and says what is wrong.
 
 # %%
 import os
@@ -16,6 +27,7 @@ import time
 import numpy as np
 import matplotlib.pyplot as plt
 
+from shallowcnn import grading
 from shallowcnn.kernels import reference
 from shallowcnn.layers import Conv2D
 
@@ -38,11 +50,15 @@ rng = np.random.default_rng(0)
 # convolution flips the kernel, $x[i-p, j-q]$); every deep-learning framework calls it
 # convolution, and since the filters are learned the flip does not matter.
 #
-# The paper uses *valid* convolutions (no padding, stride 1): the window must fit inside the
-# image, so $i$ runs over $H-K+1$ positions. For the paper's $144\times144$ patches and $9\times9$
-# filters: conv1 gives $136\times136$ maps, conv2 gives $128\times128$.
+# The paper does not state its padding or stride. We read them as *valid* convolutions (no
+# padding, stride 1 -- Keras' defaults, and the paper's parameter counts hold either way): the
+# window must fit inside the image, so $i$ runs over $H-K+1$ positions. For the paper's
+# $144\times144$ patches and $9\times9$ filters: conv1 gives $136\times136$ maps, conv2 gives
+# $128\times128$.
 #
-# Here it is with all seven loops: $n, f, i, j$ pick the output, $c, p, q$ run the sum.
+# **Exercise 2.1** (easy, 15 min) -- the seven-loop convolution. Write it with all seven loops:
+# $n, f, i, j$ pick the output, $c, p, q$ run the sum. Slow, but obviously right: it is the
+# definition above, line by line.
 
 # %%
 def conv2d_loops(x, W, b):
@@ -50,6 +66,7 @@ def conv2d_loops(x, W, b):
     N, C, H, Wd = x.shape
     F, _, K, _ = W.shape
     out = np.zeros((N, F, H - K + 1, Wd - K + 1), dtype=np.result_type(x, W))
+    # BEGIN SOLUTION 2.1 | easy | 15 min | four loops pick the output (n, f, i, j) and three more (c, p, q) run the sum of the formula above, starting from b[f]
     for n in range(N):
         for f in range(F):
             for i in range(H - K + 1):
@@ -60,6 +77,7 @@ def conv2d_loops(x, W, b):
                             for q in range(K):
                                 s += W[f, c, p, q] * x[n, c, i + p, j + q]
                     out[n, f, i, j] = s
+    # END SOLUTION
     return out
 
 # %% [markdown]
@@ -81,6 +99,7 @@ print(conv2d_loops(x, ones3, np.zeros(1))[0, 0])
 print(conv2d_loops(x, diag, np.zeros(1))[0, 0])
 
 # %% check
+grading.check_conv2d_forward(conv2d_loops, "2.1")         # random sizes against an independent oracle
 assert np.array_equal(conv2d_loops(x, ones3, np.zeros(1))[0, 0], [[45, 54], [81, 90]])
 assert np.array_equal(conv2d_loops(x, diag, np.zeros(1))[0, 0], np.full((3, 3), -5.0))
 assert np.array_equal(conv2d_loops(x, ones3, np.array([0.5]))[0, 0], [[45.5, 54.5], [81.5, 90.5]])
@@ -135,19 +154,27 @@ assert np.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
 # $(F, C)$ matrix $W[:,:,p,q]$ with a shifted view of the whole batch. That is exactly what
 # `reference.conv2d_forward` does (with `np.einsum`): $K^2 = 81$ big products instead of
 # $10^8$ tiny ones, and no copy of the input.
+#
+# **Exercise 2.2** (medium, 15 min) -- one matrix product per kernel offset. Fill in the two
+# loops over $(p, q)$; `np.einsum("fc,nchw->nfhw", ...)` does the product over $c$ for the whole
+# batch at once.
 
 # %%
 def conv2d_shifts(x, W, b):
+    """Same as conv2d_loops, with K*K matrix products over shifted views of x."""
     N, C, H, Wd = x.shape
     F, _, K, _ = W.shape
     Ho, Wo = H - K + 1, Wd - K + 1
     out = np.zeros((N, F, Ho, Wo), dtype=np.result_type(x, W))
+    # BEGIN SOLUTION 2.2 | medium | 15 min | for each offset (p, q), the shifted (Ho, Wo) view of x meets W[:, :, p, q] in one einsum over c
     for p in range(K):
         for q in range(K):
             out += np.einsum("fc,nchw->nfhw", W[:, :, p, q], x[:, :, p:p + Ho, q:q + Wo])
+    # END SOLUTION
     return out + b[None, :, None, None]
 
 # %% check
+grading.check_conv2d_forward(conv2d_shifts, "2.2")
 assert np.allclose(conv2d_shifts(xr, conv.params["W"], conv.params["b"]), ours, rtol=1e-12, atol=1e-12)
 
 # %% [markdown]
@@ -157,18 +184,26 @@ assert np.allclose(conv2d_shifts(xr, conv.params["W"], conv.params["b"]), ours, 
 # ("image to columns"): a matrix of shape $(H_o W_o,\; C K^2)$ per image. The whole convolution
 # is then a single matrix product with the $(C K^2, F)$ matrix of filters. NumPy's
 # `sliding_window_view` builds the windows as a view; the `reshape` makes the copy.
+#
+# **Exercise 2.3** (hard, 20 min) -- im2col. The windows are given; order their axes so that
+# one row holds one window's $C K^2$ values in the same $(c, p, q)$ order as
+# `W.reshape(F, C * K * K)`, multiply, and bring the result back to $(N, F, H_o, W_o)$.
 
 # %%
 def conv2d_im2col(x, W, b):
+    """Same as conv2d_loops, as one matrix product of an (N, Ho*Wo, C*K*K) copy of the windows."""
     N, C, H, Wd = x.shape
     F, _, K, _ = W.shape
     Ho, Wo = H - K + 1, Wd - K + 1
     win = np.lib.stride_tricks.sliding_window_view(x, (K, K), axis=(2, 3))   # (N, C, Ho, Wo, K, K)
+    # BEGIN SOLUTION 2.3 | hard | 20 min | one row per output position holding its window in (c, p, q) order, one product with W reshaped to (F, C*K*K), then back to (N, F, Ho, Wo)
     cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(N, Ho * Wo, C * K * K)   # the copy
     out = cols @ W.reshape(F, C * K * K).T                                  # (N, Ho*Wo, F)
     return out.transpose(0, 2, 1).reshape(N, F, Ho, Wo) + b[None, :, None, None]
+    # END SOLUTION
 
 # %% check
+grading.check_conv2d_forward(conv2d_im2col, "2.3")
 assert np.allclose(conv2d_im2col(xr, conv.params["W"], conv.params["b"]), ours, rtol=1e-12, atol=1e-12)
 
 # %% [markdown]
@@ -238,6 +273,13 @@ t_im2col = best_time(conv2d_im2col, xs, Ws, bs)
 print(f"loops {t_loops * 1e3:.0f} ms, shifted products {t_shift * 1e3:.2f} ms, im2col {t_im2col * 1e3:.2f} ms "
       f"-> {t_loops / t_shift:.0f}x faster without Python loops")
 
+# %% [markdown]
+# Do not be surprised if im2col wins here. On one small single-channel image each of the 81
+# `einsum` calls of the shifted products costs a few microseconds of Python and NumPy overhead
+# for very little arithmetic, while im2col pays its copy (tiny here) once and makes a single
+# matrix-multiply call. The case against im2col is memory at the paper's sizes (below), not
+# speed on a toy problem (take-home exercise 6 times both on real batches).
+
 # %%
 batch = rng.random((4 if QUICK else 16, 6, 136, 136), dtype=np.float32)
 W2 = rng.standard_normal((16, 6, 9, 9)).astype(np.float32) * 0.05
@@ -246,8 +288,8 @@ print(f"reference conv2 forward: {len(batch) * flop2 / t / 1e9:.1f} GFLOP/s "
       f"({len(batch) / t:.1f} patches/s on this machine)")
 
 # %% [markdown]
-# A few GFLOP/s: a small fraction of what the CPU's matrix units can do (about 200 GFLOP/s on
-# the machine these notes were written on). Notebook 8 closes that gap with Numba.
+# A few GFLOP/s: a small fraction of what the CPU's vector units can do (notebook 8 measures
+# NumPy's matrix-multiply rate on the same machine). Notebook 8 closes that gap with Numba.
 #
 # ## 2.6 The network's shapes, and its field of view
 #
@@ -371,7 +413,18 @@ plt.show()
 # learns six such filters from data, and the second layer combines their maps; notebook 7
 # shows what they become.
 #
-# ## Exercises
+# ## Takeaways
+#
+# * A convolutional layer is a dot product of each filter with every $K\times K$ window
+#   (a cross-correlation); valid convolutions shrink a map by $K - 1$.
+# * The same numbers can be computed by seven loops, by $K^2$ matrix products over shifted views,
+#   or by one product over an im2col copy; they differ in speed and memory, not in results.
+# * conv2 carries 93% of the network's 273 MFLOP per patch; im2col would need a 2 GB copy for it
+#   at batch 64.
+# * Two stacked $9\times9$ layers see a $17\times17$ window (1.2 mm): a microcalcification, not a
+#   cluster.
+#
+# ## More exercises
 #
 # 1. With padding $P$ and stride $s$ the output size is $\lfloor (H + 2P - K)/s \rfloor + 1$.
 #    Which $P$ keeps $144\times144$ maps with $9\times9$ filters ("same" padding)? Add `padding` and
@@ -386,3 +439,12 @@ plt.show()
 #    shifted products, and why?
 # 5. With $L$ stacked valid $K\times K$ convolutions the field of view is $L(K-1)+1$ pixels.
 #    Confirm it by poking one pixel through three layers.
+#
+# ### Take-home
+#
+# 6. Time `conv2d_loops`, `conv2d_shifts` and `conv2d_im2col` on batches of 1, 4, 16 and 64
+#    paper-sized conv2 inputs ($6 \times 136 \times 136$) and plot time and peak memory
+#    (`tracemalloc`) against the batch size. Where does im2col stop fitting in memory? (Several
+#    minutes; the loops only on the smallest batch.)
+#
+# Next: [3. Backward through convolution, ReLU and global max pooling](03_backward.ipynb).

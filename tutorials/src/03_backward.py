@@ -8,6 +8,13 @@
 # derives the three backward passes of the feature stack -- convolution, ReLU, global max
 # pooling -- writes them as loops, checks the package against them, and then looks at the
 # remarkable thing the max pool does to the gradient: it makes it almost entirely zero.
+#
+# | | |
+# |---|---|
+# | **You will learn** | to derive and write the backward passes of convolution (dW, db, dx), ReLU and global max pooling; why the max pool's gradient is one-hot and what that sparsity saves |
+# | **You need** | the chain rule for sums; [notebook 2](02_convolution_forward.ipynb) (the forward convolution) |
+# | **Time** | about 2 hours with the five exercises (3.1-3.4 easy to medium, 3.5 hard) |
+# | **Previous / next** | [2. Convolution, forward](02_convolution_forward.ipynb) / [4. Dense, sigmoid and BCE](04_dense_sigmoid_bce.ipynb) |
 
 # %%
 import os
@@ -16,6 +23,7 @@ import time
 import numpy as np
 import matplotlib.pyplot as plt
 
+from shallowcnn import grading
 from shallowcnn.kernels import reference
 from shallowcnn.layers import Conv2D, ConvReLUGlobalMaxPool, GlobalMaxPool2D, ReLU
 
@@ -37,18 +45,24 @@ rng = np.random.default_rng(0)
 # $$\frac{\partial L}{\partial x[n,c,h,w]} = \sum_{f,p,q} g[n,f,h-p,w-q]\; W[f,c,p,q]
 #   \quad\text{(over the } (p,q) \text{ where } (h-p, w-q) \text{ is a valid output).}$$
 #
-# $dW$ is again a cross-correlation (of the input with the gradient), and $dx$ is a "full"
-# convolution of the gradient with the flipped filters. The simplest way to *compute* them
-# is to read the forward pass backwards: output $(n,f,i,j)$ was the dot product of filter $f$
-# with one window, so its gradient $g$ adds $g\cdot$window to $dW[f]$ and $g\cdot W[f]$ to
-# that window of $dx$.
+# $dW$ is again a cross-correlation (of the input with the gradient). $dx$ is a "full"
+# *convolution* (in the mathematician's sense, $\sum g[h-p, w-q]\,W[p,q]$, which flips) of the
+# gradient with the filters as they are -- equivalently, a full *cross-correlation* of the
+# zero-padded gradient with the filters rotated by 180 degrees. (Saying "a convolution with the
+# flipped filters" flips twice, and is wrong.) The simplest way to *compute* them is to read the
+# forward pass backwards: output $(n,f,i,j)$ was the dot product of filter $f$ with one window,
+# so its gradient $g$ adds $g\cdot$window to $dW[f]$ and $g\cdot W[f]$ to that window of $dx$.
+#
+# **Exercise 3.1** (medium, 15 min) -- $dW$ and $db$ by loops. For every output $(n, f, i, j)$,
+# add $g \cdot$ its window of $x$ to $dW[f]$, and $g$ to $db[f]$.
 
 # %%
-def conv2d_backward_loops(dout, x, W):
-    """dout (N, F, Ho, Wo), x (N, C, H, W), W (F, C, K, K) -> dx, dW, db, by loops."""
+def conv2d_dW_loops(dout, x, W):
+    """dout (N, F, Ho, Wo), x (N, C, H, W), W (F, C, K, K) -> dW (F, C, K, K), db (F,), by loops."""
     N, F, Ho, Wo = dout.shape
     K = W.shape[2]
-    dx, dW, db = np.zeros_like(x), np.zeros_like(W), np.zeros(F, dtype=W.dtype)
+    dW, db = np.zeros_like(W), np.zeros(F, dtype=W.dtype)
+    # BEGIN SOLUTION 3.1 | medium | 15 min | read the forward pass backwards: output (n, f, i, j) used one window of x and filter f -- what does its gradient add to dW[f] and db[f]?
     for n in range(N):
         for f in range(F):
             for i in range(Ho):
@@ -56,8 +70,40 @@ def conv2d_backward_loops(dout, x, W):
                     g = dout[n, f, i, j]
                     db[f] += g
                     dW[f] += g * x[n, :, i:i + K, j:j + K]
-                    dx[n, :, i:i + K, j:j + K] += g * W[f]
-    return dx, dW, db
+    # END SOLUTION
+    return dW, db
+
+# %% check
+grading.check_conv2d_dW(conv2d_dW_loops, "3.1")
+
+# %% [markdown]
+# **Exercise 3.2** (medium, 15 min) -- $dx$ by loops. Output $(n, f, i, j)$ read the window
+# `x[n, :, i:i+K, j:j+K]` with weights $W[f]$; send $g \cdot W[f]$ back into the same window
+# (accumulate: windows overlap).
+
+# %%
+def conv2d_dx_loops(dout, W, x_shape):
+    """dout (N, F, Ho, Wo), W (F, C, K, K) -> dx of shape x_shape (N, C, H, W), by loops."""
+    N, F, Ho, Wo = dout.shape
+    K = W.shape[2]
+    dx = np.zeros(x_shape, dtype=np.result_type(dout, W))
+    # BEGIN SOLUTION 3.2 | medium | 15 min | the loop of 3.1 again: output (n, f, i, j) sends its gradient times W[f] back into the window it read (no flip)
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    dx[n, :, i:i + K, j:j + K] += dout[n, f, i, j] * W[f]
+    # END SOLUTION
+    return dx
+
+# %% check
+grading.check_conv2d_dx(conv2d_dx_loops, "3.2")
+
+# %%
+def conv2d_backward_loops(dout, x, W):
+    """dout (N, F, Ho, Wo), x (N, C, H, W), W (F, C, K, K) -> dx, dW, db, by loops."""
+    dW, db = conv2d_dW_loops(dout, x, W)
+    return conv2d_dx_loops(dout, W, x.shape), dW, db
 
 # %% [markdown]
 # **Worked in advance.** Image $x[i,j] = 4i + j$ ($4\times4$), one $2\times2$ filter of ones, and
@@ -130,8 +176,24 @@ assert abs(numeric - dW_loops[1, 2, 0, 1]) < 1e-6 * max(1.0, abs(numeric))
 #
 # $\mathrm{relu}(z) = \max(z, 0)$ has slope 1 for $z > 0$ and 0 for $z < 0$, so the backward
 # pass is a mask: $\partial L/\partial z = g\,[z > 0]$. (At $z = 0$ exactly the slope is
-# undefined; we use 0, like every framework.) Worked: $z = (-2, -0.5, 0.5, 3)$ and
+# undefined; we use 0, as PyTorch and TensorFlow do.) Worked: $z = (-2, -0.5, 0.5, 3)$ and
 # $g = (1, 2, 3, 4)$ give $(0, 0, 3, 4)$.
+#
+# **Exercise 3.3** (easy, 5 min) -- ReLU backward.
+
+# %%
+def relu_backward(dout, z):
+    """dout and z of the same shape -> dL/dz."""
+    # BEGIN SOLUTION 3.3 | easy | 5 min | the slope is 1 where z > 0 and 0 elsewhere (z == 0 included)
+    return dout * (z > 0)
+    # END SOLUTION
+
+# %% check
+grading.check_relu_backward(relu_backward, "3.3")
+assert np.array_equal(relu_backward(np.array([1.0, 2.0, 3.0, 4.0]), np.array([-2.0, -0.5, 0.5, 3.0])), [0, 0, 3, 4])
+
+# %% [markdown]
+# The package's layer remembers $z$ from its forward pass and does the same:
 
 # %%
 relu = ReLU()
@@ -152,6 +214,28 @@ assert np.array_equal(relu.backward(np.array([1.0, 2.0, 3.0, 4.0])), [0, 0, 3, 4
 #
 # Worked: $\begin{pmatrix}1&5\\3&2\end{pmatrix}$ pools to 5 and sends $g = 7$ to the top-right
 # corner; $\begin{pmatrix}5&5\\0&0\end{pmatrix}$ sends it to the top-left one.
+#
+# **Exercise 3.4** (medium, 10 min) -- the sparse backward of global max pooling. Every map gets
+# its pooled gradient at the position of its first maximum and zero elsewhere.
+
+# %%
+def global_maxpool_backward(dpooled, x):
+    """dpooled (N, C), x (N, C, H, W) the pool's input -> dx (N, C, H, W), one non-zero per map."""
+    N, C, H, W = x.shape
+    dx = np.zeros_like(x, dtype=np.result_type(dpooled, x))
+    # BEGIN SOLUTION 3.4 | medium | 10 min | all of dpooled[n, c] goes to the first position where x[n, c] is largest (np.argmax of the flattened map)
+    for n in range(N):
+        for c in range(C):
+            i, j = divmod(int(np.argmax(x[n, c])), W)
+            dx[n, c, i, j] = dpooled[n, c]
+    # END SOLUTION
+    return dx
+
+# %% check
+grading.check_global_maxpool_backward(global_maxpool_backward, "3.4")
+
+# %% [markdown]
+# The package's layer:
 
 # %%
 pool = GlobalMaxPool2D()
@@ -215,13 +299,19 @@ assert np.all(per_patch <= 16) and per_patch.sum() > 0
 # forward pass needs to remember only the maximum and its position, not the 16 maps.
 # `reference.conv_relu_maxpool_forward` returns exactly that: `pooled` and the flat `argmax`
 # $= i^* W_o + j^*$.
+#
+# **Exercise 3.5** (hard, 20 min) -- the sparse backward of conv + ReLU + global max pool. It is
+# the loop of Exercises 3.1 and 3.2 restricted to the one position per $(n, f)$ that received a
+# gradient -- and to the maps whose maximum passed the ReLU.
 
 # %%
 def conv_relu_maxpool_backward_sparse(dpooled, x, W, argmax, pooled):
+    """dpooled, argmax, pooled (N, F); x (N, C, H, W); W (F, C, K, K) -> dx, dW, db."""
     N, F = dpooled.shape
     K = W.shape[2]
     Wo = x.shape[3] - K + 1
     dx, dW, db = np.zeros_like(x), np.zeros_like(W), np.zeros(F, dtype=W.dtype)
+    # BEGIN SOLUTION 3.5 | hard | 20 min | only maps whose maximum passed the ReLU (pooled > 0) carry gradient, through one window each; argmax is the flat index i * Wo + j
     for n in range(N):
         for f in range(F):
             if pooled[n, f] <= 0:               # the ReLU was closed: no gradient at all
@@ -231,7 +321,11 @@ def conv_relu_maxpool_backward_sparse(dpooled, x, W, argmax, pooled):
             db[f] += g
             dW[f] += g * x[n, :, i:i + K, j:j + K]
             dx[n, :, i:i + K, j:j + K] += g * W[f]
+    # END SOLUTION
     return dx, dW, db
+
+# %% check
+grading.check_sparse_backward(conv_relu_maxpool_backward_sparse, "3.5")
 
 # %% [markdown]
 # Check it against the dense textbook path (the layer stack above, and the reference's fused
@@ -316,7 +410,17 @@ for ax in axes:
 plt.show()
 
 # %% [markdown]
-# ## Exercises
+# ## Takeaways
+#
+# * Backpropagation through a layer is the forward pass read backwards: every output sends its
+#   gradient to exactly the inputs and weights it was computed from.
+# * For a convolution, $dW$ is a cross-correlation of the input with `dout`, and $dx$ a full
+#   convolution of `dout` with the filters (a correlation with the filters rotated 180 degrees).
+# * ReLU's backward is a mask; global max pooling's is one-hot: one non-zero per map.
+# * So conv2's backward touches $N \cdot 16$ windows instead of $N \cdot 16 \cdot 128^2$, and the
+#   gradient reaches the patch only inside the $17 \times 17$ fields of view of the maxima.
+#
+# ## More exercises
 #
 # 1. Derive $dx$ of the convolution as a *full* cross-correlation of the zero-padded `dout`
 #    with the filters rotated by 180 degrees, implement it with `conv2d_shifts` from notebook
@@ -331,3 +435,5 @@ plt.show()
 # 5. Count the multiply-adds of the dense and sparse conv2 backward for a batch of 64 and
 #    compare them with the forward pass (notebook 2). What fraction of a training step is the
 #    backward pass once it is sparse?
+#
+# Next: [4. Dense, sigmoid and binary cross-entropy](04_dense_sigmoid_bce.ipynb).

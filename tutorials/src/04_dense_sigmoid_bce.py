@@ -7,6 +7,13 @@
 # $y \in \{0, 1\}$. This notebook writes each piece with its backward pass, checks the package
 # against worked numbers, and shows why the package fuses the sigmoid into the loss: the
 # textbook formula breaks, in float32, on exactly the patches the network gets most wrong.
+#
+# | | |
+# |---|---|
+# | **You will learn** | the dense layer's three gradients; the sigmoid and binary cross-entropy; why fusing them gives the gradient "prediction minus label" and stays finite in float32 |
+# | **You need** | matrix products and their shapes; logarithms and exponentials; [notebook 3](03_backward.ipynb) (upstream gradients) |
+# | **Time** | about 60 minutes with the two exercises (4.1 easy, 4.2 medium) |
+# | **Previous / next** | [3. Backward](03_backward.ipynb) / [5. Gradient checking](05_gradient_checking.ipynb) |
 
 # %%
 import os
@@ -14,6 +21,7 @@ import os
 import numpy as np
 import matplotlib.pyplot as plt
 
+from shallowcnn import grading
 from shallowcnn.layers import Dense, Sigmoid, sigmoid
 from shallowcnn.losses import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from shallowcnn.model import ShallowCNN
@@ -38,6 +46,24 @@ rng = np.random.default_rng(0)
 # $b = 0.5$ give $\mathrm{out} = (11.5,\ 5.5)^\top$. With $G = (1, 2)^\top$:
 # $\partial L/\partial W = (1\cdot1 + 3\cdot2,\; 2\cdot1 - 1\cdot 2)^\top = (7, 0)^\top$,
 # $\partial L/\partial b = 3$, $\partial L/\partial X = \begin{pmatrix}3 & 4\\6 & 8\end{pmatrix}$.
+#
+# **Exercise 4.1** (easy, 10 min) -- the dense layer's backward pass.
+
+# %%
+def dense_backward(G, X, W):
+    """G (N, M) upstream gradient, X (N, D) input, W (D, M) -> dX (N, D), dW (D, M), db (M,)."""
+    # BEGIN SOLUTION 4.1 | easy | 10 min | let the shapes guide you: dX must be (N, D), dW (D, M) and db (M,)
+    return G @ W.T, X.T @ G, G.sum(axis=0)
+    # END SOLUTION
+
+# %% check
+grading.check_dense_backward(dense_backward, "4.1")
+dX_mine, dW_mine, db_mine = dense_backward(np.array([[1.0], [2.0]]), np.array([[1.0, 2.0], [3.0, -1.0]]),
+                                           np.array([[3.0], [4.0]]))
+assert np.array_equal(dW_mine.ravel(), [7, 0]) and db_mine[0] == 3 and np.array_equal(dX_mine, [[3, 4], [6, 8]])
+
+# %% [markdown]
+# The package's `Dense` layer keeps $X$ from its forward pass and fills `grads` the same way:
 
 # %%
 dense = Dense(2, 1, dtype=np.float64)
@@ -132,6 +158,21 @@ assert np.allclose(grad, [-1.25 / 3, 1.25 / 3, -2 / 3], rtol=1e-12)
 # **prediction minus label**. `BinaryCrossEntropyWithLogits` returns $(\sigma(z) - y)/N$, and
 # that is all that flows back into the network.
 #
+# **Exercise 4.2** (medium, 15 min) -- the fused loss and its gradient. Return the mean of
+# $\ell(z_n, y_n)$ in the stable form above and its gradient with respect to $z$. The check
+# includes logits of $\pm 800$: nothing may overflow.
+
+# %%
+def bce_with_logits(z, y):
+    """z (N,) logits, y (N,) labels in {0, 1} -> (mean loss: float, dL/dz (N,))."""
+    # BEGIN SOLUTION 4.2 | medium | 15 min | the loss in the stable form derived above, averaged; the gradient is prediction minus label, over N
+    loss = float(np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))))
+    return loss, (sigmoid(z) - y) / len(z)
+    # END SOLUTION
+
+# %% check
+grading.check_bce_with_logits(bce_with_logits, "4.2")
+#
 # For moderate logits the fused and the textbook routes must agree, both in the loss and in the
 # gradient (`Sigmoid.backward` after `BinaryCrossEntropy.backward` is the chain rule
 # $\frac{\partial L}{\partial p}\,\sigma(1-\sigma)$, and $\bigl(-\frac yp + \frac{1-y}{1-p}\bigr)p(1-p) = p - y$).
@@ -160,13 +201,21 @@ assert np.allclose(g_fused, g_text, rtol=1e-10)
 #
 # * Textbook: $\sigma(-110) \approx 1.7\times10^{-48}$ is below float32's smallest number
 #   ($1.4\times10^{-45}$), so $p = 0$ and $-\log p = \infty$.
-# * Keras clips $p$ to $[10^{-7}, 1 - 10^{-7}]$: the loss is then $-\ln 10^{-7} = 16.118$ and --
-#   worse -- the gradient is **zero**, since the clip is flat. The most wrong patches stop
-#   teaching the network anything.
+# * Clipping $p$ to $[10^{-7}, 1 - 10^{-7}]$ -- what a loss that sees only probabilities must
+#   do, and what Keras' `binary_crossentropy` does when it cannot find the logits behind $p$ --
+#   gives the loss $-\ln 10^{-7} = 16.118$ and, worse, a **zero** gradient, since the clip is
+#   flat. The most wrong patches stop teaching the network anything. (For the paper's model,
+#   a `Dense(1, activation="sigmoid")` output, Keras *does* find the logits: it recognises the
+#   sigmoid and computes the fused, stable loss from $z$. So this failure is not the paper's;
+#   it is what happens to anyone who writes sigmoid and BCE as two separate layers.)
 # * Fused: $110$ and $-1$, exactly.
 #
-# The other side fails sooner: for a negative patch ($y=0$) with $z = 17$, $\sigma(17) = 1 - 4.1\times10^{-8}$
-# rounds to exactly $1.0$ in float32 (whose numbers just below 1 are $6\times10^{-8}$ apart), so
+# The other side fails sooner: for a negative patch ($y=0$) with $z = 17$, the sigmoid computed as
+# $1/(1 + e^{-17})$ in float32 gives exactly $1.0$. The reason is the sum in the denominator:
+# $e^{-17} = 4.1\times10^{-8}$ is less than half the spacing of float32 numbers just above 1
+# ($2^{-23} = 1.2\times10^{-7}$), so $1 + e^{-17}$ rounds to 1. (The true $\sigma(17) = 1 - 4.1\times10^{-8}$ is
+# itself representable to within rounding: float32 numbers just *below* 1 are $2^{-24} = 6\times10^{-8}$
+# apart, and the nearest one is $1 - 2^{-24}$, not 1.) Either way $1 - p$ has lost all its digits, so
 # $\log(1 - p) = -\infty$. The fused loss is $17 + \log(1 + e^{-17}) = 17.00000004$.
 
 # %%
@@ -186,6 +235,8 @@ print("p:", p_wrong, "| textbook:", textbook, "| clipped:", L_clip, g_clip, "| f
 
 # %% check
 assert p_wrong[0] == 0.0 and p_wrong[1] == 1.0            # float32 has lost both probabilities
+assert f32(1) + f32(np.exp(-17)) == f32(1)                # the sum 1 + e^-17 is where sigma(17) becomes 1
+assert f32(1 / (1 + np.exp(-17.0))) == f32(1) - f32(2.0 ** -24)   # correctly rounded, it would be 1 - 2^-24
 assert np.all(np.isinf(textbook))
 assert abs(L_clip - 7 * np.log(10)) < 1e-4 and g_clip[0] == 0.0
 assert abs(per_sample[0] - 110.0) < 1e-4 and abs(per_sample[1] - 17.0) < 1e-5
@@ -208,7 +259,7 @@ G_clipped = np.where((ps > 1e-7) & (ps < 1 - 1e-7), ps - 1, 0)
 G_fus = ps - 1
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
 a1.plot(zs, np.where(np.isinf(L_textbook), np.nan, L_textbook), lw=4, alpha=0.4, label="textbook (inf where p = 0)")
-a1.plot(zs, L_clipped, label="clipped p (Keras)")
+a1.plot(zs, L_clipped, label="clipped p")
 a1.plot(zs, L_fus, "--", label="fused with the sigmoid")
 a1.set(xlabel="logit z", ylabel="loss for y = 1", title="float32 loss of a positive patch")
 a1.legend()
@@ -254,7 +305,16 @@ assert np.allclose(model.grads["dense.b"], r.sum(), rtol=1e-10)
 assert model.params["dense.W"].size + model.params["dense.b"].size == 17
 
 # %% [markdown]
-# ## Exercises
+# ## Takeaways
+#
+# * Dense: $dW = X^\top G$, $db = \sum_n G_n$, $dX = G W^\top$ -- the shapes nearly force them.
+# * Sigmoid and binary cross-entropy fused into one function of the logit have the gradient
+#   $(\sigma(z) - y)/N$: prediction minus label.
+# * Written separately in float32 they fail on the most wrong patches: $p$ rounds to 0 or 1, and
+#   the loss is infinite; clipping $p$ makes it finite but kills the gradient.
+# * The model returns logits; probabilities are for people (`predict_proba`), logits for the loss.
+#
+# ## More exercises
 #
 # 1. Derive $\sigma'(z) = \sigma(z)(1 - \sigma(z))$ and show that $\sigma(-z) = 1 - \sigma(z)$. Which of
 #    the two is the package's `sigmoid` using for $z < 0$?
@@ -267,3 +327,5 @@ assert model.params["dense.W"].size + model.params["dense.b"].size == 17
 #    and the smallest subnormal, $2^{-149}$.) Confirm with `sigmoid` on a fine grid.
 # 5. The gradient $(\sigma(z) - y)/N$ is bounded by $1/N$ in size. What does that imply for
 #    the effect of a single mislabelled patch on one Adam step (notebook 6)?
+#
+# Next: [5. Gradient checking](05_gradient_checking.ipynb).

@@ -7,6 +7,13 @@
 # notebook builds the tool -- centred differences, a relative error, float64 -- shows the
 # traps (kinks, float32), catches two planted bugs, and then runs the package's check of
 # every layer and every parameter of the network (`shallowcnn gradcheck` on the command line).
+#
+# | | |
+# |---|---|
+# | **You will learn** | centred differences and their error; how to choose $h$; the relative error; to catch bugs in a backward pass, and to tell a bug from a kink |
+# | **You need** | Taylor series; [notebooks 3](03_backward.ipynb) and [4](04_dense_sigmoid_bce.ipynb) (the backward passes being checked) |
+# | **Time** | about 60 minutes with the two exercises (5.1 easy, 5.2 medium) |
+# | **Previous / next** | [4. Dense, sigmoid and BCE](04_dense_sigmoid_bce.ipynb) / [6. Adam and dropout](06_adam_dropout.ipynb) |
 
 # %%
 import os
@@ -14,7 +21,7 @@ import os
 import numpy as np
 import matplotlib.pyplot as plt
 
-from shallowcnn import gradcheck
+from shallowcnn import gradcheck, grading
 from shallowcnn.gradcheck import numerical_gradient, rel_error
 from shallowcnn.layers import Conv2D, Dense, GlobalMaxPool2D, ReLU
 from shallowcnn.model import ShallowCNN
@@ -112,6 +119,22 @@ assert refused
 # effectively absolute (times $10^8$). **Worked:** $\mathrm{rel}(1, 1.001) = 0.001/2.001 = 4.9975\times10^{-4}$;
 # $\mathrm{rel}(0, 0) = 0$; $\mathrm{rel}(10^{-10}, 2\times10^{-10}) = 10^{-10}/10^{-8} = 0.01$.
 # A correct float64 gradient typically scores $10^{-7}$ or better; $10^{-2}$ means a bug.
+#
+# **Exercise 5.1** (easy, 5 min) -- the relative error of two arrays (or numbers): the worst entry.
+
+# %%
+def my_rel_error(a, b):
+    """Largest |a - b| / max(1e-8, |a| + |b|) over the entries, as a float."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    # BEGIN SOLUTION 5.1 | easy | 5 min | elementwise first, then the worst entry; the floor 1e-8 keeps 0 / 0 away
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+    # END SOLUTION
+
+# %% check
+grading.check_rel_error(my_rel_error, "5.1")
+
+# %% [markdown]
+# The package's `rel_error` is the same function:
 
 # %%
 print(rel_error(1.0, 1.001), rel_error(0.0, 0.0), rel_error(1e-10, 2e-10))
@@ -126,11 +149,16 @@ assert rel_error(0.0, 0.0) == 0.0 and abs(rel_error(1e-10, 2e-10) - 0.01) < 1e-1
 # To check a layer, turn its output into a scalar: $L = \sum \mathrm{out} \odot R$ with a fixed random
 # $R$, so that $\partial L/\partial\,\mathrm{out} = R$ is what we feed to `backward`. (With $R = 1$ many bugs
 # hide: a gradient with two indices swapped, say, still sums the same numbers.) Then nudge
-# each entry of each array by $\pm h$, in place, and difference the losses:
+# each entry of each array by $\pm h$, in place, and difference the losses.
+#
+# **Exercise 5.2** (medium, 15 min) -- the centred-difference gradient. `loss()` reads `arr`, so
+# changing an entry in place changes the loss; put every entry back as you found it.
 
 # %%
 def num_grad(loss, arr, h=1e-5):
+    """Centred-difference gradient of the scalar loss() with respect to arr (same shape as arr)."""
     grad = np.zeros_like(arr)
+    # BEGIN SOLUTION 5.2 | medium | 15 min | nudge one entry at a time to old + h and to old - h, evaluate the loss each time, put the entry back, difference
     for idx in np.ndindex(arr.shape):
         old = arr[idx]
         arr[idx] = old + h
@@ -139,8 +167,16 @@ def num_grad(loss, arr, h=1e-5):
         down = loss()
         arr[idx] = old                      # always restore
         grad[idx] = (up - down) / (2 * h)
+    # END SOLUTION
     return grad
 
+# %% check
+grading.check_numerical_gradient(num_grad, "5.2")
+
+# %% [markdown]
+# Now on the dense layer of notebook 4, for its input and both parameters:
+
+# %%
 dense = Dense(16, 3, rng=rng, dtype=np.float64)
 X = rng.standard_normal((5, 16))
 R = rng.standard_normal((5, 3))
@@ -271,7 +307,16 @@ assert max(max(v.values()) for v in errs.values()) <= gradcheck.KINK_BOUND
 assert all(np.allclose(grads[False][k], grads[True][k], rtol=1e-10, atol=1e-14) for k in grads[False])
 
 # %% [markdown]
-# ## Exercises
+# ## Takeaways
+#
+# * Centred differences have error $O(h^2)$; with rounding, the best $h$ is about $\varepsilon^{1/3}$:
+#   check gradients in float64 with $h = 10^{-5}$, never in float32.
+# * Compare with the relative error's worst entry; a correct gradient scores about $10^{-7}$ or
+#   better, a bug $10^{-2}$ or worse.
+# * Weight the output with a random $R$ before summing, or symmetric bugs hide.
+# * Kinks (ReLU at 0, ties in a max) disagree with no bug present: keep inputs away from them.
+#
+# ## More exercises
 #
 # 1. Redo 5.2 with the one-sided difference. Where is its optimal $h$, and its best error, in
 #    float64 and float32? (Expect $\varepsilon^{1/2}$.)
@@ -282,5 +327,10 @@ assert all(np.allclose(grads[False][k], grads[True][k], rtol=1e-10, atol=1e-14) 
 #    (`x[n, :, i+1:i+K+1, ...]`, with a bigger input). Which relative error does the check report?
 # 4. Run `gradcheck.check_layer` on a `Dropout` layer *without* the `reset` argument. Why does
 #    it fail, and what does `reset` fix?
+#
+# ### Take-home
+#
 # 5. From the shell: `shallowcnn gradcheck --entries 0 --size 17` checks every entry. How long
 #    does it take, and which component has the largest error?
+#
+# Next: [6. Adam and dropout](06_adam_dropout.ipynb).

@@ -1,12 +1,20 @@
 # %% [markdown]
 # # 6. Adam and dropout, step by step
 #
-# The paper trains with Adam (learning rate 0.001, Keras' defaults otherwise) and
-# regularises with dropout that keeps 80% of the 16 pooled features. Both are a few lines of
-# code, and both are easy to get subtly wrong: a widely copied NumPy CNN re-created Adam's
-# moments every batch and skipped the bias correction, and nothing caught it. Here each is
-# computed by hand, number by number, and the package is checked against the hand
-# computation.
+# The paper trains with Adam (learning rate 0.001; for the rest we take Keras' defaults -- our
+# reading, since the paper lists no other setting but was written in TensorFlow 2) and regularises with dropout that keeps 80%. The paper does not say
+# where the dropout sits; our reading, which the package follows, is on the 16 pooled features
+# just before the dense layer. Both are a few lines of code, and both are easy to get subtly
+# wrong: a widely copied NumPy CNN re-created Adam's moments every batch and skipped the bias
+# correction, and nothing caught it. Here each is computed by hand, number by number, and the
+# package is checked against the hand computation.
+#
+# | | |
+# |---|---|
+# | **You will learn** | Adam's update and its bias correction, the classic Adam bugs, inverted dropout and its statistics, and what one training step does |
+# | **You need** | running averages; [notebook 4](04_dense_sigmoid_bce.ipynb) (the loss's gradient) |
+# | **Time** | about 60 minutes with the two exercises (6.1 medium, 6.2 easy) |
+# | **Previous / next** | [5. Gradient checking](05_gradient_checking.ipynb) / [7. Training](07_training.ipynb) |
 
 # %%
 import os
@@ -16,6 +24,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm in a notebook without ipywidgets
+from shallowcnn import grading
 from shallowcnn.layers import Dropout
 from shallowcnn.losses import BinaryCrossEntropyWithLogits
 from shallowcnn.model import ShallowCNN
@@ -39,8 +48,8 @@ rng = np.random.default_rng(0)
 #
 # $$w_t = w_{t-1} - \eta_t\,\frac{m_t}{\sqrt{v_t} + \epsilon}, \qquad \eta_t = \eta\,\frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t}.$$
 #
-# (This is Keras' arrangement, with the correction folded into the learning rate; the paper's
-# $\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ differs only in where $\epsilon$ sits.) Keras' defaults: $\eta = 0.001$,
+# (This is Keras' arrangement, with the correction folded into the learning rate; Kingma and
+# Ba's $\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ differs only in where $\epsilon$ sits.) Keras' defaults: $\eta = 0.001$,
 # $\beta_1 = 0.9$, $\beta_2 = 0.999$, $\epsilon = 10^{-7}$.
 #
 # **By hand**, one weight $w_0 = 1$ with gradients $g_1 = 0.5$, $g_2 = -0.2$:
@@ -51,8 +60,35 @@ rng = np.random.default_rng(0)
 # | $t=2$ | $0.045 - 0.02 = 0.025$ | $2.4975\times10^{-4} + 4\times10^{-5} = 2.8975\times10^{-4}$ | $10^{-3}\,\frac{\sqrt{0.001999}}{0.19} = 2.35317\times10^{-4}$ | $\eta_2 \frac{0.025}{0.0170220 + 10^{-7}} = 3.45604\times10^{-4}$ | $0.99865440$ |
 #
 # Note the first step: $m_1/\sqrt{v_1} = (1-\beta_1)g/(\sqrt{1-\beta_2}\,|g|)$, and the correction turns it into
-# exactly $\eta\,\mathrm{sign}(g)$ (up to $\epsilon$). Adam's steps are about $\eta$ in size whatever the scale of
-# the gradient.
+# exactly $\eta\,\mathrm{sign}(g)$ (up to $\epsilon$). Adam's steps are *typically* about $\eta$ in size whatever the
+# scale of the gradient -- but not at most $\eta$: a large gradient after a run of small ones makes
+# $m_t/\sqrt{v_t}$ as large as $(1-\beta_1)/\sqrt{1-\beta_2} = 3.16$, so a step can reach about $3.2\,\eta$
+# (Kingma and Ba, section 2.1).
+#
+# **Exercise 6.1** (medium, 20 min) -- one Adam step, in place. Update the moment arrays `m` and
+# `v` and the weights `w` *in place* (the caller keeps them between steps), for step number
+# $t = 1, 2, \dots$, in Keras' form above.
+
+# %%
+def adam_step(w, g, m, v, t, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
+    """Update w, m, v (arrays of one shape) in place with gradient g at step t >= 1."""
+    # BEGIN SOLUTION 6.1 | medium | 20 min | first the two moments (in place), then the bias-corrected learning rate, then the step on w (in place)
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    w -= lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t) * m / (np.sqrt(v) + eps)
+    # END SOLUTION
+
+# %% check
+grading.check_adam_step(adam_step, "6.1")
+w_mine, m_mine, v_mine = np.array([1.0]), np.zeros(1), np.zeros(1)
+for t, g in enumerate((0.5, -0.2), start=1):
+    adam_step(w_mine, np.array([g]), m_mine, v_mine, t)
+assert abs(w_mine[0] - 0.99865440) < 1e-8                 # the table above
+
+# %% [markdown]
+# The package's `Adam` keeps the moments per parameter and the step count itself:
 
 # %%
 w = {"w": np.array([1.0])}
@@ -188,6 +224,24 @@ plt.show()
 # **By hand:** with $p_\text{drop} = 0.2$ every output is either $0$ or $x/0.8 = 1.25\,x$. The layer draws
 # $u \sim U(0,1)$ from its generator and keeps the units with $u < 0.8$; drawing the same numbers from
 # the same seed, we can predict its output exactly.
+#
+# **Exercise 6.2** (easy, 10 min) -- inverted dropout's forward pass. Draw `u = rng.random(x.shape)`
+# (exactly once, so that the check can draw the same numbers), keep the units with
+# $u < 1 - p_\text{drop}$, and scale the survivors.
+
+# %%
+def inverted_dropout(x, p_drop, rng):
+    """x any shape, p_drop in [0, 1), rng a numpy Generator -> out of x's shape."""
+    # BEGIN SOLUTION 6.2 | easy | 10 min | draw u once with rng.random(x.shape); the survivors are the units with u < 1 - p_drop, scaled so that the mean stays x
+    keep = rng.random(x.shape) < 1 - p_drop
+    return np.where(keep, x / (1 - p_drop), 0.0)
+    # END SOLUTION
+
+# %% check
+grading.check_dropout(inverted_dropout, "6.2")
+
+# %% [markdown]
+# The package's `Dropout` layer draws its numbers the same way:
 
 # %%
 x = rng.standard_normal((4, 16))
@@ -220,7 +274,7 @@ assert abs(mean_out - 1.0) < 5 * 0.5 / np.sqrt(n)
 assert set(np.unique(o)) == {0.0, 1.25}
 
 # %% [markdown]
-# ## 6.3 One training step, by hand
+# ## 6.3 One training step, with our own Adam
 #
 # `shallowcnn.train.train_step` is the heart of training:
 #
@@ -231,8 +285,9 @@ assert set(np.unique(o)) == {0.0, 1.25}
 # adam.step(model.grads)                        # updates model.params in place
 # ```
 #
-# We repeat it by hand for three steps -- forward, backward, and Adam written out in NumPy
-# with our own moment arrays -- on a small float64 model, and compare every parameter with a
+# We repeat it for three steps on a small float64 model: the forward and backward passes are
+# the package's (`hand.forward`, `hand.backward`, checked in notebooks 3-5), the update is
+# `adam_step` from Exercise 6.1 with our own moment arrays. Every parameter is compared with a
 # twin model (same seed, so the same weights and dropout masks) trained by `train_step`.
 
 # %%
@@ -248,12 +303,9 @@ for t in (1, 2, 3):
     loss = bce.forward(hand.forward(xb, training=True), yb)
     hand.backward(bce.backward())
     for k, p in hand.params.items():
-        gk = hand.grads[k]
-        m[k] = 0.9 * m[k] + 0.1 * gk
-        v[k] = 0.999 * v[k] + 0.001 * gk ** 2
-        p -= 1e-3 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m[k] / (np.sqrt(v[k]) + 1e-7)
+        adam_step(p, hand.grads[k], m[k], v[k], t)          # Exercise 6.1, in place
     twin_loss, _ = train_step(twin, opt, xb, yb)
-    print(f"step {t}: loss by hand {loss:.10f}, train_step {twin_loss:.10f}")
+    print(f"step {t}: loss with our Adam {loss:.10f}, train_step {twin_loss:.10f}")
 
 # %% check
 assert all(np.allclose(hand.params[k], twin.params[k], rtol=1e-12, atol=1e-15) for k in hand.params)
@@ -262,11 +314,21 @@ assert not np.allclose(hand.params["conv1.W"], ShallowCNN(dtype=np.float64, seed
                                                           kernel_size=5).params["conv1.W"])   # it did move
 
 # %% [markdown]
-# ## Exercises
+# ## Takeaways
+#
+# * Adam keeps running means of $g$ and $g^2$ for the whole training; the bias correction
+#   $\sqrt{1-\beta_2^t}/(1-\beta_1^t)$ makes the early steps the right size.
+# * Its steps are typically about $\eta$ whatever the gradient's scale, and at most about $3.2\,\eta$.
+# * Re-creating the moments or skipping the bias correction still "trains" -- which is why the
+#   check against a hand computation matters.
+# * Inverted dropout scales the survivors by $1/(1-p_\text{drop})$ in training, so inference is
+#   the identity.
+#
+# ## More exercises
 #
 # 1. Show that the bias correction is exact for a constant gradient: if $g_t = g$ for all $t$, then
 #    $m_t/(1 - \beta_1^t) = g$ and $v_t/(1-\beta_2^t) = g^2$.
-# 2. Write the paper's form $w \leftarrow w - \eta\,\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ and compare it with the package's
+# 2. Write Kingma and Ba's form $w \leftarrow w - \eta\,\hat m_t/(\sqrt{\hat v_t} + \epsilon)$ and compare it with the package's
 #    Keras form over 1,000 steps on the quadratic of 6.1. How large does $\epsilon$ have to be before
 #    the two differ visibly?
 # 3. Why does Adam's effective step barely depend on the scale of the loss? Multiply the loss
@@ -277,3 +339,5 @@ assert not np.allclose(hand.params["conv1.W"], ShallowCNN(dtype=np.float64, seed
 #    mammogram (notebook 9).
 # 5. Dropout after a *global max pool* zeroes a whole feature map's vote. With $p_\text{drop} = 0.2$ and
 #    16 features, what is the probability that a training step sees all 16? At least 14?
+#
+# Next: [7. Training the paper's network](07_training.ipynb).

@@ -12,6 +12,13 @@
 # trains six epochs on about 3,000 patches from a 20-patient phantom -- a couple of minutes on two
 # cores, enough for a clearly trained network (the tests, in quick mode, run two epochs on a
 # handful of patches, and check only the machinery); `shallowcnn train` runs the full recipe.
+#
+# | | |
+# |---|---|
+# | **You will learn** | to write one training step from the pieces of notebooks 2-6; to check that a network can learn at all (overfit one batch); best-epoch selection; sensitivity, specificity and the ROC curve on unseen patients; what the trained filters, feature maps and gradients show |
+# | **You need** | notebooks [1](01_data.ipynb) (patches, split by patient) to [6](06_adam_dropout.ipynb) (Adam, dropout) |
+# | **Time** | about 60 minutes of reading and running (the training cell takes a few minutes), with the exercise 7.1 (medium) |
+# | **Previous / next** | [6. Adam and dropout](06_adam_dropout.ipynb) / [8. Making it fast](08_speed.ipynb) |
 
 # %%
 import os
@@ -23,11 +30,14 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 warnings.filterwarnings("ignore", message="IProgress not found")   # tqdm in a notebook without ipywidgets
+from shallowcnn import grading
 from shallowcnn.data.patches import make_patches
 from shallowcnn.data.phantom import generate_phantom
 from shallowcnn.layers import Conv2D, Dense, GlobalMaxPool2D, ReLU
+from shallowcnn.losses import BinaryCrossEntropyWithLogits
 from shallowcnn.metrics import classification_metrics, format_metrics, roc_auc, roc_curve
 from shallowcnn.model import ShallowCNN
+from shallowcnn.optim import Adam
 from shallowcnn.train import TrainConfig, Trainer
 
 QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: tiny data, 2 epochs, no accuracy check
@@ -71,8 +81,9 @@ assert not set(store.patient[store.split == "test"]) & set(store.patient[store.s
 # %% [markdown]
 # ## 7.2 The network
 #
-# `ShallowCNN` is the paper's Table 2: 492 + 7,792 + 17 = 8,301 parameters, Glorot-uniform weights
-# and zero biases as Keras initialises them.
+# `ShallowCNN` is the paper's Table 2: 492 + 7,792 + 17 = 8,301 parameters. The paper does not
+# say how it initialised them; our reading is Keras' defaults, Glorot-uniform weights and zero
+# biases, and the package does the same.
 
 # %%
 model = ShallowCNN(backend=BACKEND, seed=0)
@@ -84,7 +95,89 @@ assert model.n_params() == 8301 == 492 + 7792 + 17
 assert np.all(model.params["conv1.b"] == 0) and np.abs(model.params["conv1.W"]).max() <= np.sqrt(6 / (81 + 486))
 
 # %% [markdown]
-# ## 7.3 Training
+# The shapes a patch goes through, drawn as in the paper's Fig. 4 (measured on the model, not
+# typed in): each box is a stack of feature maps (one outline per map), its height to scale.
+
+# %%
+h = x_tr[:1]
+shapes = [h.shape[1:]]
+for layer in (model.conv1, model.relu1, model.conv2, model.relu2, model.pool):
+    h = layer.forward(h)
+    if layer in (model.conv1, model.conv2, model.pool):
+        shapes.append(h.shape[1:])
+shapes.append(model.dense.forward(h).shape[1:])              # one logit per patch
+print(shapes)
+
+names = ["input patch", "conv1 + ReLU", "conv2 + ReLU", "global max pool", "dense + sigmoid"]
+ops = ["6 filters 9x9", "16 filters 9x9", "max per map", "16 weights + bias"]
+xs = [0, 95, 200, 320, 420]                                 # where each stage starts
+fig, ax = plt.subplots(figsize=(13, 3.8))
+for k, (name, shape, x0) in enumerate(zip(names, shapes, xs)):
+    if len(shape) == 3:                                      # a stack of maps, to scale, one outline per map
+        depth, side = shape[0], shape[1]
+        for d in range(depth):
+            ax.add_patch(plt.Rectangle((x0 + 2.5 * d, 2.5 * d), side / 5, side, fc="tab:blue", ec="k", lw=0.4, alpha=0.3))
+        right, label = x0 + side / 5 + 2.5 * depth, f"{depth} x {side} x {shape[2]}"
+    else:                                                    # a vector: one small square per number
+        depth = shape[0]
+        for d in range(depth):
+            ax.add_patch(plt.Rectangle((x0, 72 + 7 * (d - depth / 2)), 7, 7, fc="tab:orange", ec="k", lw=0.4))
+        right, label = x0 + 7, f"{depth} number{'s' * (depth > 1)}"
+    ax.text(x0, -12, f"{name}\n{label}", fontsize=9, va="top")
+    if k < len(ops):
+        ax.annotate("", (xs[k + 1] - 6, 72), (right + 6, 72), arrowprops=dict(arrowstyle="->"))
+        ax.text((right + xs[k + 1]) / 2, 80, ops[k], fontsize=8, ha="center")
+ax.set(xlim=(-5, 470), ylim=(-40, 190), aspect="equal")
+ax.axis("off")
+ax.set_title("The shallow CNN (after the paper's Fig. 4): 8,301 parameters")
+plt.show()
+
+# %% check
+assert shapes == [(1, 144, 144), (6, 136, 136), (16, 128, 128), (16,), (1,)]
+
+# %% [markdown]
+# ## 7.3 Before training: can it learn at all?
+#
+# A network that cannot memorise a handful of examples will not learn from thousands -- a bug
+# in a backward pass, a sign error in the update or a dead initialisation all show up here in
+# seconds. So first write one training step from the pieces of notebooks 4-6, then train it on
+# one batch of 16 patches (8 of each class) until the loss is nearly zero. Dropout is off for
+# this test (it is there to *prevent* memorising), and the learning rate is a little higher
+# than the paper's to get there in a few dozen steps.
+#
+# **Exercise 7.1** (medium, 15 min) -- one training step. Forward with dropout on, the fused
+# loss, backward, one Adam step; return the loss (computed before the update).
+
+# %%
+def my_train_step(model, opt, loss_fn, xb, yb):
+    """One step of training on (xb, yb); returns the batch's loss before the update."""
+    # BEGIN SOLUTION 7.1 | medium | 15 min | forward with dropout on, loss, backward, optimiser step -- in that order, as train_step does in notebook 6
+    loss = loss_fn.forward(model.forward(xb, training=True), yb)
+    model.backward(loss_fn.backward())
+    opt.step(model.grads)
+    return loss
+    # END SOLUTION
+
+# %% check
+grading.check_training_step(my_train_step, "7.1")        # the same numbers as the package's train_step
+
+# %%
+pick = np.concatenate([np.flatnonzero(y_tr == c)[:8] for c in (0, 1)])
+x16, y16 = x_tr[pick], y_tr[pick]
+learner = ShallowCNN(backend=BACKEND, seed=1, p_drop=0.0)
+opt16, bce16 = Adam(learner.params, lr=3e-3), BinaryCrossEntropyWithLogits()
+overfit = []
+for step in range(400):
+    overfit.append(my_train_step(learner, opt16, bce16, x16, y16))
+    if overfit[-1] < 0.05:
+        break
+print(f"loss on 16 patches: {overfit[0]:.3f} at the start, {overfit[-1]:.4f} after {len(overfit)} steps")
+
+# %% check
+grading.check_overfits(overfit, target=0.05)             # the tests run this too: a network that stopped learning fails
+
+# %% [markdown]
+# ## 7.4 Training
 #
 # `Trainer` runs the epochs: a new shuffle of the training patches each epoch, `train_step` on
 # every batch (notebook 6), then the loss and accuracy on the validation patches without
@@ -129,7 +222,7 @@ a2.legend()
 plt.show()
 
 # %% [markdown]
-# ## 7.4 Metrics on the test patients
+# ## 7.5 Metrics on the test patients
 #
 # With the threshold 0.5 of the paper, the confusion matrix counts true and false positives and
 # negatives, and from it: accuracy $\frac{TP+TN}{N}$, sensitivity $\frac{TP}{TP+FN}$ (clusters found),
@@ -169,7 +262,7 @@ assert abs(m["accuracy"] - (tp + tn) / len(y_te)) < 1e-12
 assert abs(m["sensitivity"] - tp / (tp + fn)) < 1e-12 and abs(m["specificity"] - tn / (tn + fp)) < 1e-12
 
 # %% [markdown]
-# ## 7.5 The ROC curve
+# ## 7.6 The ROC curve
 #
 # Moving the threshold from 1 down to 0 trades specificity for sensitivity; the ROC curve plots
 # the true-positive rate against the false-positive rate along the way. Its area (AUC) has a
@@ -203,10 +296,11 @@ ax.legend(loc="lower right")
 plt.show()
 
 # %% [markdown]
-# ## 7.6 The learned filters
+# ## 7.7 The learned filters
 #
 # The six $9\times9$ filters of conv1, before and after training (same colour scale per filter). Adam
-# moves each weight by at most about the learning rate, 0.001, per step, while Glorot's initial
+# moves each weight by typically about the learning rate, 0.001, per step (at most about 3.2 times
+# that, notebook 6), and the steps of a noisy gradient partly cancel, while Glorot's initial
 # weights are of order 0.1: after a few hundred steps most of each filter is still its random
 # start. Look for what has changed, though: some filters have grown a compact warm (positive) blob
 # a few pixels wide on a cooler surround -- a bright-spot detector the size of a
@@ -226,7 +320,7 @@ plt.show()
 print("mean |change| of conv1 weights:", float(np.abs(W1 - W0).mean()))
 
 # %% [markdown]
-# ## 7.7 Feature maps of a positive and a negative patch
+# ## 7.8 Feature maps of a positive and a negative patch
 #
 # To look inside we rebuild the network from the package's layers with the trained weights,
 # in float64 and with `need_dx` on for conv1 (so that the gradient reaches the patch), and run
@@ -288,7 +382,7 @@ plt.show()
 # after the global max pool only their brightest point counts. A map with a negative weight
 # responds to tissue and pulls the logit down.
 #
-# ## 7.8 What the network looks at
+# ## 7.9 What the network looks at
 #
 # The gradient of the logit with respect to the patch, $\partial z/\partial x$, tells which pixels would
 # change the answer. By notebook 3 it lives only inside the $17\times17$ fields of view of the (at
@@ -341,16 +435,30 @@ plt.show()
 # positives, which is where its remaining errors come from.
 
 # %% [markdown]
-# ## Exercises
+# ## Takeaways
+#
+# * A training step is four lines: forward with dropout, fused loss, backward, Adam.
+# * Before a long run, overfit one small batch: if the loss does not go to ~0, something is broken.
+# * Keep the epoch with the best validation accuracy, and judge it on patients never seen in
+#   training or in that choice; report sensitivity and specificity, not only accuracy.
+# * The trained network's answer is a weighted vote of 16 detectors, each looking at a
+#   $17 \times 17$ window: the gradient shows exactly which pixels it used.
+#
+# ## More exercises
+#
+# 3. Pick the threshold that gives 95% sensitivity on the *validation* split from its ROC curve,
+#    and report the specificity it gives on the test split.
+# 5. Interrupt a training run (Ctrl-C) and continue it with `--resume`. Check that the history
+#    is identical to an uninterrupted run with the same seed.
+#
+# ### Take-home (runs of many minutes to hours)
 #
 # 1. Train for the paper's 100 epochs from the shell (`shallowcnn patches` then `shallowcnn train
 #    patches.npz -o run`) and compare the curves with the paper's Fig. 5. Does the validation
 #    loss rise at the end (overfitting)?
 # 2. Rebuild the store with `split_mode="paper"` (notebook 1) and train again. How much higher is
 #    the test accuracy, and what does that say about the paper's 99.3%?
-# 3. Pick the threshold that gives 95% sensitivity on the *validation* split from its ROC curve,
-#    and report the specificity it gives on the test split.
 # 4. Train two networks with seeds 0 and 1. How different are their test accuracies? How many
 #    test patients would you need for the difference to be significant?
-# 5. Interrupt a training run (Ctrl-C) and continue it with `--resume`. Check that the history
-#    is identical to an uninterrupted run with the same seed.
+#
+# Next: [8. Making it fast](08_speed.ipynb).

@@ -7,10 +7,18 @@
 # **fusion**, **sparsity** -- checks every fast path against the reference, looks at the CUDA
 # kernels, and ends with a benchmark against PyTorch and Keras.
 #
-# Timings depend on the machine (the numbers quoted in the prose were measured on a 2-core
-# AVX-512 server); the checks compare numbers, never times. In quick mode (the tests) the
-# sizes are tiny, and the PyTorch / Keras comparison runs only when
-# `SHALLOWCNN_TUTORIAL_PEERS=1` is set and they are installed.
+# Timings depend on the machine: the CPU that produced the stored outputs is recorded in the
+# notebook's metadata (`metadata.shallowcnn.provenance`), and the prose quotes no fixed numbers.
+# The checks compare numbers, never times. In quick mode (the tests) the sizes are tiny, and the
+# PyTorch / Keras comparison runs only when `SHALLOWCNN_TUTORIAL_PEERS=1` is set and they are
+# installed.
+#
+# | | |
+# |---|---|
+# | **You will learn** | to profile a training step; the three ideas of the fast kernels (blocking, fusion, sparsity) and how each is checked against the reference; how to read a benchmark |
+# | **You need** | notebooks [2](02_convolution_forward.ipynb) and [3](03_backward.ipynb) (the arithmetic being sped up); a little about caches and SIMD helps |
+# | **Time** | about 45 minutes of reading and running; the exercises are take-home |
+# | **Previous / next** | [7. Training](07_training.ipynb) / [9. Scanning a whole mammogram](09_scanning.ipynb) |
 
 # %%
 import os
@@ -74,6 +82,35 @@ print(f"total {total:.2f} s for {N} patches of {S} x {S}: {N / total:.1f} patche
 conv2_share = (times["conv2 fwd"] + times["conv2 bwd"]) / total
 assert conv2_share > 0.5                          # conv2 dominates, as the FLOP count says
 
+# %% [markdown]
+# One bar looks wrong: conv1's backward costs many times its forward, although both do the same
+# $2 \cdot 81 \cdot 6 \cdot 136^2$ multiply-adds per patch (conv1's $dx$ is not computed: nothing
+# needs the gradient of the patch). The arithmetic is not the cause; the route NumPy takes is.
+# The reference calls `einsum(..., optimize=True)` so that conv2's big contractions go to the
+# matrix-multiply library (BLAS). For conv1's weight gradient, `einsum("nfhw,nchw->fc")` with
+# $F = 6$ filters and $C = 1$ channel, that route means copying both operands into matrices and
+# multiplying a $6 \times N\!\cdot\!136^2$ matrix by an $N\!\cdot\!136^2 \times 1$ one -- a shape that
+# matrix libraries handle badly, and whose threads suffer most when the machine is busy -- 81
+# times. NumPy's own einsum loop (no `optimize`) does the same sum without copies, and faster.
+# Measured on one kernel offset:
+
+# %%
+g1 = rng.random((N, 6, S - 8, S - 8), dtype=np.float32)
+window = x[:, :, 3:3 + S - 8, 5:5 + S - 8]                # one kernel offset, (p, q) = (3, 5)
+t_fwd = best_of(lambda: np.einsum("fc,nchw->nfhw", model.conv1.params["W"][:, :, 3, 5], window, optimize=True))
+t_blas = best_of(lambda: np.einsum("nfhw,nchw->fc", g1, window, optimize=True))
+t_loop = best_of(lambda: np.einsum("nfhw,nchw->fc", g1, window))
+print(f"one offset of conv1: forward {t_fwd * 1e3:.2f} ms; dW via BLAS (optimize=True) {t_blas * 1e3:.2f} ms, "
+      f"dW by einsum's own loop {t_loop * 1e3:.2f} ms")
+
+# %% check
+assert np.allclose(np.einsum("nfhw,nchw->fc", g1, window, optimize=True), np.einsum("nfhw,nchw->fc", g1, window),
+                   rtol=1e-3)                             # the same numbers by both routes
+
+# %% [markdown]
+# The reference is written to be read, not tuned; the Numba kernels below compute conv1's $dW$
+# directly, and only at the few rows the sparse gradient reaches.
+
 # %%
 fig, ax = plt.subplots(figsize=(7, 3))
 names = list(times)
@@ -133,17 +170,17 @@ assert np.allclose(cpu.conv2d_forward(h1, W2, b2), ref_out, rtol=1e-4, atol=1e-4
 #
 # The plain loop loads `x[n, c, i+p, j+q]` and the output `out[n, f, i, j]` once per multiply-add:
 # it is limited by memory traffic, not by arithmetic. `cpu.py` rearranges the same sum so that
-# every value loaded feeds several multiply-adds:
+# every value loaded feeds several multiply-adds. The ideas, whatever the exact block sizes
+# (they are tuned to the machine and documented in `cpu.py` itself):
 #
-# * **filter blocking**: one pass over an input row serves $F_B = 4$ filters at once, so each
-#   loaded input value is used 4 times;
-# * **tap unrolling**: the $K = 9$ taps $q$ along a row are unrolled (K is a compile-time constant),
-#   and the $4 \times 9$ weights stay in registers for the whole row;
-# * **tiling**: the output tile ($F_B$ filters x 128 columns, 2 KB) stays in the L1 cache and is
-#   read and written once per input row $(c, p)$ instead of once per tap.
+# * **filter blocking**: one pass over an input row serves several filters at once, so each
+#   loaded input value is used several times;
+# * **keeping weights in registers**: the taps of those filters along a row are loaded once per
+#   row, not once per output;
+# * **tiling**: a block of output stays in the L1 cache while every input row $(c, p)$ that
+#   contributes to it streams past, instead of going to memory once per tap.
 #
-# (On the 2-core machine of these notes: about 45 GFLOP/s for the plain loop, 88 with four
-# filters per pass, against NumPy's matrix-multiply peak of about 207.)
+# The cell above shows what each step buys on this machine.
 #
 # ## 8.3 Fusion: conv2 + ReLU + global max pool
 #
@@ -160,6 +197,16 @@ t_unfused = best_of(lambda: np.maximum(cpu.conv2d_forward(h1, W2, b2).reshape(N,
 t_fused = best_of(lambda: cpu.conv_relu_maxpool_forward(h1, W2, b2))
 print(f"conv2 then max: {t_unfused * 1e3:.1f} ms, fused: {t_fused * 1e3:.1f} ms; "
       f"a batch of 64 would write {64 * 16 * 128 * 128 * 4:,} bytes without fusion")
+
+# %% [markdown]
+# If the fused kernel is no faster here, or even slower, that is not a measurement error. Fusion
+# saves *memory traffic* -- the conv2 output written and read back -- not arithmetic: both do the
+# same multiply-adds, and the fused one also compares every output with a running maximum and
+# records its position. At this batch the unfused output is only
+# $N \cdot 16 \cdot 128^2 \cdot 4$ bytes and mostly stays in cache, so the saving is small and the extra
+# comparisons can cost as much. Fusion pays at the paper's batch of 64 (67 MB that would go to main
+# memory) and during training, where it is what makes the sparse backward possible: the backward
+# needs only the maximum and its position, which the fused forward keeps.
 
 # %% check
 assert 64 * 16 * 128 * 128 * 4 == 67_108_864
@@ -358,10 +405,25 @@ plt.show()
 # %% [markdown]
 # Where the sparse backward pays: a framework's training step costs about three forward passes
 # (forward, and the dense $dx$ and $dW$ of every convolution), while shallowcnn's costs barely more
-# than one, because the max pool's gradient is almost all zeros. On the machine of these notes,
-# batch 64 at 144 x 144, PyTorch trained 90 patches/s and inferred 310; Keras 74 and 588.
+# than one, because the max pool's gradient is almost all zeros.
 #
-# ## Exercises
+# These numbers are smaller than the README's speed table, and should be: this cell times a
+# batch of 16 (the README: 64, in separate processes, with more repeats, on an otherwise idle
+# machine), and a notebook kernel shares the CPU with whatever else runs. Per-batch overheads
+# (Python, thread start-up in `prange`) weigh four times as much on a batch of 16. Use
+# `benchmarks/bench_train.py` for numbers to quote.
+#
+# ## Takeaways
+#
+# * Profile first: conv2 dominates, as the FLOP count says, and the reference's backward
+#   pays for memory copies more than for arithmetic.
+# * Blocking makes each loaded value feed several multiply-adds; fusion avoids writing a map that
+#   is only needed for its maximum; sparsity skips the gradient's zeros.
+# * Every fast path is checked against the reference, to float32 rounding; the CUDA kernels are
+#   checked in the simulator where there is no GPU.
+# * Benchmarks depend on the batch, the machine and its load: compare like with like.
+#
+# ## Exercises (take-home: they need benchmark runs and edits to `cpu.py`)
 #
 # 1. Run `python benchmarks/bench_train.py` and compare with the numbers above. Which backend
 #    wins at inference, and why can shallowcnn's training beat a framework that infers faster?
@@ -373,3 +435,5 @@ plt.show()
 #    layer to recompute, and why is that cheap?
 # 5. With `NUMBA_ENABLE_CUDASIM=1`, run `tests/test_kernels_cuda.py` and read one kernel of
 #    `cuda.py` side by side with its twin in `cpu.py`.
+#
+# Next: [9. Scanning a whole mammogram](09_scanning.ipynb).

@@ -7,6 +7,13 @@
 # the work, since neighbouring windows at stride 16 share 89% of their pixels. This notebook
 # shows why the network can instead run *once* over the whole image, checks that this gives
 # exactly the same numbers as cutting patches, and scans a phantom mammogram.
+#
+# | | |
+# |---|---|
+# | **You will learn** | why a network of valid convolutions and a global max pool can run once over a whole image; how window maxima are assembled from block maxima; to scan a mammogram and compare the detections with the annotations |
+# | **You need** | notebooks [2](02_convolution_forward.ipynb) (field of view) and [7](07_training.ipynb) (a trained network) |
+# | **Time** | about 45 minutes of reading and running (full mode trains a small network for a few minutes) |
+# | **Previous / next** | [8. Making it fast](08_speed.ipynb) / -- (the end of the course) |
 
 # %%
 import os
@@ -222,6 +229,14 @@ for d in result.detections:
 # also scores the detections against the annotated clusters (FROC: sensitivity against false
 # positives per image).
 #
+# ## Takeaways
+#
+# * Up to the global max pool the network is convolutional: one pass over the whole image gives
+#   every window's 16 features, identical to cutting the windows out.
+# * A window's maximum is the maximum of a few block maxima, so the scanner keeps only those.
+# * A probability map and its local maxima are detections; scoring them against the annotated
+#   clusters (hits within 1 cm, false positives per image) is what FROC measures.
+#
 # ## Exercises
 #
 # 1. Show that $\max(\mathrm{relu}(z)) = \mathrm{relu}(\max z)$, and explain why that lets the scanner apply the
@@ -236,3 +251,39 @@ for d in result.detections:
 # 5. With a trained model (notebook 7 or `shallowcnn train`), count how many true clusters get a
 #    detection within 1 cm of their centre, and how many detections are false, at thresholds
 #    0.5, 0.7 and 0.9.
+
+# %% [markdown]
+# ## 9.5 Taking the model elsewhere: ONNX
+#
+# Everything above is two convolutions, two ReLUs, a max over windows and a dot product: operators
+# that every deep-learning framework has. `shallowcnn export model.npz -o model.onnx` writes the
+# network as a standard ONNX graph (Conv, Relu, Conv, Relu, GlobalMaxPool, Gemm, Sigmoid), which
+# onnxruntime, OpenCV or a browser can run without shallowcnn; `--heatmap --stride 16` writes the
+# whole-image variant, whose global max pool becomes the two max pools of the scanner (blocks of
+# $g \times g$, then $128/g$ blocks per window: `scan.window_blocks`). Its output is the probability of every window -- the
+# map above, except that it does not skip the background. Export the model we scanned with and run
+# it in onnxruntime (if installed: `pip install ".[interop]"`):
+
+# %%
+import importlib.util
+
+from shallowcnn.constants import pixels_to_input
+from shallowcnn.interop.onnx_export import export_onnx
+
+have_onnx = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+if have_onnx:
+    import onnxruntime
+
+    onnx_path = export_onnx(model, WORK / "model_heatmap.onnx", heatmap_stride=16)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    x = pixels_to_input(scan_img.pixels[None, None])                  # (1, 1, H, W) float32, pixels / 255
+    onnx_map = session.run(None, {"x": x})[0][0, 0]                   # (1, 1, nR, nC) -> (nR, nC)
+    in_breast = np.isfinite(result.prob_map)
+    onnx_diff = np.abs(onnx_map[in_breast] - result.prob_map[in_breast]).max()
+    print(f"{onnx_path.name}: {onnx_path.stat().st_size:,} bytes, map {onnx_map.shape}, "
+          f"max difference from scan_image in the breast {onnx_diff:.1e}")
+else:
+    print('skipped: onnx and onnxruntime are not installed (pip install ".[interop]")')
+
+# %% check
+assert not have_onnx or (onnx_map.shape == result.prob_map.shape and onnx_diff < 1e-5)

@@ -1,0 +1,236 @@
+"""Reading one DICOM mammogram, its header checked before any pixel is decoded.
+
+    image = read_dicom(path)        # DicomImage: .pixels (H, W) int32, .spacing_mm
+
+What the header declares (size, frames, bits, rescale, pixel size) is checked against the
+limits below by :func:`check_dicom_header` first, so a small damaged or hostile file is
+refused with its name (:class:`~shallowcnn.data.problems.InbreastError`) instead of
+taking the machine's memory or wrapping every pixel around in int32.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..constants import PIXEL_MM
+from ..messages import cap, number, short
+from .problems import InbreastError
+
+@dataclass
+class DicomImage:
+    """One mammogram.
+
+    pixels      (H, W) int32 (float32 only if the rescale slope/intercept are not
+                integers): stored values masked to BitsStored, inverted if MONOCHROME1
+                (so that dense tissue and calcifications are always bright), then
+                ``slope * value + intercept``.
+    spacing_mm  (row, column) pixel size in mm (PixelSpacing, else ImagerPixelSpacing,
+                else 0.07 as INbreast).
+    bits_stored the BitsStored attribute (14 for INbreast).
+    """
+
+    path: Path
+    pixels: np.ndarray
+    spacing_mm: tuple
+    bits_stored: int
+    photometric: str
+
+    @property
+    def shape(self) -> tuple:
+        return self.pixels.shape
+
+
+# Limits that keep a small damaged or hostile file from taking the machine's memory. A
+# header is checked against them before any pixel is decoded.
+MAX_IMAGE_SIDE = 16_384           # px; INbreast's longest side is 4,084
+MAX_IMAGE_PIXELS = 40_000_000     # px; three times INbreast's 3,328 x 4,084
+PIXEL_MM_RANGE = (0.01, 1.0)      # mm; mammograms use 0.05 - 0.1 mm pixels
+MAX_PIXEL_VALUE = 2 ** 31 - 1     # rescaled values must fit a 32-bit integer
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+DEFLATE_SLACK_BYTES = 64 << 20    # what a deflated file may inflate to beyond 4 bytes per pixel
+
+
+@dataclass
+class DicomHeader:
+    """The attributes :func:`read_dicom` needs, checked (see :func:`check_dicom_header`)."""
+
+    rows: int
+    columns: int
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    photometric: str
+    slope: float
+    intercept: float
+    spacing_mm: tuple
+
+
+def _header_number(header, keyword: str, default, path, integer: bool = False):
+    """``header[keyword]`` (or ``default`` when absent or blank) as a finite float or an int."""
+    value = header.get(keyword, None)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InbreastError(path, f"{keyword} {short(value)} is not a number") from None
+    if not np.isfinite(number):
+        raise InbreastError(path, f"{keyword} {short(value)} is not a finite number")
+    if integer:
+        if not number.is_integer():
+            raise InbreastError(path, f"{keyword} {number:g} is not a whole number")
+        return int(number)
+    return number
+
+
+def check_dicom_header(header, path) -> DicomHeader:
+    """Check what a DICOM header declares before any pixel is decoded.
+
+    header  a pydicom Dataset read without its pixels, or any mapping keyword -> value
+    Raises :class:`InbreastError` naming the file for sizes beyond :data:`MAX_IMAGE_SIDE`
+    or :data:`MAX_IMAGE_PIXELS`, more than one frame or sample, impossible bit depths,
+    a rescale that is not finite or does not fit 32-bit integers, and a pixel size outside
+    :data:`PIXEL_MM_RANGE` (it sets how far the image is resampled).
+    """
+    rows = _header_number(header, "Rows", None, path, integer=True)
+    columns = _header_number(header, "Columns", None, path, integer=True)
+    if rows is None or columns is None:
+        raise InbreastError(path, "DICOM header lacks Rows or Columns")
+    if not (1 <= rows <= MAX_IMAGE_SIDE and 1 <= columns <= MAX_IMAGE_SIDE) or rows * columns > MAX_IMAGE_PIXELS:
+        raise InbreastError(path, f"declares {number(columns)} x {number(rows)} pixels (width x height); at most "
+                                  f"{MAX_IMAGE_SIDE} per side and {MAX_IMAGE_PIXELS:,} in all are read")
+    frames = _header_number(header, "NumberOfFrames", 1, path, integer=True)
+    samples = _header_number(header, "SamplesPerPixel", 1, path, integer=True)
+    if frames != 1 or samples != 1:
+        raise InbreastError(path, f"expected one grey-level frame, the header declares {frames} frame(s) "
+                                  f"of {samples} sample(s) per pixel")
+    bits_allocated = _header_number(header, "BitsAllocated", 16, path, integer=True)
+    bits_stored = _header_number(header, "BitsStored", bits_allocated, path, integer=True)
+    if bits_allocated not in (8, 16, 32) or not 1 <= bits_stored <= bits_allocated:
+        raise InbreastError(path, f"BitsAllocated {bits_allocated} / BitsStored {bits_stored} is not a "
+                                  f"grey-level image of 8, 16 or 32 bits")
+    signed = _header_number(header, "PixelRepresentation", 0, path, integer=True) == 1
+    photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise InbreastError(path, f"PhotometricInterpretation {short(photometric)} is not a grey-level mammogram")
+    slope = _header_number(header, "RescaleSlope", 1.0, path) or 1.0
+    intercept = _header_number(header, "RescaleIntercept", 0.0, path)
+    lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+    extremes = (slope * lo + intercept, slope * hi + intercept)
+    if max(abs(v) for v in extremes) > MAX_PIXEL_VALUE:
+        raise InbreastError(path, f"RescaleSlope {slope:.6g} and RescaleIntercept {intercept:.6g} take "
+                                  f"{bits_stored}-bit values beyond +-{MAX_PIXEL_VALUE:,} (32-bit integers)")
+    spacing = header.get("PixelSpacing", None) or header.get("ImagerPixelSpacing", None) or (PIXEL_MM, PIXEL_MM)
+    try:
+        spacing_mm = (float(spacing[0]), float(spacing[1]))
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+        raise InbreastError(path, f"PixelSpacing {short(spacing)} is not two numbers") from None
+    low, high = PIXEL_MM_RANGE
+    if not all(low <= s <= high for s in spacing_mm):   # also False for NaN
+        raise InbreastError(path, f"PixelSpacing {spacing_mm[0]:.6g} x {spacing_mm[1]:.6g} mm is outside "
+                                  f"{low} - {high} mm (mammograms use 0.05 - 0.1 mm pixels)")
+    return DicomHeader(rows=rows, columns=columns, bits_allocated=bits_allocated, bits_stored=bits_stored,
+                       signed=signed, photometric=photometric, slope=slope, intercept=intercept,
+                       spacing_mm=spacing_mm)
+
+
+def _check_deflated_size(path: Path) -> None:
+    """Refuse a deflate-compressed DICOM that would inflate beyond what the limits allow.
+
+    pydicom inflates such a file whole before reading its header, so a file of a few
+    hundred KB could claim gigabytes. The data set starts after the file meta group
+    (128-byte preamble, "DICM", then group 2 whose length is its first element); it is
+    inflated here in 1 MB steps, counting, without keeping the output.
+    """
+    import zlib
+
+    with open(path, "rb") as f:
+        head = f.read(144)
+        if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+            return  # not the usual layout: pydicom's own checks apply
+        meta_end = 144 + int.from_bytes(head[140:144], "little")
+        f.seek(132)
+        if DEFLATED_TRANSFER_SYNTAX.encode() not in f.read(meta_end - 132):
+            return
+        limit = 4 * MAX_IMAGE_PIXELS + DEFLATE_SLACK_BYTES
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := f.read(1 << 20):
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 20))
+                except zlib.error as e:
+                    raise InbreastError(path, f"damaged deflate-compressed DICOM ({e})") from None
+                if total > limit:
+                    raise InbreastError(path, f"deflate-compressed DICOM inflates to more than "
+                                              f"{limit / 2 ** 20:,.1f} MB, beyond any image this package reads")
+                chunk = inflater.unconsumed_tail
+
+
+def read_dicom(path) -> DicomImage:
+    """Read a mammogram through pydicom; see :class:`DicomImage` for what is done.
+
+    The header is read and checked first (:func:`check_dicom_header`), so a file that
+    declares a huge or impossible image is refused before its pixels are decoded.
+    Raises :class:`InbreastError` naming the file if it is missing, truncated, not DICOM,
+    has no pixel data or is not a single grey-level frame.
+    """
+    import pydicom  # imported here so that `shallowcnn --help` stays quick
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InbreastError(path, "no such file" if not path.exists() else "not a regular file")
+    _check_deflated_size(path)
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        found = check_dicom_header(header, path)
+        ds = pydicom.dcmread(path)
+    except InbreastError:
+        raise
+    except InvalidDicomError as e:
+        raise InbreastError(path, f"not a DICOM file ({e})") from None
+    except Exception as e:  # pydicom raises many kinds on damaged files
+        raise InbreastError(path, f"unreadable DICOM file ({type(e).__name__}: {cap(e)})") from None
+    if "PixelData" not in ds:
+        raise InbreastError(path, "DICOM file has no pixel data")
+    try:
+        stored = ds.pixel_array
+    except Exception as e:  # truncated pixel data, unknown transfer syntax, ...
+        raise InbreastError(path, f"truncated or damaged DICOM: cannot decode the pixel data "
+                                  f"({type(e).__name__}: {cap(e)})") from None
+    if stored.shape != (found.rows, found.columns):
+        raise InbreastError(path, f"expected one grey-level frame of {found.rows} x {found.columns}, "
+                                  f"got pixel array of shape {stored.shape}")
+
+    bits_stored, signed = found.bits_stored, found.signed
+    values = stored.astype(np.int64)
+    # Keep only the BitsStored low bits: the high bits of a 16-bit word may hold overlay
+    # or garbage. Signed data is sign-extended from bit BitsStored-1.
+    mask = (1 << bits_stored) - 1
+    values &= mask
+    if signed:
+        sign_bit = 1 << (bits_stored - 1)
+        values = (values ^ sign_bit) - sign_bit
+    if found.photometric == "MONOCHROME1":
+        # MONOCHROME1: the smallest value is displayed white. Flip it so that bright
+        # means dense everywhere downstream.
+        lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, mask)
+        values = (lo + hi) - values
+
+    slope, intercept = found.slope, found.intercept
+    if slope.is_integer() and intercept.is_integer():
+        # check_dicom_header made sure every result fits int32: no wrap-around here
+        pixels = (values * int(slope) + int(intercept)).astype(np.int32)
+    else:
+        pixels = (values * slope + intercept).astype(np.float32)
+    return DicomImage(path=path, pixels=pixels, spacing_mm=found.spacing_mm,
+                      bits_stored=bits_stored, photometric=found.photometric)
+
+
+def read_dicom_pixels(path) -> np.ndarray:
+    """Shortcut: the (H, W) pixel array of :func:`read_dicom`."""
+    return read_dicom(path).pixels
+
+
