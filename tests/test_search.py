@@ -96,9 +96,9 @@ def test_a_trial_that_raises_is_recorded_as_failed(store_path):
     from shallowcnn.data.patches import load_patches
     store = train_val_store(load_patches(store_path))
     assert set(store.split) == {"train", "val"}                            # the test split never travels
-    trial = {**SearchSpace(TINY_SPACE).sample(0, 0), "kernel_size": 75}    # 2 * 75 - 1 > 144
+    trial = {**SearchSpace(TINY_SPACE).sample(0, 0), "kernel_size": 33}    # more than ShallowCNN takes
     result = run_trial(store, trial, epochs=1, backend="numpy")
-    assert result["row"]["status"] == "failed" and "smaller than" in result["row"]["message"]
+    assert result["row"]["status"] == "failed" and "kernel_size 33" in result["row"]["message"]
     assert result["params"] is None
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..constants import PATCH_SIZE     # two valid KxK convolutions of a patch need 2K - 1 <= 144
+from ..model import MAX_CHANNELS, MAX_KERNEL_SIZE     # what ShallowCNN accepts
 
 DEFAULT_SPACE = {
     "conv1_filters": {"int": [2, 32]},
@@ -81,8 +81,8 @@ def draw(rule, rng: np.random.Generator):
 
 
 # The least and largest value each parameter may take (None: no limit).
-LIMITS = {"conv1_filters": (1, None), "conv2_filters": (1, None), "batch_size": (1, None),
-          "kernel_size": (1, (PATCH_SIZE + 1) // 2), "keep": (None, 1.0)}
+LIMITS = {"conv1_filters": (1, MAX_CHANNELS), "conv2_filters": (1, MAX_CHANNELS), "batch_size": (1, None),
+          "kernel_size": (1, MAX_KERNEL_SIZE), "keep": (None, 1.0)}
 
 
 def _is_number(value) -> bool:
