@@ -116,6 +116,11 @@ def main(argv=None) -> int:
     print(f"max |difference| of probabilities on the sample: {max_diff:.2e}")
     speedup = patchwise_total / timings[fast_label]
     print(f"speed-up of the fully convolutional scan ({fast_label}): {speedup:.0f}x")
+    if model.backend == "numba":
+        from shallowcnn.kernels import autotune
+        results["numba_context"] = ctx = autotune.context()
+        print(f"CPU {ctx['cpu']} (LLVM target {ctx['llvm_target']}); kernel variants: "
+              + ", ".join(f"{k} -> {r['variant']} ({r['how']})" for k, r in ctx["variants"].items()))
     results.update({"windows": n_windows, "fully_convolutional_s": timings,
                     "patchwise_sample_windows": int(sample.sum()), "patchwise_sample_s": sample_seconds,
                     "patchwise_extrapolated_s": patchwise_total, "speedup": speedup,

@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                      # batch 64, 144 x 144, all backends
     python benchmarks/bench_train.py --backends numba,torch --reps 9
     python benchmarks/bench_train.py --quick              # smoke test: small batch, few reps
+    python benchmarks/bench_train.py --size 60            # the size of public MCC patch sets
 
 Every framework builds the same network -- conv 6 x 9x9 valid, ReLU, conv 16 x 9x9,
 ReLU, global max pool, dropout 0.2, dense 16 -> 1, sigmoid / BCE, Adam (lr 1e-3,
@@ -25,6 +26,12 @@ FLOP counts used for GFLOP/s (per 144 x 144 patch):
   operations, so its training GFLOP/s is the useful work a dense
   implementation would need for the same result, not arithmetic performed.
 The NumPy float32 matmul rate measured in the same run is the practical peak.
+
+It prints and saves its context: the CPU model, its vector instruction sets, the
+CPU LLVM compiles for, the thread count, the kernel variant the autotuner chose
+for each layer (``shallowcnn tune``; kernels/autotune.py) and the load average
+before and after (other processes slow every number; compare ratios measured in
+the same run).
 
 Writes ``bench_train.json`` and ``bench_train.png`` into ``--out``.
 """
@@ -55,7 +62,9 @@ def forward_flops(size, K=9, c1=6, c2=16):
 def _setup_shallowcnn(backend, mode, x, y, threads):
     if backend == "numba":
         import numba
-        numba.set_num_threads(threads)
+
+        import shallowcnn.kernels.cpu  # noqa: F401  (first: it picks Numba's threading layer)
+        numba.set_num_threads(threads)  # (this starts Numba's threads)
     from shallowcnn.model import ShallowCNN
     from shallowcnn.optim import Adam
     from shallowcnn.train import train_step
@@ -154,15 +163,20 @@ def _worker(spec):
         fn()
         times.append(time.perf_counter() - t)
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"times": times, "rss_before_mb": rss0 / 1024, "rss_peak_mb": rss1 / 1024}
+    out = {"times": times, "rss_before_mb": rss0 / 1024, "rss_peak_mb": rss1 / 1024}
+    if backend == "numba":
+        from shallowcnn.kernels import autotune
+        out["variants"] = autotune.chosen()      # which kernel variant each layer ran
+    return out
 
 
 def _kernel_worker(spec):
     """GFLOP/s of the numba convolution kernels alone at the benchmark's shapes."""
     import numba
     import numpy as np
+
+    from shallowcnn.kernels import cpu      # before set_num_threads: cpu picks the threading layer
     numba.set_num_threads(spec["threads"])
-    from shallowcnn.kernels import cpu
     rng = np.random.default_rng(0)
     B, S = spec["batch"], spec["size"]
     x = rng.random((B, 1, S, S), dtype=np.float32)
@@ -197,7 +211,8 @@ def _kernel_worker(spec):
             ts.append(time.perf_counter() - t)
         med = statistics.median(ts)
         out[name] = {"ms": 1e3 * med, "gflops": flops / med / 1e9 if flops else None}
-    return out
+    from shallowcnn.kernels import autotune
+    return {"kernels": out, "context": autotune.context()}
 
 
 def _run_worker(spec, timeout=1800):
@@ -277,6 +292,11 @@ def main(argv=None):
           f"median of {args.reps} reps after {args.warmup} warm-up")
     print(f"FLOPs per patch: inference {fwd / 1e6:.0f} M (forward convolutions); "
           f"training {3 * fwd / 1e6:.0f} M (dense-equivalent: 3 x forward)")
+    from shallowcnn.kernels import autotune
+    machine = {"cpu": autotune.cpu_model(), "llvm_target": autotune.llvm_target(),
+               "isa": autotune.isa_flags(), "cpu_count": os.cpu_count()}
+    print(f"CPU {machine['cpu']} ({machine['cpu_count']} logical CPUs), LLVM target "
+          f"{machine['llvm_target']}; vector ISA: {' '.join(machine['isa']) or 'unknown'}")
     load0 = _loadavg()
     peak = matmul_peak()
     print(f"NumPy float32 matmul peak: {peak:.0f} GFLOP/s; load average {load0} "
@@ -285,7 +305,7 @@ def main(argv=None):
     results = {"batch": args.batch, "size": args.size, "threads": args.threads,
                "reps": args.reps, "warmup": args.warmup, "matmul_peak_gflops": peak,
                "flops_per_patch": flops, "flop_note": "training = dense-equivalent 3 x forward",
-               "frameworks": {}, "skipped": {}, "loadavg_before": load0}
+               "frameworks": {}, "skipped": {}, "loadavg_before": load0, "machine": machine}
     for b in backends:
         ok, why = _available(b)
         if not ok:
@@ -318,13 +338,21 @@ def main(argv=None):
             print(f"  {mode:5s}: " + (", ".join(parts) or "no peers"))
             results.setdefault("ratios", {})[mode] = {
                 p: ours / fw[p][mode]["patches_per_s"] for p in fw if p != "numba"}
-        kr = _run_worker(dict(backend="kernels", mode="", batch=args.batch, size=args.size,
+        for name, rec in fw["numba"]["train"].get("variants", {}).items():
+            print(f"  kernel variant for {name}: {rec['variant']} ({rec['how']})")
+        kw = _run_worker(dict(backend="kernels", mode="", batch=args.batch, size=args.size,
                               threads=args.threads, reps=args.reps, warmup=1))
+        kr = kw["kernels"]
         results["numba_kernels"] = kr
+        results["numba_context"] = kw["context"]
         print(f"\nnumba kernels at batch {args.batch} (median ms; GFLOP/s of useful work):")
         for name, v in kr.items():
             g = f"{v['gflops']:6.1f} GFLOP/s ({100 * v['gflops'] / peak:4.1f}% of peak)" if v["gflops"] else ""
             print(f"  {name:38s} {v['ms']:8.2f} ms  {g}")
+        ctx = kw["context"]
+        chosen = ", ".join(f"{k} -> {r['variant']}" for k, r in ctx["variants"].items())
+        print(f"  ({ctx['numba_threads']} numba threads, {ctx['threading_layer']} threading layer; "
+              f"variants: {chosen})")
 
     results["loadavg_after"] = _loadavg()
     print(f"\nload average after: {results['loadavg_after']}")

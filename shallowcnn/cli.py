@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "shallowcnn.interop.onnx_export",
     "shallowcnn.interop.keras_import",
     "shallowcnn.web.serve",
+    "shallowcnn.kernels.autotune",
     "shallowcnn.search.command",
 ]
 

@@ -1,8 +1,15 @@
 """Shared fixtures: one tiny phantom (a few patients, small images) and its patch store."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+
+# The CPU kernels' autotuner would time its variants on first use; tests use the
+# default variants instead (quick, and the same on every machine). The variants
+# themselves are each tested against the reference in tests/test_kernels_cpu.py.
+os.environ.setdefault("SHALLOWCNN_KERNEL_VARIANT", "default")
 
 from shallowcnn.data.clusters import find_clusters
 from shallowcnn.data.phantom import generate_phantom

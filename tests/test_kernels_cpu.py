@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from shallowcnn.kernels import cpu, get_backend, reference as ref  # noqa: E402
+from shallowcnn.kernels import cpu, get_backend, reference as ref, tiles  # noqa: E402
 
 # (N, C, H, W, F, K): odd sizes, K != 9, batch 1, F not a multiple of the block
 SHAPES = [
@@ -91,21 +91,20 @@ def test_forward_small_f(shape, dtype, relu):
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [SHAPES[2], SMALL_F_SHAPES[1], SMALL_F_SHAPES[6]])
-def test_forward_relu_blocked_path(shape, dtype, relu, monkeypatch):
-    """The register-blocked path (F > SMALL_F, or forced here for small F) with the fused ReLU."""
-    monkeypatch.setattr(cpu, "SMALL_F", 0)
+def test_forward_relu_blocked_path(shape, dtype, relu):
+    """The register-blocked path (F > SMALL_F, or forced by a tile variant for small F) with the fused ReLU."""
     x, W, b = data(shape, dtype)
-    close(cpu.conv2d_forward(x, W, b, relu=relu), _ref_forward(x, W, b, relu), dtype)
+    close(cpu.conv2d_forward(x, W, b, relu=relu, variant="f4r2"), _ref_forward(x, W, b, relu), dtype)
 
 
 def test_small_f_width():
     """Column chunks of the small-F path; 0 (use the blocked path) when K is huge."""
-    assert cpu._small_f_width(136, 9) == 136
-    assert cpu._small_f_width(1000, 9) == 250               # four chunks of 250
+    assert tiles.small_f_width(136, 9) == 136
+    assert tiles.small_f_width(1000, 9) == 250               # four chunks of 250
     for Wo, K in ((136, 9), (1000, 9), (300, 3), (17, 3)):
-        jt = cpu._small_f_width(Wo, K)
-        assert -(-(jt + K - 1) // cpu.VL) * cpu.VL <= cpu.SEG
-    assert cpu._small_f_width(5, cpu.SEG) == 0              # no segment holds K input columns
+        jt = tiles.small_f_width(Wo, K)
+        assert -(-(jt + K - 1) // tiles.VL) * tiles.VL <= tiles.SEG
+    assert tiles.small_f_width(5, tiles.SEG) == 0              # no segment holds K input columns
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -265,3 +264,50 @@ def test_feature_stack_equals_layer_by_layer_reference(dtype, C0, F1, F2, K1, K2
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, rtol=tol(dtype)["rtol"], atol=tol(dtype)["atol"] * np.abs(want).max())
     assert db2[0] == 0 and not dW2[0].any()
+
+
+# Every kernel variant (kernels/tiles.py) against the reference, in both dtypes.
+# One kernel size (K = 9, the network's) keeps the compilations few: Numba compiles
+# one version per (kernel, dtype, K, variant), while the shapes below are free.
+VARIANT_SHAPES = [
+    (2, 6, 19, 22, 10, 9),      # 14 columns (padded to 16), F = 10: padded filter blocks
+    (1, 3, 22, 300, 9, 9),      # two column chunks, odd rows per tile, last rows of the array
+    (3, 1, 13, 40, 16, 9),      # rn = 1 and a last tile that cannot read padding
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", list(tiles.TILE_VARIANTS))
+def test_every_tile_variant_matches_the_reference(variant, dtype):
+    from shallowcnn.kernels.cpu_blockmax import conv_relu_blockmax
+    for i, shape in enumerate(VARIANT_SHAPES):
+        x, W, b = data(shape, dtype, seed=i)
+        z = _ref_forward(x, W, b, relu=False)
+        close(cpu.conv2d_forward(x, W, b, variant=variant), z, dtype)
+        close(cpu.conv2d_forward(x, W, b, relu=True, variant=variant), np.maximum(z, 0), dtype)
+        pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, b, variant=variant)
+        rp, ra = ref.conv_relu_maxpool_forward(x.astype(np.float64), W.astype(np.float64), b.astype(np.float64))
+        np.testing.assert_array_equal(argmax, ra)
+        close(pooled, rp, dtype)
+        g = 3
+        N, F, Ho, Wo = z.shape
+        nr, nc = Ho // g, Wo // g
+        blocks = np.maximum(z[:, :, :nr * g, :nc * g].reshape(N, F, nr, g, nc, g).max(axis=(3, 5)), 0)
+        close(conv_relu_blockmax(x, W, b, g, variant=variant), blocks, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", list(tiles.SMALL_F_VARIANTS))
+def test_every_small_f_variant_matches_the_reference(variant, dtype):
+    for i, shape in enumerate(SMALL_F_SHAPES[:2] + SMALL_F_SHAPES[-1:] + [(2, 2, 12, 21, 8, 9)]):
+        x, W, b = data(shape, dtype, seed=i)
+        for relu in (False, True):
+            close(cpu.conv2d_forward(x, W, b, relu=relu, variant=variant), _ref_forward(x, W, b, relu), dtype)
+
+
+def test_unknown_variant_is_refused():
+    x, W, b = data(SHAPES[2], np.float64)
+    with pytest.raises(ValueError, match="unknown kernel variant 'f9r9'"):
+        cpu.conv_relu_maxpool_forward(x, W, b, variant="f9r9")
+    with pytest.raises(ValueError, match="unknown kernel variant"):
+        cpu.conv2d_forward(x, W, b, variant="nope")

@@ -98,14 +98,14 @@ def test_page_scans_an_uploaded_dicom_in_chromium(server_url, demo_dicom, tmp_pa
             page.set_input_files("#file-input", str(demo_dicom))
             page.click("#scan-button")
             page.wait_for_selector("#detections li", timeout=120_000)
-            page.wait_for_function("document.getElementById('mammogram').naturalWidth > 0")
-            page.wait_for_function("document.getElementById('heatmap').width > 0")
+            page.wait_for_function("() => document.getElementById('mammogram').naturalWidth > 0")
+            page.wait_for_function("() => document.getElementById('heatmap').width > 0")
             items = page.locator("#detections li")
             assert items.count() >= 1
             assert "p = " in items.first.inner_text()
             assert page.locator("#marks circle").count() == items.count()
             items.first.click()
-            page.wait_for_function("document.getElementById('window-image').naturalWidth === 144")
+            page.wait_for_function("() => document.getElementById('window-image').naturalWidth === 144")
             assert page.get_attribute("#download-csv", "href").startswith("/api/results/")
             assert page.locator("#image-meta").inner_text().count("832 x 1024") >= 1
             assert offsite == [], f"the page fetched from elsewhere: {offsite}"

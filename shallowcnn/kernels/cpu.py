@@ -3,45 +3,38 @@
 Same functions as :mod:`shallowcnn.kernels.reference` (read that first: it is
 the truth these kernels are tested against).  Three ideas make them fast.
 
-1. Register blocking (the forward convolution)
+1. Register blocking (the forward convolution): :mod:`shallowcnn.kernels.tiles`
    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``.
    A naive loop loads ``x[n,c,i+p,j+q]`` once per multiply and reads and
    writes the output once per multiply: the CPU then waits on its caches, not
    on its multipliers.  All forward kernels (and the scanning kernel in
-   :mod:`shallowcnn.kernels.cpu_blockmax`) share one function, :func:`conv_tile`,
-   which computes a small tile -- ``FB = 4`` filters x ``RB = 4`` output rows
-   x up to ``JT = 256`` columns -- into a buffer of at most 16 KB (float32)
-   that stays in the L1 cache.  Inside it, for one input row (c, p):
-
-   * the loop along the output row ``j`` is the innermost vector loop (16
-     float32 lanes with AVX-512, 8 with AVX2): contiguous loads, no gathers;
-   * its body keeps the FB running sums of one column in registers across
-     all K taps ``q`` (K is a compile-time constant, see :func:`taps`, so
-     LLVM unrolls the taps), and every x value loaded feeds FB FMAs;
-   * the FB*K weights of the row are broadcast into vector registers once
-     per tile row and reused for its (up to JT) columns.
-
-   Per 16 columns that is FB*K = 36 FMAs against K loads of x and FB loads
-   and stores of the tile: the FMA units, not memory, set the pace.  Why not
-   im2col + BLAS?  numba's ``np.dot`` needs SciPy's BLAS and the im2col copy
-   of conv2 is 486 floats per output; the blocked loop reaches a similar
-   fraction of the matmul rate without either.
-   Measured (batch 64, 2 threads, same process, a loaded machine): the fused
-   conv2 forward went from 56 to about 80 GFLOP/s with the previous layout
-   (FB x 128 columns, one row per pass, taps as a memory accumulation), and
-   to about 160 GFLOP/s when the machine was idle (matmul peak ~190).
+   :mod:`shallowcnn.kernels.cpu_blockmax`) share one function,
+   :func:`~shallowcnn.kernels.tiles.conv_tile`, which computes a small tile --
+   FB filters x RB = 4 output rows x up to JT = 256 columns -- in a buffer that
+   stays in the L1 cache: the loop along the output row is the vector loop,
+   each x value loaded feeds FB multiply-adds, and the running sums of a
+   column stay in registers for all K taps.  Why not im2col + BLAS?  numba's
+   ``np.dot`` needs SciPy's BLAS and the im2col copy of conv2 is 486 floats per
+   output; the blocked loop reaches the matmul rate without either.
 
 1b. Few filters (conv1: 6 filters x 1 channel): :func:`_small_f_kernel`
    conv_tile suits conv2 (16 filters, 6 x 9 row passes per tile) but not conv1:
-   6 filters pad to 2 blocks of FB = 4 (25% wasted FMAs), a 136-column row
-   ends in 8 columns of scalar code, and with only C*K = 9 row passes per tile
-   the fixed costs of a pass weigh more.  For F <= SMALL_F, conv2d_forward
-   instead splits the filters into groups of G <= 4 (6 = 2 x 3: no padding;
-   G*K + G + 1 = 31 of the 32 vector registers for K = 9, so no spills), and
-   lays RB input rows side by side in a zero-padded buffer, each in a segment
-   rounded up to 16 columns: one vectorised column loop then serves RB output
-   rows at once and never runs a scalar tail.  It reached 120 GFLOP/s against
-   68 for conv_tile on conv1 (batch 64, idle machine).
+   6 filters pad to 2 blocks of FB = 4 (25% wasted FMAs) and with only C*K = 9
+   row passes per tile the fixed costs of a pass weigh more.  For F <= SMALL_F,
+   conv2d_forward instead splits the filters into groups of G <= 4 (6 = 2 x 3:
+   no padding; G*K + G + 1 = 31 of the 32 vector registers for K = 9, so no
+   spills), and lays RB input rows side by side in a zero-padded buffer, each
+   in a segment rounded up to 16 columns: one vectorised column loop then
+   serves RB output rows at once and never runs a scalar tail.  It reached
+   120 GFLOP/s against 68 for conv_tile on conv1 (batch 64, idle Zen 4).
+
+1c. Variants, chosen by measurement: :mod:`shallowcnn.kernels.autotune`
+   How many independent sums a pass carries (FB filters x RP rows for the
+   tile, G filters for the few-filter path) decides whether the FMA units of
+   a given CPU are kept busy.  Each kernel takes a ``variant`` (a name from
+   ``tiles.TILE_VARIANTS`` or ``tiles.SMALL_F_VARIANTS``); left at None, the
+   autotuner picks the fastest for this CPU and layer shape, once, and
+   remembers it on disk.
 
 2. Fusion (conv + ReLU + global max pool)
    The network only needs, per (patch, filter), the maximum of the conv2
@@ -71,9 +64,14 @@ dtype of ``np.result_type(x, W)`` (float64 for anything that is not float32).
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from . import BackendUnavailable, check_shapes
+from . import BackendUnavailable, autotune, check_shapes
+from .tiles import (ACC_F, JT, RB, SMALL_F_VARIANTS, VL, _small_f_pass, conv_tile,
+                    pack_bias, pack_weights, pack_weights_small, small_f_groups, small_f_width,
+                    taps, tile_width, variant_args)
 
 try:
     import numba
@@ -83,10 +81,16 @@ except ImportError as _e:  # pragma: no cover - numba is a hard dependency
     _IMPORT_ERROR = _e
 else:
     _IMPORT_ERROR = None
+    # OpenMP's workers sleep between calls; on a busy machine waking one took a time slice:
+    # conv1 of a 60 x 60 batch (1.2 ms of work) took 7-16 ms (median), 1.3-2.3 ms with
+    # Numba's 'workqueue' layer, which we prefer unless NUMBA_THREADING_LAYER says otherwise.
+    # It serves one Python thread at a time (shallowcnn never calls kernels from several).
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        numba.config.THREADING_LAYER = "workqueue"
 
-FB = 4       # filters per block: one load of x feeds FB multiply-adds
-RB = 4       # output rows per tile (a tile of FB x RB x JT floats: 16 KB in float32)
-JT = 256     # room for this many output columns per tile row (the tile stays in L1)
+SMALL_F = 8   # conv2d_forward takes the few-filter path (_small_f_kernel) when F <= SMALL_F
+              # (more filters, e.g. conv2's 16 x 6 channels: conv_tile's blocks pad
+              # little and its C*K row passes per tile are many)
 
 # 'contract' lets LLVM fuse a*b+c into one FMA instruction without otherwise
 # reordering float arithmetic.  'reassoc' additionally lets it split a sum into
@@ -101,200 +105,14 @@ def check_available():
         raise BackendUnavailable(f"backend 'numba' needs the numba package: {_IMPORT_ERROR}")
 
 
-# ---------------------------------------------------------------------------
-# helpers (plain Python)
-# ---------------------------------------------------------------------------
-
 def _dtype(x, W):
     dt = np.result_type(x, W)
     return np.dtype(np.float32) if dt == np.float32 else np.dtype(np.float64)
 
 
-def taps(K):
-    """A tuple of K zeros.  Its Numba *type* is UniTuple(int64, K), so inside a
-    kernel ``len(kt)`` is a compile-time constant: the tap loop ``for q in
-    range(K)`` gets a fixed trip count that LLVM unrolls.  Numba compiles one
-    version per K through its ordinary (fast) type dispatch and caches it on
-    disk -- unlike ``numba.literally``, which re-enters the compiler's dispatch
-    on every call (about 15 ms a call, more than a whole batch-1 conv1)."""
-    return (0,) * int(K)
-
-
-def pack_weights(W, dtype):
-    """W (F, C, K, K) -> Wp (nfb, C, K, FB*K) with Wp[b, c, p, f*K + q] = W[b*FB + f, c, p, q].
-
-    Filters are zero-padded to a multiple of FB, so every block has FB filters
-    (the padded ones compute zeros that are never stored).  For one input row
-    (c, p) the FB*K weights a row pass needs are then contiguous.
-    """
-    F, C, K, _ = W.shape
-    nfb = (F + FB - 1) // FB
-    Wpad = np.zeros((nfb * FB, C, K, K), dtype=dtype)
-    Wpad[:F] = W
-    Wp = Wpad.reshape(nfb, FB, C, K, K).transpose(0, 2, 3, 1, 4)   # (nfb, C, K, FB, K)
-    return np.ascontiguousarray(Wp.reshape(nfb, C, K, FB * K))
-
-
-def pack_bias(b, F, dtype):
-    """b (F,) -> (nfb*FB,), zero-padded like the filters of :func:`pack_weights`."""
-    nfb = (F + FB - 1) // FB
-    bp = np.zeros(nfb * FB, dtype=dtype)
-    bp[:F] = b
-    return bp
-
-
-def tile_width(Wo):
-    """Columns per tile: the whole output row when it fits in JT, else equal
-    chunks (a ragged last chunk of a few columns would run scalar code)."""
-    nchunks = -(-Wo // JT)
-    return -(-Wo // nchunks)
-
-
-# ---------------------------------------------------------------------------
-# the core: one register-blocked tile of the convolution
-# ---------------------------------------------------------------------------
-
-@njit(fastmath=_FM_FMA, cache=True, inline="always")
-def _tile_row(acc, a, xrow, w, K, jn):
-    """acc[a + f*JT + j] += sum_q w[f*K + q] * xrow[j + q]  for f < FB, j < jn.
-
-    The four running sums are scalars: in registers for all K taps, and one
-    load of xrow[j + q] feeds four FMAs.  LLVM vectorises the j loop.
-    (inline="always": Numba pastes this into the caller, so K stays a
-    compile-time constant there.)
-    """
-    for j in range(jn):
-        s0 = acc[a + j]
-        s1 = acc[a + JT + j]
-        s2 = acc[a + 2 * JT + j]
-        s3 = acc[a + 3 * JT + j]
-        for q in range(K):
-            v = xrow[j + q]
-            s0 += w[q] * v
-            s1 += w[K + q] * v
-            s2 += w[2 * K + q] * v
-            s3 += w[3 * K + q] * v
-        acc[a + j] = s0
-        acc[a + JT + j] = s1
-        acc[a + 2 * JT + j] = s2
-        acc[a + 3 * JT + j] = s3
-
-
-@njit(fastmath=_FM_FMA, cache=True)
-def conv_tile(acc, x, Wp, bp, kt, n, blk, i0, rn, j0, jn):
-    """Pre-activations of one tile: FB filters x rn (<= RB) output rows x jn columns.
-
-    acc[(r*FB + f)*JT + j] = z[n, blk*FB + f, i0 + r, j0 + j]
-
-    for r < rn, f < FB, j < jn, where z = bias + valid cross-correlation.  Every
-    forward kernel (dense output, fused global max, the scan's block max) calls
-    this and then reads the small buffer acc while it is still in L1 cache.
-
-    Loop order, outside in: channel c, kernel row p (load the FB*K weights of
-    input row (c, p) once), tile row r, column j, tap q.  For one column j the
-    FB running sums s0..s3 are scalars, so they live in registers for all K
-    taps; each x[.., j+q] loaded feeds FB multiply-adds.  LLVM vectorises the j
-    loop (16 float32 lanes with AVX-512), unrolls the q loop (K is a
-    compile-time constant, see :func:`taps`) and keeps most of the FB*K
-    weights in vector registers across the jn columns of a row.
-    The sums go back to acc once per K*FB FMAs: acc is RB * FB * JT floats at
-    most (16 KB in float32) and stays in L1.
-    """
-    K = len(kt)
-    f0 = blk * FB
-    for r in range(rn):
-        for f in range(FB):
-            a = (r * FB + f) * JT
-            for j in range(jn):
-                acc[a + j] = bp[f0 + f]
-    for c in range(x.shape[1]):
-        for p in range(K):
-            w = Wp[blk, c, p]
-            for r in range(rn):
-                _tile_row(acc, r * FB * JT, x[n, c, i0 + r + p, j0:], w, K, jn)
-
-
 # ---------------------------------------------------------------------------
 # forward kernels
 # ---------------------------------------------------------------------------
-
-SMALL_F = 8   # conv2d_forward takes the small-F path (_small_f_kernel) when F <= SMALL_F
-              # (more filters, e.g. conv2's 16 x 6 channels: conv_tile's FB = 4 blocks
-              # pad little and its C*K row passes per tile are many)
-VL = 16       # segments are padded to a multiple of this many columns (the
-              # float32 AVX-512 vector width), so the column loop has no scalar tail
-SEG = JT + 2 * VL         # longest row segment (input columns) of the small-F path
-ACC_F = RB * SEG          # distance between two filters' sums in its buffer
-
-
-def _small_f_groups(F):
-    """(ng, G): the small-F path does F filters as ng groups of G <= 4
-    (F = 6: 2 x 3, no padding; F = 5: 2 x 3 with one zero filter).  Why not
-    all 6 at once?  6 sums x 9 taps = 54 weights do not fit in 32 vector
-    registers; LLVM then reloads spilled weights in the inner loop, and conv1
-    ran at 92 GFLOP/s against 121 with groups of 3."""
-    ng = -(-F // 4)
-    return ng, -(-F // ng)
-
-
-def _pack_weights_small(W, dtype):
-    """W (F, C, K, K) -> Ws (ng, C, K, K*G) with Ws[g, c, p, q*G + f] = W[g*G + f, c, p, q]:
-    the G*K weights of one group and input row (c, p) are contiguous."""
-    F, C, K, _ = W.shape
-    ng, G = _small_f_groups(F)
-    Wpad = np.zeros((ng * G, C, K, K), dtype=dtype)
-    Wpad[:F] = W
-    Ws = Wpad.reshape(ng, G, C, K, K).transpose(0, 2, 3, 4, 1)    # (ng, C, K, K, G)
-    return np.ascontiguousarray(Ws.reshape(ng, C, K, K * G))
-
-
-def _small_f_width(Wo, K):
-    """Columns per chunk for the small-F path (see :func:`tile_width`), or 0
-    when K is too large for a segment of SEG input columns."""
-    jt = tile_width(Wo)
-    while jt > 0 and -(-(jt + K - 1) // VL) * VL > SEG:
-        jt = -(-Wo // (-(-Wo // jt) + 1))       # one chunk more, narrower chunks
-        if jt < VL:
-            return 0
-    return jt
-
-
-@njit(fastmath=_FM_FMA, cache=True, inline="always")
-def _small_f_pass(acc, a0, xb, w, G, K, m):
-    """acc[a0 + f*ACC_F + j] += sum_q w[q*G + f] * xb[j + q]  for f < G <= 4, j < m.
-
-    The G running sums of one column are scalars: in registers for all K taps,
-    and one load of xb[j + q] feeds G FMAs (as in :func:`_tile_row`).  G and K
-    are compile-time constants (tuple lengths, see :func:`taps`), so the
-    ``if G > k`` tests vanish at compile time and a group of 3 computes exactly
-    3 sums.  m is a multiple of VL: the vectorised j loop has no scalar tail.
-    The filters' sums are ACC_F apart, a constant: LLVM then proves that they
-    do not overlap (with a run-time distance it gave up vectorising the loop).
-    """
-    for j in range(m):
-        # (unused sums copy s0: "else 0.0" would make them float64 for float32 data)
-        s0 = acc[a0 + j]
-        s1 = acc[a0 + ACC_F + j] if G > 1 else s0
-        s2 = acc[a0 + 2 * ACC_F + j] if G > 2 else s0
-        s3 = acc[a0 + 3 * ACC_F + j] if G > 3 else s0
-        for q in range(K):
-            v = xb[j + q]
-            o = q * G
-            s0 += w[o] * v
-            if G > 1:
-                s1 += w[o + 1] * v
-            if G > 2:
-                s2 += w[o + 2] * v
-            if G > 3:
-                s3 += w[o + 3] * v
-        acc[a0 + j] = s0
-        if G > 1:
-            acc[a0 + ACC_F + j] = s1
-        if G > 2:
-            acc[a0 + 2 * ACC_F + j] = s2
-        if G > 3:
-            acc[a0 + 3 * ACC_F + j] = s3
-
 
 @njit(parallel=True, fastmath=_FM_FMA, cache=True)
 def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
@@ -308,7 +126,7 @@ def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
 
     Here one work item is up to RB output rows x jt columns of one patch, for
     all F filters, done as ng groups of G <= 4 filters (see
-    :func:`_small_f_groups`: G = 3 for conv1, so its 27 weights, 3 sums and
+    :func:`tiles.small_f_groups`: G = 3 for conv1, so its 27 weights, 3 sums and
     the x value fit in the 32 vector registers).  For one input row offset
     (c, p), the rn input rows (c, i0 + r + p) are copied side by side into xb,
     segment r starting at r*S (S = jn + K - 1 rounded up to VL).  Output
@@ -337,7 +155,7 @@ def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
         for j0 in range(0, Wo, jt):
             jn = min(jt, Wo - j0)
             xn = jn + K - 1                  # input columns a segment needs
-            S = (xn + VL - 1) // VL * VL     # <= SEG, see _small_f_width
+            S = (xn + VL - 1) // VL * VL     # <= SEG, see tiles.small_f_width
             m = rn * S
             for f in range(ng * G):
                 for j in range(m):
@@ -361,8 +179,10 @@ def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
 
 
 @njit(parallel=True, fastmath=_FM_FMA, cache=True)
-def _conv_forward_kernel(x, Wp, bp, F, kt, jt, relu):
+def _conv_forward_kernel(x, Wp, bp, F, kt, ft, rt, jt, relu):
+    # Wp, bp packed for FB = len(ft) filters per block; rt: the rows per pass (tiles.py)
     K = len(kt)
+    FB = len(ft)
     N, C, H, Wd = x.shape
     nfb = Wp.shape[0]
     Ho, Wo = H - K + 1, Wd - K + 1
@@ -377,7 +197,7 @@ def _conv_forward_kernel(x, Wp, bp, F, kt, jt, relu):
             rn = min(RB, Ho - i0)
             for j0 in range(0, Wo, jt):
                 jn = min(jt, Wo - j0)
-                conv_tile(acc, x, Wp, bp, kt, n, blk, i0, rn, j0, jn)
+                conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn)
                 for r in range(rn):
                     for f in range(nf):
                         a = (r * FB + f) * JT
@@ -405,8 +225,9 @@ def _row_max(acc, a, jn):
 
 
 @njit(parallel=True, fastmath=_FM_FMA, cache=True)
-def _conv_max_kernel(x, Wp, bp, F, kt, jt):
+def _conv_max_kernel(x, Wp, bp, F, kt, ft, rt, jt):
     K = len(kt)
+    FB = len(ft)
     N, C, H, Wd = x.shape
     nfb = Wp.shape[0]
     Ho, Wo = H - K + 1, Wd - K + 1
@@ -423,7 +244,7 @@ def _conv_max_kernel(x, Wp, bp, F, kt, jt):
             rn = min(RB, Ho - i0)
             for j0 in range(0, Wo, jt):
                 jn = min(jt, Wo - j0)
-                conv_tile(acc, x, Wp, bp, kt, n, blk, i0, rn, j0, jn)
+                conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn)
                 # Fold the tile into the running maxima.  The maximum of a
                 # tile row is a vectorised reduction (_row_max); only when it
                 # reaches the running best do we look for its first position.
@@ -551,28 +372,54 @@ def _sparse_grad_x_kernel(g, W, argmax, Wo, dx):
 # the backend API
 # ---------------------------------------------------------------------------
 
-def conv2d_forward(x, W, b, relu=False):
+def conv2d_forward(x, W, b, relu=False, variant=None):
     """Valid cross-correlation, register-blocked; with ``relu=True`` its ReLU.
 
     x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, H-K+1, W-K+1)
     ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``
     (``max(out, 0)`` when relu: applied as the output is stored, no extra pass).
-    ``relu`` is an extension of this backend; the others take (x, W, b) only.
+    ``relu`` and ``variant`` are extensions of this backend; the others take
+    (x, W, b) only.  variant: None (the autotuner picks), a name of
+    ``tiles.TILE_VARIANTS`` (the blocked path, any F) or of
+    ``tiles.SMALL_F_VARIANTS`` (the few-filter path, any F).
     """
     check_shapes(x, W)
     dt = _dtype(x, W)
     x = np.ascontiguousarray(x, dtype=dt)
     b = np.ascontiguousarray(b, dtype=dt)
+    W = np.asarray(W, dtype=dt)
     F, _, K, _ = W.shape
     Wo = x.shape[3] - K + 1
-    jt = _small_f_width(Wo, K) if F <= SMALL_F else 0
-    if jt:
-        ng, G = _small_f_groups(F)
-        bp = np.zeros(ng * G, dtype=dt)
-        bp[:F] = b
-        return _small_f_kernel(x, _pack_weights_small(W, dt), bp, F, taps(G), taps(K), jt, bool(relu))
-    return _conv_forward_kernel(x, pack_weights(W, dt), pack_bias(b, F, dt), F, taps(K),
-                                tile_width(Wo), bool(relu))
+    jt = small_f_width(Wo, K)
+    if variant in SMALL_F_VARIANTS or (variant is None and F <= SMALL_F):
+        if jt:
+            if variant is None:
+                xs = autotune.tuning_slice(x, K)
+                variant = autotune.choose("small_f", autotune.signature("small_f dense", x, W),
+                                          lambda v: _small_f(xs, W, b, relu, v, jt))
+            return _small_f(x, W, b, relu, variant, jt)
+        variant = None          # K wider than a segment (tiles.SEG): the blocked path
+    if variant is None:
+        xs = autotune.tuning_slice(x, K)
+        variant = autotune.choose("tile", autotune.signature("tile dense", x, W),
+                                  lambda v: _blocked(xs, W, b, relu, v))
+    return _blocked(x, W, b, relu, autotune.check("tile", variant))
+
+
+def _small_f(x, W, b, relu, variant, jt):
+    F, _, K, _ = W.shape
+    ng, G = small_f_groups(F, SMALL_F_VARIANTS[variant])
+    bp = np.zeros(ng * G, dtype=x.dtype)
+    bp[:F] = b
+    Ws = pack_weights_small(W, x.dtype, SMALL_F_VARIANTS[variant])
+    return _small_f_kernel(x, Ws, bp, F, taps(G), taps(K), jt, bool(relu))
+
+
+def _blocked(x, W, b, relu, variant):
+    F, _, K, _ = W.shape
+    ft, rt = variant_args(variant)
+    return _conv_forward_kernel(x, pack_weights(W, x.dtype, len(ft)), pack_bias(b, F, x.dtype, len(ft)),
+                                F, taps(K), ft, rt, tile_width(x.shape[3] - K + 1), bool(relu))
 
 
 def conv2d_backward(dout, x, W, need_dx=True):
@@ -610,22 +457,33 @@ def conv2d_backward(dout, x, W, need_dx=True):
     return dx, dW, db
 
 
-def conv_relu_maxpool_forward(x, W, b):
+def conv_relu_maxpool_forward(x, W, b, variant=None):
     """Fused convolution + ReLU + global max pool; the conv output is never stored.
 
     x (N, C, H, W), W (F, C, K, K), b (F,) -> pooled (N, F), argmax (N, F) int64
 
     ``pooled[n,f] = max(0, max_{i,j} z[n,f,i,j])``, z the convolution;
     ``argmax[n,f]`` = flat index ``i * Wo + j`` of the first maximum of z.
+    variant: a name of ``tiles.TILE_VARIANTS``, or None (the autotuner picks).
     """
     check_shapes(x, W)
     dt = _dtype(x, W)
     x = np.ascontiguousarray(x, dtype=dt)
     b = np.ascontiguousarray(b, dtype=dt)
-    F, _, K, _ = W.shape
-    zmax, argmax = _conv_max_kernel(x, pack_weights(W, dt), pack_bias(b, F, dt), F, taps(K),
-                                    tile_width(x.shape[3] - K + 1))
+    W = np.asarray(W, dtype=dt)
+    if variant is None:
+        xs = autotune.tuning_slice(x, W.shape[2])
+        variant = autotune.choose("tile", autotune.signature("tile fused", x, W),
+                                  lambda v: _conv_max(xs, W, b, v))
+    zmax, argmax = _conv_max(x, W, b, autotune.check("tile", variant))
     return np.maximum(zmax, 0), argmax
+
+
+def _conv_max(x, W, b, variant):
+    F, _, K, _ = W.shape
+    ft, rt = variant_args(variant)
+    return _conv_max_kernel(x, pack_weights(W, x.dtype, len(ft)), pack_bias(b, F, x.dtype, len(ft)),
+                            F, taps(K), ft, rt, tile_width(x.shape[3] - K + 1))
 
 
 def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):

@@ -10,8 +10,9 @@ never exists.
     out[n, f, bi, bj]  = relu( max_{0 <= u, v < g} z[n, f, bi*g + u, bj*g + v] )
 
 The arithmetic is the register-blocked tile of the CPU backend,
-:func:`shallowcnn.kernels.cpu.conv_tile` (FB filters x RB rows x up to JT columns; its
-docstring explains the blocking). This module only decides which tiles to compute and
+:func:`shallowcnn.kernels.tiles.conv_tile` (FB filters x RB rows x up to JT columns;
+:mod:`shallowcnn.kernels.tiles` explains the blocking and its variants, and
+:mod:`shallowcnn.kernels.autotune` picks the variant, as for the other kernels). This module only decides which tiles to compute and
 how to reduce them. One parallel task per (tile n, block row bi) -- disjoint outputs, so
 no two threads ever write the same element.
 
@@ -24,15 +25,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import check_shapes
-from .cpu import FB, JT, RB, conv_tile, pack_bias, pack_weights, taps, tile_width
+from . import autotune, check_shapes
+from .tiles import JT, RB, conv_tile, pack_bias, pack_weights, taps, tile_width, variant_args
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
-def _conv_relu_blockmax(x, Wp, bp, kt, g, jt, out):
-    # Wp, bp: filters packed and zero-padded to blocks of FB (cpu.pack_weights);
-    # out has the real F. "contract" lets LLVM fuse a * b + c into one FMA instruction.
+def _conv_relu_blockmax(x, Wp, bp, kt, ft, rt, g, jt, out):
+    # Wp, bp: filters packed and zero-padded to blocks of FB = len(ft) (tiles.pack_weights);
+    # rt: rows per pass (the variant, see tiles.py); out has the real F.
+    # "contract" lets LLVM fuse a * b + c into one FMA instruction.
     K = len(kt)
+    FB = len(ft)
     N = x.shape[0]
     F = out.shape[1]
     nfb = Wp.shape[0]
@@ -47,7 +50,7 @@ def _conv_relu_blockmax(x, Wp, bp, kt, g, jt, out):
                 rn = min(RB, bi * g + g - i0)
                 for j0 in range(0, wc, jt):
                     jn = min(jt, wc - j0)
-                    conv_tile(acc, x, Wp, bp, kt, n, blk, i0, rn, j0, jn)
+                    conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn)
                     # fold the finished tile into its blocks (a tile may split a block)
                     for r in range(rn):
                         for f in range(FB):
@@ -63,23 +66,35 @@ def _conv_relu_blockmax(x, Wp, bp, kt, g, jt, out):
                 out[n, f, bi, bj] = top if top > 0 else 0                # ReLU after the max: same value
 
 
-def conv_relu_blockmax(x, W, b, g: int) -> np.ndarray:
+def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
     """Valid convolution, ReLU and g x g block maxima, without storing the convolution.
 
     x (N, C, H, W), W (F, C, K, K), b (F,), g >= 1 ->
     out (N, F, (H-K+1) // g, (W-K+1) // g), ``out = relu(blockmax_g(conv(x, W) + b))``
 
     Rows and columns of the convolution beyond the last whole block are not computed.
+    variant: a name of ``tiles.TILE_VARIANTS``, or None (the autotuner picks).
     """
     x = np.ascontiguousarray(x)
-    dtype = x.dtype
     W = np.asarray(W)
     check_shapes(x, W)
-    F, _, K, _ = W.shape
+    K = W.shape[2]
     Ho, Wo = x.shape[2] - K + 1, x.shape[3] - K + 1
     if Ho < g or Wo < g:
         raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
-    out = np.empty((x.shape[0], F, Ho // g, Wo // g), dtype=dtype)
-    _conv_relu_blockmax(x, pack_weights(W, dtype), pack_bias(b, F, dtype), taps(K),
-                        int(g), tile_width((Wo // g) * g), out)
+    g = int(g)
+    if variant is None:
+        xs = autotune.tuning_slice(x, K, rows=max(g, 32 // g * g))   # whole block rows
+        variant = autotune.choose("tile", autotune.signature(f"tile blockmax g{g}", x, W),
+                                  lambda v: _blockmax(xs, W, b, g, v))
+    return _blockmax(x, W, b, g, autotune.check("tile", variant))
+
+
+def _blockmax(x, W, b, g, variant):
+    F, _, K, _ = W.shape
+    Ho, Wo = x.shape[2] - K + 1, x.shape[3] - K + 1
+    ft, rt = variant_args(variant)
+    out = np.empty((x.shape[0], F, Ho // g, Wo // g), dtype=x.dtype)
+    _conv_relu_blockmax(x, pack_weights(W, x.dtype, len(ft)), pack_bias(b, F, x.dtype, len(ft)), taps(K),
+                        ft, rt, g, tile_width((Wo // g) * g), out)
     return out

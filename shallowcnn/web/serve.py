@@ -82,7 +82,9 @@ def run_command(args) -> int:
         # numba's workqueue layer aborts the process when two threads launch parallel
         # kernels at once; omp and tbb allow it.
         return fail("--workers > 1 needs numba's omp or tbb threading layer, and this numba uses "
-                    "'workqueue'; use --workers 1 (one scan already uses every core)")
+                    "'workqueue' (shallowcnn's default, the fastest for one scan at a time); use --workers 1 "
+                    "(one scan already uses every core), or start the server with "
+                    "NUMBA_THREADING_LAYER=omp")
     app = create_app(model, name, bundled, max_upload_mb=args.max_upload_mb, workers=args.workers,
                      waiting=args.waiting)
     print(f"serving {name} ({'bundled phantom model, never saw a real mammogram' if bundled else 'your model'}, "

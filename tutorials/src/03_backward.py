@@ -356,8 +356,9 @@ assert np.allclose(dW_ref, dW2_sparse, rtol=1e-4, atol=1e-5)
 # %% [markdown]
 # Even as Python loops the sparse backward beats the vectorised dense one by a wide margin.
 # The package wraps this in a layer, `ConvReLUGlobalMaxPool`, which shares the parameters of
-# the `Conv2D` it wraps; `ShallowCNN(fused=True)` uses it, and notebook 8's Numba and CUDA
-# kernels implement its sparse backward.
+# the `Conv2D` it wraps. `ShallowCNN(fused=True)` runs the same sparse backward through its
+# backend's `features_forward/backward` (the NumPy reference's in `kernels/reference.py`), and
+# notebook 8's Numba and CUDA kernels implement it fast.
 
 # %%
 fused = ConvReLUGlobalMaxPool(conv2)

@@ -171,14 +171,18 @@ assert np.allclose(cpu.conv2d_forward(h1, W2, b2), ref_out, rtol=1e-4, atol=1e-4
 # The plain loop loads `x[n, c, i+p, j+q]` and the output `out[n, f, i, j]` once per multiply-add:
 # it is limited by memory traffic, not by arithmetic. `cpu.py` rearranges the same sum so that
 # every value loaded feeds several multiply-adds. The ideas, whatever the exact block sizes
-# (they are tuned to the machine and documented in `cpu.py` itself):
+# live in `kernels/tiles.py`, and `kernels/autotune.py` picks among a few of them by timing
+# them on the machine it runs on -- see `shallowcnn tune`):
 #
 # * **filter blocking**: one pass over an input row serves several filters at once, so each
 #   loaded input value is used several times;
 # * **keeping weights in registers**: the taps of those filters along a row are loaded once per
 #   row, not once per output;
 # * **tiling**: a block of output stays in the L1 cache while every input row $(c, p)$ that
-#   contributes to it streams past, instead of going to memory once per tap.
+#   contributes to it streams past, instead of going to memory once per tap;
+# * **enough independent sums**: a pass over 4 filters x 2 output rows keeps 8 accumulators per
+#   column vector in flight, so the FMA units never wait for the previous multiply-add of the
+#   same sum (a 4-cycle latency on two FMA ports needs about 8).
 #
 # The cell above shows what each step buys on this machine.
 #
@@ -423,12 +427,13 @@ plt.show()
 #   checked in the simulator where there is no GPU.
 # * Benchmarks depend on the batch, the machine and its load: compare like with like.
 #
-# ## Exercises (take-home: they need benchmark runs and edits to `cpu.py`)
+# ## Exercises (take-home: they need benchmark runs)
 #
 # 1. Run `python benchmarks/bench_train.py` and compare with the numbers above. Which backend
 #    wins at inference, and why can shallowcnn's training beat a framework that infers faster?
-# 2. Change `FB` in `cpu.py` to 1, 2 and 8 (and clear Numba's cache). How does the conv2 forward's
-#    GFLOP/s change? Why does 8 not help on a machine with 32 vector registers?
+# 2. Time `cpu.conv_relu_maxpool_forward(h1, W2, b2, variant=v)` for each `v` in
+#    `shallowcnn.kernels.tiles.TILE_VARIANTS` (or run `shallowcnn tune --show`). Which wins on
+#    your machine? Why is there no 8-filter x 2-row variant on a CPU with 32 vector registers?
 # 3. In `conv_loops_numba`, move the loop over `f` inside the loop over `(c, p, q)`. Predict
 #    the effect on speed from the memory traffic, then measure.
 # 4. The fused forward never stores conv2's output. What has the *backward* pass of the fused
