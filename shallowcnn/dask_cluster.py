@@ -70,7 +70,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, numba_
     scheduler      "tcp://host:8786" of a running cluster, or None for a LocalCluster here
     workers        LocalCluster worker processes (default: one per core)
     numba_threads  Numba threads per task on the LocalCluster (default: cores // workers)
-    processes      False runs the local workers as threads of this process (tests, notebooks)
+    processes      False runs the local workers as threads of this process (tests, notebooks;
+                   with several workers, the numpy backend or NUMBA_THREADING_LAYER=omp)
     """
     distributed = require_dask()
     cluster = None
@@ -96,6 +97,12 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, numba_
             raise ConnectionError(f"no Dask worker joined {where} within {wait_seconds:.0f} s") from None
         if verbose:
             print(f"running on {where}; dashboard: {dashboard_address(client)}", file=sys.stderr, flush=True)
+        if scheduler and any(n > 1 for n in client.nthreads().values()):
+            # Numba's default threading layer ('workqueue') aborts when two threads of one
+            # process launch parallel kernels at once.
+            print("note: some workers run several tasks at once (--nthreads > 1); with Numba's default "
+                  "'workqueue' threading layer that can abort them. Start workers with --nthreads 1 "
+                  "(--nworkers one per core), or with NUMBA_THREADING_LAYER=omp", file=sys.stderr, flush=True)
         yield client
     finally:
         client.close()
