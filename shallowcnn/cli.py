@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "shallowcnn.interop.keras_import",
     "shallowcnn.web.serve",
     "shallowcnn.kernels.autotune",
+    "shallowcnn.search.command",
 ]
 
 

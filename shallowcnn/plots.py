@@ -222,3 +222,34 @@ def plot_froc(curve, path, threshold: float = 0.5) -> Path:
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(f"FROC: {curve.n_clusters} clusters in {curve.n_images} images", fontsize=10)
     return _save(fig, path)
+
+
+# ------------------------------------------------------------------ search
+def plot_search(n_params, val_accuracy, lr, path, best=None, paper_params=8301,
+                title="Random search: validation accuracy against size") -> Path:
+    """Each trial of a hyperparameter search as a dot: parameter count (log scale)
+    against validation accuracy, coloured by learning rate (log scale).
+
+    n_params, val_accuracy, lr: (T,) for the trials that finished; ``best``: index of
+    the best trial (circled); the paper's size (8,301) is marked by a dotted line.
+    """
+    from matplotlib.colors import LogNorm
+
+    n_params, val_accuracy, lr = (np.asarray(a, dtype=float) for a in (n_params, val_accuracy, lr))
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if len(lr):
+        dots = ax.scatter(n_params, val_accuracy, c=lr, cmap="viridis", norm=LogNorm(lr.min(), max(lr.max(), lr.min() * 1.01)),
+                          s=36, edgecolors="black", linewidths=0.4)
+        fig.colorbar(dots, ax=ax, label="learning rate")
+    if best is not None:
+        ax.scatter([n_params[best]], [val_accuracy[best]], s=160, facecolors="none", edgecolors="red",
+                   linewidths=1.5, label="best trial")
+    ax.axvline(paper_params, color="grey", ls=":", lw=1, label=f"paper's network ({paper_params:,})")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters")
+    ax.set_ylabel("validation accuracy (best epoch)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -22,7 +22,11 @@ from .model import ShallowCNN
 from .options import non_negative_float, positive_float, positive_int, probability
 from .scan import (DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult,
                    scan_image)
+from .scan_dask import add_arguments as add_dask_arguments, scanning_on_dask
 from .storage import OutputError, StoreError, atomic_write_text, check_writable_dir, save_npy
+
+# What makes one image fail without costing the others.
+SCAN_FAILURES = (ScanError, ValueError, OverflowError, MemoryError, RecursionError)
 
 
 def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None = None) -> dict:
@@ -107,40 +111,57 @@ def add_command(subparsers) -> None:
     p.add_argument("--tile", type=positive_int, default=DEFAULT_TILE,
                    help=f"tile side in conv2 positions; bounds memory (default {DEFAULT_TILE})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_dask_arguments(p)
     p.set_defaults(func=run_command)
+
+
+def scan_one(model, path, hit_radius: float = DEFAULT_HIT_RADIUS, **options):
+    """(ScanResult, ImageTruth or None) of one image, or the exception that stopped it.
+
+    options: keyword arguments of :func:`~shallowcnn.scan.scan_image`. A Dask worker runs
+    this too (:mod:`shallowcnn.scan_dask`), so both ways fail the same way.
+    """
+    try:
+        result = scan_image(model, path, **options)
+        return result, image_truth(result, hit_radius=hit_radius)
+    except SCAN_FAILURES as e:
+        return e
 
 
 def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float = DEFAULT_THRESHOLD,
                min_breast_fraction: float = DEFAULT_MIN_BREAST, nms_px: float = PATCH_SIZE,
                hit_radius: float = DEFAULT_HIT_RADIUS, pixel_size_mm=None, tile: int = DEFAULT_TILE,
-               verbose: bool = True) -> dict:
+               verbose: bool = True, scanned=None) -> dict:
     """Scan every image of ``paths`` into the folder ``out``; returns the summary dict.
 
     Per image: ``<name>.prob.npy``, ``<name>.overlay.png``, ``<name>.detections.json``;
     over the annotated images: ``froc.json`` and ``froc.png``; and ``scan_summary.json``.
     An image that cannot be scanned is reported and skipped (listed under "failed").
+    ``scanned``: (path, :func:`scan_one`'s answer) for each of ``paths`` in order, computed
+    elsewhere (:mod:`shallowcnn.scan_dask`: by Dask workers); by default here, one by one.
     """
     from .plots import plot_froc              # matplotlib loads only when figures are drawn
 
     out = Path(out)
     truths, summary, failed = [], [], []
-    bar = tqdm(list(zip(paths, output_names(paths))), desc="images", unit="image",
+    if scanned is None:
+        options = dict(stride=stride, threshold=threshold, min_breast_fraction=min_breast_fraction,
+                       nms_px=nms_px, pixel_size_mm=pixel_size_mm, tile=tile,
+                       progress={"position": 1} if verbose else False)
+        scanned = ((path, scan_one(model, path, hit_radius, **options)) for path in paths)
+    bar = tqdm(zip(scanned, output_names(paths)), total=len(paths), desc="images", unit="image",
                disable=None if verbose else True)
-    for path, name in bar:
+    for (path, outcome), name in bar:
         path = Path(path)
         bar.set_postfix_str(path.name[:30])
-        try:
-            result = scan_image(model, path, stride=stride, threshold=threshold,
-                                min_breast_fraction=min_breast_fraction, nms_px=nms_px,
-                                pixel_size_mm=pixel_size_mm, tile=tile,
-                                progress={"position": 1} if verbose else False)
-            truth = image_truth(result, hit_radius=hit_radius)
-        except (ScanError, ValueError, OverflowError, MemoryError, RecursionError) as e:
+        if isinstance(outcome, BaseException):
             # one image that cannot be scanned never costs the others
+            e = outcome
             error = str(e) if isinstance(e, ScanError) else f"{path}: {type(e).__name__}: {cap(e)}"
             tqdm.write(f"skipped {error}", file=sys.stderr)
             failed.append({"image": str(path), "error": error})
             continue
+        result, truth = outcome
         content = write_scan_outputs(result, out, truth=truth, name=name)
         if truth is not None:
             truths.append(truth)
@@ -173,6 +194,8 @@ def scan_paths(model, paths, out, stride: int = DEFAULT_STRIDE, threshold: float
 
 
 def run_command(args) -> int:
+    from .dask_cluster import DaskUnavailable
+
     def fail(message, status=2):
         print(f"shallowcnn scan: error: {message}", file=sys.stderr)
         return status
@@ -183,9 +206,14 @@ def run_command(args) -> int:
         out = check_writable_dir(args.output)
     except (ScanError, StoreError, OutputError, BackendUnavailable, ValueError) as e:
         return fail(e)
-    report = scan_paths(model, paths, out, stride=args.stride, threshold=args.threshold,
-                        min_breast_fraction=args.min_breast, nms_px=args.nms, hit_radius=args.hit_radius,
-                        pixel_size_mm=args.pixel_size, tile=args.tile, verbose=not args.quiet)
+    options = dict(stride=args.stride, threshold=args.threshold, min_breast_fraction=args.min_breast,
+                   nms_px=args.nms, pixel_size_mm=args.pixel_size, tile=args.tile)
+    try:
+        with scanning_on_dask(args, model, paths, args.hit_radius, options, verbose=not args.quiet) as scanned:
+            report = scan_paths(model, paths, out, hit_radius=args.hit_radius, verbose=not args.quiet,
+                                scanned=scanned, **options)
+    except (DaskUnavailable, ConnectionError) as e:
+        return fail(e, status=3 if isinstance(e, DaskUnavailable) else 2)
     failed = report["failed"]
     print(f"wrote {len(report['images'])} scan(s) to {out}" + (f"; {len(failed)} image(s) failed:" if failed else ""))
     for line in listed(f"  {f['error']}" for f in failed):

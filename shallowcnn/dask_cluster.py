@@ -1,0 +1,110 @@
+"""Where distributed work runs: a Dask cluster, local by default.
+
+``shallowcnn search`` and ``shallowcnn scan --scheduler`` hand their work to Dask
+(``dask.distributed``) instead of a home-made process pool: the same code then
+runs on this machine, on a cluster started by hand with ``dask scheduler`` /
+``dask worker``, or on Kubernetes or SLURM through dask's own tools.
+
+Locally we start one worker *process* per core with one thread each, and tell
+Numba (through ``NUMBA_NUM_THREADS``, read when a worker first imports numba)
+how many threads each task may use, so that workers x threads never exceeds the
+cores: oversubscribed cores spend their time switching between threads.
+
+Dask is an optional extra: without it, :func:`dask_client` raises
+:class:`DaskUnavailable` saying how to install it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+INSTALL_HINT = ('this command needs Dask: pip install "shallowcnn[dask]" '
+                '(or, in a checkout, pip install ".[dask]")')
+
+
+class DaskUnavailable(RuntimeError):
+    """dask.distributed is not installed (the message says how to install it)."""
+
+
+def require_dask():
+    """Import and return ``distributed``, or raise :class:`DaskUnavailable`."""
+    try:
+        import distributed
+    except ImportError as e:
+        raise DaskUnavailable(f"{INSTALL_HINT} ({e})") from None
+    return distributed
+
+
+def local_layout(workers: int | None = None, numba_threads: int | None = None) -> tuple:
+    """(worker processes, Numba threads per task) for a LocalCluster on this machine.
+
+    One process per core by default; each task gets the cores left per worker.
+    """
+    cores = os.cpu_count() or 1
+    workers = max(1, int(workers or cores))
+    return workers, max(1, int(numba_threads or cores // workers))
+
+
+def limit_numba_threads(threads: int) -> None:
+    """Let the task running in this thread use at most ``threads`` Numba threads (never more
+    than Numba started with): on a cluster not started by us, NUMBA_NUM_THREADS is unknown."""
+    import numba
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
+def dashboard_address(client) -> str:
+    """The dashboard's address, or why there is none (it needs bokeh)."""
+    services = client.scheduler_info().get("services", {})
+    if "dashboard" not in services:
+        return "not running (pip install bokeh to get it)"
+    return client.dashboard_link
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, numba_threads: int | None = None,
+                processes: bool = True, verbose: bool = True, wait_seconds: float = 60):
+    """A connected ``distributed.Client``, closed (with its LocalCluster) on exit.
+
+    scheduler      "tcp://host:8786" of a running cluster, or None for a LocalCluster here
+    workers        LocalCluster worker processes (default: one per core)
+    numba_threads  Numba threads per task on the LocalCluster (default: cores // workers)
+    processes      False runs the local workers as threads of this process (tests, notebooks;
+                   with several workers, the numpy backend or NUMBA_THREADING_LAYER=omp)
+    """
+    distributed = require_dask()
+    cluster = None
+    if scheduler:
+        try:
+            client = distributed.Client(scheduler)          # Dask's connect timeout: 30 s by default
+        except (OSError, TimeoutError) as e:
+            raise ConnectionError(f"--scheduler {scheduler}: cannot connect ({e})") from None
+        where = f"the cluster at {scheduler}"
+    else:
+        n_workers, threads = local_layout(workers, numba_threads)
+        extra = {"env": {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1",
+                         "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}} if processes else {}
+        cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                                           dashboard_address=":0", silence_logs=logging.ERROR, **extra)
+        client = distributed.Client(cluster)
+        where = (f"a local cluster of {n_workers} worker {'processes' if processes else 'threads'}, "
+                 f"1 task each, {threads} Numba thread(s) per task")
+    try:
+        try:
+            client.wait_for_workers(1, timeout=wait_seconds)
+        except TimeoutError:
+            raise ConnectionError(f"no Dask worker joined {where} within {wait_seconds:.0f} s") from None
+        if verbose:
+            print(f"running on {where}; dashboard: {dashboard_address(client)}", file=sys.stderr, flush=True)
+        if scheduler and any(n > 1 for n in client.nthreads().values()):
+            # Numba's default threading layer ('workqueue') aborts when two threads of one
+            # process launch parallel kernels at once.
+            print("note: some workers run several tasks at once (--nthreads > 1); with Numba's default "
+                  "'workqueue' threading layer that can abort them. Start workers with --nthreads 1 "
+                  "(--nworkers one per core), or with NUMBA_THREADING_LAYER=omp", file=sys.stderr, flush=True)
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
