@@ -104,12 +104,12 @@ def check_dicom_header(header, path) -> DicomHeader:
     frames = _header_number(header, "NumberOfFrames", 1, path, integer=True)
     samples = _header_number(header, "SamplesPerPixel", 1, path, integer=True)
     if frames != 1 or samples != 1:
-        raise InbreastError(path, f"expected one grey-level frame, the header declares {frames} frame(s) "
-                                  f"of {samples} sample(s) per pixel")
+        raise InbreastError(path, f"expected one grey-level frame, the header declares {number(frames)} frame(s) "
+                                  f"of {number(samples)} sample(s) per pixel")
     bits_allocated = _header_number(header, "BitsAllocated", 16, path, integer=True)
     bits_stored = _header_number(header, "BitsStored", bits_allocated, path, integer=True)
     if bits_allocated not in (8, 16, 32) or not 1 <= bits_stored <= bits_allocated:
-        raise InbreastError(path, f"BitsAllocated {bits_allocated} / BitsStored {bits_stored} is not a "
+        raise InbreastError(path, f"BitsAllocated {number(bits_allocated)} / BitsStored {number(bits_stored)} is not a "
                                   f"grey-level image of 8, 16 or 32 bits")
     signed = _header_number(header, "PixelRepresentation", 0, path, integer=True) == 1
     photometric = str(header.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
