@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from .tiles import SMALL_F_VARIANTS, TILE_VARIANTS
+from .variants import SMALL_F_VARIANTS, TILE_VARIANTS
 
 ENV = "SHALLOWCNN_KERNEL_VARIANT"
 REPS = 3                      # timed samples per variant (the best is kept)

@@ -52,13 +52,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .variants import SMALL_F_VARIANTS, TILE_VARIANTS  # noqa: F401  (tiles.X names them too)
+
 RB = 4       # output rows per tile
 JT = 256     # room for this many output columns per tile row (a multiple of VL)
 VL = 16      # columns are padded to a multiple of this (float32 lanes of AVX-512)
 
-# name -> (FB filters per block, RP output rows per pass); the first is the default
-# (the autotuner's choice where nothing is timed: tests, a pinned "default")
-TILE_VARIANTS = {"f4r2": (4, 2), "f4r1": (4, 1), "f8r1": (8, 1)}
+# TILE_VARIANTS: name -> (FB filters per block, RP output rows per pass), in variants.py
 
 # 'contract' lets LLVM fuse a*b+c into one FMA instruction without otherwise
 # reordering float arithmetic.
@@ -223,7 +223,7 @@ def conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn):
 # ---------------------------------------------------------------------------
 # Its variant is the largest group of filters whose sums one pass carries: G
 # chains per vector of columns, G*K weights held in registers.
-SMALL_F_VARIANTS = {"g3": 3, "g2": 2, "g4": 4}     # name -> gmax; the first is the default
+# (SMALL_F_VARIANTS, name -> gmax, is in variants.py)
 SEG = JT + 2 * VL         # longest row segment (input columns) of the small-F path
 ACC_F = RB * SEG          # distance between two filters' sums in its buffer
 

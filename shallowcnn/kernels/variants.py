@@ -1,0 +1,16 @@
+"""The names of the CPU kernel variants, apart from their Numba code.
+
+:mod:`shallowcnn.kernels.tiles` implements the variants and
+:mod:`shallowcnn.kernels.autotune` chooses among them. The names live here, in a module
+that imports nothing, so that the autotuner (which the ``tune`` command and so every
+start of the command line imports) does not load Numba just to know them.
+"""
+
+# name -> (FB filters per block, RP output rows per pass); the first is the default
+# (the autotuner's choice where nothing is timed: tests, a pinned "default")
+TILE_VARIANTS = {"f4r2": (4, 2), "f4r1": (4, 1), "f8r1": (8, 1)}
+
+# The few-filter tile (conv1): name -> gmax, the largest group of filters whose sums one
+# pass carries (G chains per vector of columns, G*K weights held in registers); the first
+# is the default.
+SMALL_F_VARIANTS = {"g3": 3, "g2": 2, "g4": 4}
