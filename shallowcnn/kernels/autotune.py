@@ -142,6 +142,24 @@ def tuning_slice(x, K, rows=32, patches=2):
     return np.ascontiguousarray(x[:patches, :, :K - 1 + rows])
 
 
+def pick(family: str, kind: str, x, W, run, rows: int = 32) -> str:
+    """:func:`choose` for the kernel ``kind`` on input x (N, C, H, W) with weights W.
+
+    ``run(xs, name)`` runs the kernel with variant ``name`` on ``xs``. The tuning
+    slice of x (:func:`tuning_slice`, ``rows`` output rows) is cut only if the
+    variants are timed now: a pinned or cached choice costs no copy of the input,
+    which matters since every call of a kernel asks.
+    """
+    sliced = []
+
+    def run_on_slice(name):
+        if not sliced:
+            sliced.append(tuning_slice(x, W.shape[2], rows))
+        return run(sliced[0], name)
+
+    return choose(family, signature(kind, x, W), run_on_slice)
+
+
 def check(family, variant) -> str:
     """``variant`` if it is a name of ``family``, else a ValueError naming the choices."""
     if variant not in FAMILIES[family]:

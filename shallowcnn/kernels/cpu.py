@@ -394,15 +394,12 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
     if variant in SMALL_F_VARIANTS or (variant is None and F <= SMALL_F):
         if jt:
             if variant is None:
-                xs = autotune.tuning_slice(x, K)
-                variant = autotune.choose("small_f", autotune.signature("small_f dense", x, W),
-                                          lambda v: _small_f(xs, W, b, relu, v, jt))
+                variant = autotune.pick("small_f", "small_f dense", x, W,
+                                        lambda xs, v: _small_f(xs, W, b, relu, v, jt))
             return _small_f(x, W, b, relu, variant, jt)
         variant = None          # K wider than a segment (tiles.SEG): the blocked path
     if variant is None:
-        xs = autotune.tuning_slice(x, K)
-        variant = autotune.choose("tile", autotune.signature("tile dense", x, W),
-                                  lambda v: _blocked(xs, W, b, relu, v))
+        variant = autotune.pick("tile", "tile dense", x, W, lambda xs, v: _blocked(xs, W, b, relu, v))
     return _blocked(x, W, b, relu, autotune.check("tile", variant))
 
 
@@ -472,9 +469,7 @@ def conv_relu_maxpool_forward(x, W, b, variant=None):
     b = np.ascontiguousarray(b, dtype=dt)
     W = np.asarray(W, dtype=dt)
     if variant is None:
-        xs = autotune.tuning_slice(x, W.shape[2])
-        variant = autotune.choose("tile", autotune.signature("tile fused", x, W),
-                                  lambda v: _conv_max(xs, W, b, v))
+        variant = autotune.pick("tile", "tile fused", x, W, lambda xs, v: _conv_max(xs, W, b, v))
     zmax, argmax = _conv_max(x, W, b, autotune.check("tile", variant))
     return np.maximum(zmax, 0), argmax
 

@@ -84,9 +84,9 @@ def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
         raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
     g = int(g)
     if variant is None:
-        xs = autotune.tuning_slice(x, K, rows=max(g, 32 // g * g))   # whole block rows
-        variant = autotune.choose("tile", autotune.signature(f"tile blockmax g{g}", x, W),
-                                  lambda v: _blockmax(xs, W, b, g, v))
+        variant = autotune.pick("tile", f"tile blockmax g{g}", x, W,
+                                lambda xs, v: _blockmax(xs, W, b, g, v),
+                                rows=max(g, 32 // g * g))   # whole block rows
     return _blockmax(x, W, b, g, autotune.check("tile", variant))
 
 
