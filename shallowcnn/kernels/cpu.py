@@ -406,8 +406,7 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
 def _small_f(x, W, b, relu, variant, jt):
     F, _, K, _ = W.shape
     ng, G = small_f_groups(F, SMALL_F_VARIANTS[variant])
-    bp = np.zeros(ng * G, dtype=x.dtype)
-    bp[:F] = b
+    bp = pack_bias(b, F, x.dtype, G)        # ng * G entries: ceil(F / G) == ng
     Ws = pack_weights_small(W, x.dtype, SMALL_F_VARIANTS[variant])
     return _small_f_kernel(x, Ws, bp, F, taps(G), taps(K), jt, bool(relu))
 
