@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -44,7 +45,7 @@ def store_fingerprint(store) -> str:
     """A checksum of the patches, labels and split: a resumed search must train on the same data."""
     crc = 0
     for array in (store.patches, store.labels, store.split.astype("U5")):
-        crc = zlib.crc32(memoryview(array.tobytes()), crc)
+        crc = zlib.crc32(np.ascontiguousarray(array), crc)   # the bytes in place, no copy
     return f"{len(store)}-{crc:08x}"
 
 

@@ -23,7 +23,6 @@ from ..dask_cluster import limit_numba_threads
 from ..model import ShallowCNN
 from ..train import TrainConfig, Trainer, TrainingDiverged
 
-STATUSES = ("ok", "diverged", "failed")
 # A mean binary cross-entropy above this means the network gives the true class a
 # probability near e^-100: far past anything learning does (chance is ln 2 = 0.69).
 # With an absurd learning rate Adam throws the weights so far that the loss stays
