@@ -42,7 +42,6 @@ def _checked(convert, accept, requirement: str, doc: str):
     return parse
 
 
-finite_float = _checked(_float, lambda v: True, "a finite number", "Any finite number (NaN and infinities refused).")
 positive_float = _checked(_float, lambda v: v > 0, "a positive number",
                           "A finite number > 0 (learning rate, Adam epsilon, pixel size).")
 non_negative_float = _checked(_float, lambda v: v >= 0, "zero or more", "A finite number >= 0 (distances in pixels).")

@@ -480,9 +480,7 @@ def resume_command(args) -> str:
 def run_command(args) -> int:
     from .kernels import BackendUnavailable
 
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta1=args.beta1,
-                         beta2=args.beta2, eps=args.eps, p_drop=args.p_drop, seed=args.seed,
-                         backend=args.backend)
+    config = TrainConfig(**{name: getattr(args, name) for _, name in CONFIG_OPTIONS})
     try:
         trainer = train_run(open_patches(args.patches), args.output, config, resume=args.resume,
                             verbose=not args.quiet)
