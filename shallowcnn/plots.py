@@ -23,12 +23,17 @@ from matplotlib.patches import Circle  # noqa: E402
 from .data.augment import TRANSFORMS, apply_transform  # noqa: E402
 from .storage import atomic_write_bytes  # noqa: E402
 
-def _save(fig, path) -> Path:
-    """Save through a temporary name and rename, like every other file of the project."""
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (and closed)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
     plt.close(fig)
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _save(fig, path) -> Path:
+    """Save through a temporary name and rename, like every other file of the project."""
+    return atomic_write_bytes(Path(path), _png(fig))
 
 
 def plot_patch_examples(patches: np.ndarray, labels: np.ndarray, path, per_class: int = 6,
@@ -152,6 +157,11 @@ def plot_confident_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.nd
 # ---------------------------------------------------------------- scanning
 def plot_scan_overlay(result, path, truth=None, max_side: int = 1600,
                       title: str | None = None) -> Path:
+    """:func:`scan_overlay_png` written to ``path`` (atomically)."""
+    return atomic_write_bytes(Path(path), scan_overlay_png(result, truth, max_side, title))
+
+
+def scan_overlay_png(result, truth=None, max_side: int = 1600, title: str | None = None) -> bytes:
     """The mammogram with the probability heatmap on top, detections and true clusters.
 
     Each window's probability colours a stride x stride cell at the window's centre
@@ -203,7 +213,7 @@ def plot_scan_overlay(result, path, truth=None, max_side: int = 1600,
     n_truth = "" if truth is None else f", {sum(truth.hit)}/{len(truth.clusters)} clusters hit"
     ax.set_title(title or (f"{img.name}: {len(result.detections)} detection(s) at "
                            f"p >= {result.threshold:g}{n_truth} (stride {s})"), fontsize=9)
-    return _save(fig, path)
+    return _png(fig)
 
 
 def plot_froc(curve, path, threshold: float = 0.5) -> Path:

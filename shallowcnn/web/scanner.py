@@ -26,7 +26,7 @@ import numpy as np
 
 from ..constants import PATCH_SIZE
 from ..data.images import ScanError, load_image
-from ..plots import plot_scan_overlay
+from ..plots import scan_overlay_png
 from ..scan import DEFAULT_THRESHOLD, scan_image
 
 CANDIDATE_MIN_PROBABILITY = 0.01   # peaks kept for the page's threshold slider
@@ -218,14 +218,9 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     pictures = {"image.png": png_bytes(display_image(image.pixels)),
                 "heatmap.png": png_bytes(encode_heatmap(result.prob_map))}
     if overlay:
-        overlay_path = path.with_name(path.name + ".overlay.png")
-        try:
-            with _PLOT_LOCK:
-                plot_scan_overlay(result, overlay_path, title=f"{display_name}: {len(result.detections)} "
-                                  f"detection(s) at p >= {result.threshold:g}")
-            pictures["overlay.png"] = overlay_path.read_bytes()
-        finally:
-            overlay_path.unlink(missing_ok=True)
+        with _PLOT_LOCK:
+            pictures["overlay.png"] = scan_overlay_png(result, title=f"{display_name}: {len(result.detections)} "
+                                                       f"detection(s) at p >= {result.threshold:g}")
     timings["render_s"] = time.perf_counter() - t
 
     scanned_h, scanned_w = image.pixels.shape
