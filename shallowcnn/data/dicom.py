@@ -67,6 +67,14 @@ class DicomHeader:
     spacing_mm: tuple
 
 
+def stored_range(bits_stored: int, signed: bool) -> tuple:
+    """(lowest, highest) value a pixel of ``bits_stored`` bits can hold (two's complement
+    when ``signed``)."""
+    if signed:
+        return -(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1
+    return 0, (1 << bits_stored) - 1
+
+
 def _header_number(header, keyword: str, default, path, integer: bool = False):
     """``header[keyword]`` (or ``default`` when absent or blank) as a finite float or an int."""
     value = header.get(keyword, None)
@@ -117,7 +125,7 @@ def check_dicom_header(header, path) -> DicomHeader:
         raise InbreastError(path, f"PhotometricInterpretation {short(photometric)} is not a grey-level mammogram")
     slope = _header_number(header, "RescaleSlope", 1.0, path) or 1.0
     intercept = _header_number(header, "RescaleIntercept", 0.0, path)
-    lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, (1 << bits_stored) - 1)
+    lo, hi = stored_range(bits_stored, signed)
     extremes = (slope * lo + intercept, slope * hi + intercept)
     if max(abs(v) for v in extremes) > MAX_PIXEL_VALUE:
         raise InbreastError(path, f"RescaleSlope {slope:.6g} and RescaleIntercept {intercept:.6g} take "
@@ -216,7 +224,7 @@ def read_dicom(path) -> DicomImage:
     if found.photometric == "MONOCHROME1":
         # MONOCHROME1: the smallest value is displayed white. Flip it so that bright
         # means dense everywhere downstream.
-        lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (0, mask)
+        lo, hi = stored_range(bits_stored, signed)
         values = (lo + hi) - values
 
     slope, intercept = found.slope, found.intercept
