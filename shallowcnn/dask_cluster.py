@@ -47,6 +47,12 @@ def local_layout(workers: int | None = None, numba_threads: int | None = None) -
     return workers, max(1, int(numba_threads or cores // workers))
 
 
+def task_threads(scheduler: str | None, workers: int | None = None, numba_threads: int | None = None) -> int:
+    """Numba threads for each task: what the user asked for (1 by default) on a cluster
+    of theirs, else the local cluster's share of the cores (:func:`local_layout`)."""
+    return (numba_threads or 1) if scheduler else local_layout(workers, numba_threads)[1]
+
+
 def limit_numba_threads(threads: int) -> None:
     """Let the task running in this thread use at most ``threads`` Numba threads (never more
     than Numba started with): on a cluster not started by us, NUMBA_NUM_THREADS is unknown."""

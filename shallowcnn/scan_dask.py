@@ -73,9 +73,9 @@ def scanning_on_dask(args, model, paths, hit_radius: float, scan_options: dict, 
     if not (args.scheduler or args.workers):
         yield None
         return
-    from .dask_cluster import dask_client, local_layout
+    from .dask_cluster import dask_client, task_threads
 
-    threads = (args.numba_threads or 1) if args.scheduler else local_layout(args.workers, args.numba_threads)[1]
+    threads = task_threads(args.scheduler, args.workers, args.numba_threads)
     with dask_client(args.scheduler, args.workers, args.numba_threads, verbose=verbose) as client:
         [spec] = client.scatter([model_spec(model)], broadcast=True)
         futures = [client.submit(scan_on_worker, spec, model.backend, threads, str(Path(p).resolve()),

@@ -82,7 +82,7 @@ def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space:
                ``workers`` processes (default one per core) and ``numba_threads`` each
     on_result  called with each finished trial's row (after it is saved); for tests
     """
-    from ..dask_cluster import dask_client, local_layout, require_dask
+    from ..dask_cluster import dask_client, require_dask, task_threads
 
     start = time.perf_counter()
     if trials < 1 or epochs < 1:
@@ -110,9 +110,9 @@ def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space:
         from distributed import as_completed
         search_meta = {"patches": str(patches), "seed": seed, "epochs": epochs}
         with dask_client(scheduler, workers, numba_threads, processes, verbose) as client:
-            task_threads = (numba_threads or 1) if scheduler else local_layout(workers, numba_threads)[1]
+            threads_per_task = task_threads(scheduler, workers, numba_threads)
             [store_on_workers] = client.scatter([train_val_store(store)], broadcast=True)
-            trial_of = {client.submit(run_trial, store_on_workers, trial, epochs, backend, task_threads,
+            trial_of = {client.submit(run_trial, store_on_workers, trial, epochs, backend, threads_per_task,
                                       key=f"trial-{trial['trial']:04d}-{uuid.uuid4().hex[:12]}",
                                       pure=False, priority=-trial["trial"]): trial
                         for trial in todo}
