@@ -203,7 +203,7 @@ def test_bad_shapes_raise():
 def test_fused_forward_tie_across_column_chunks():
     """A tile of the next column chunk can hold an earlier flat index than the
     current chunk's second row: the first maximum in row-major order still wins."""
-    Wd = cpu.JT + 40                           # two column chunks with K = 1
+    Wd = tiles.JT + 40                         # two column chunks with K = 1
     x = np.zeros((1, 1, 6, Wd))
     x[0, 0, 1, 5] = 3.0                        # chunk 0, row 1
     x[0, 0, 0, Wd - 3] = 3.0                   # chunk 1, row 0: smaller flat index

@@ -69,7 +69,7 @@ import os
 import numpy as np
 
 from . import BackendUnavailable, autotune, check_shapes
-from .tiles import (ACC_F, JT, RB, SMALL_F_VARIANTS, VL, _small_f_pass, conv_tile,
+from .tiles import (ACC_F, ACC_ROW, RB, SMALL_F_VARIANTS, VL, _small_f_pass, conv_tile,
                     pack_bias, pack_weights, pack_weights_small, small_f_groups, small_f_width,
                     taps, tile_width, variant_args)
 
@@ -191,7 +191,7 @@ def _conv_forward_kernel(x, Wp, bp, F, kt, ft, rt, jt, relu):
         n, blk = t // nfb, t % nfb
         f0 = blk * FB
         nf = min(FB, F - f0)
-        acc = np.empty(RB * FB * JT, dtype=x.dtype)
+        acc = np.empty(RB * FB * ACC_ROW, dtype=x.dtype)
         zero = np.zeros(1, dtype=x.dtype)[0]     # a 0 of x's dtype (0.0 would be float64)
         for i0 in range(0, Ho, RB):
             rn = min(RB, Ho - i0)
@@ -200,7 +200,7 @@ def _conv_forward_kernel(x, Wp, bp, F, kt, ft, rt, jt, relu):
                 conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn)
                 for r in range(rn):
                     for f in range(nf):
-                        a = (r * FB + f) * JT
+                        a = (r * FB + f) * ACC_ROW
                         if relu:
                             for j in range(jn):
                                 out[n, f0 + f, i0 + r, j0 + j] = max(acc[a + j], zero)
@@ -237,7 +237,7 @@ def _conv_max_kernel(x, Wp, bp, F, kt, ft, rt, jt):
         n, blk = t // nfb, t % nfb
         f0 = blk * FB
         nf = min(FB, F - f0)
-        acc = np.empty(RB * FB * JT, dtype=x.dtype)
+        acc = np.empty(RB * FB * ACC_ROW, dtype=x.dtype)
         best = np.full(FB, -np.inf, dtype=x.dtype)
         where = np.zeros(FB, dtype=np.int64)
         for i0 in range(0, Ho, RB):
@@ -253,7 +253,7 @@ def _conv_max_kernel(x, Wp, bp, F, kt, ft, rt, jt):
                 # row r=0 comes before an earlier tile's row r=1).
                 for r in range(rn):
                     for f in range(nf):
-                        a = (r * FB + f) * JT
+                        a = (r * FB + f) * ACC_ROW
                         m = _row_max(acc, a, jn)
                         if m >= best[f]:
                             j = 0
@@ -519,7 +519,7 @@ def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):
 # ---------------------------------------------------------------------------
 
 @njit(parallel=True, fastmath=_FM_FMA, cache=True)
-def _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, K1):
+def _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, kt1):
     """conv1's weight and bias gradients straight from conv2's sparse gradient.
 
     g (N, F2) conv2's output gradient at its argmax (0 where the ReLU was shut),
@@ -535,6 +535,7 @@ def _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, K1):
     N, F2 = g.shape
     _, C1, K2, _ = W2.shape
     C0 = x.shape[1]
+    K1 = len(kt1)
     dW1p = np.zeros((N, C1, C0, K1, K1), dtype=x.dtype)
     db1p = np.zeros((N, C1), dtype=x.dtype)
     for n in prange(N):                      # each patch owns its partials
@@ -583,7 +584,7 @@ def features_backward(dpooled, ctx):
     K2, Wo2 = W2.shape[2], h1.shape[3] - W2.shape[2] + 1
     dW2 = _sparse_grads_w_kernel(g, h1, argmax, K2, Wo2)
     db2 = g.sum(axis=0)
-    dW1p, db1p = _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, ctx["K1"])
+    dW1p, db1p = _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, taps(ctx["K1"]))
     return dW1p.sum(axis=0), db1p.sum(axis=0), dW2, db2
 
 

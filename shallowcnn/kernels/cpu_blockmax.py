@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import autotune, check_shapes
-from .tiles import JT, RB, conv_tile, pack_bias, pack_weights, taps, tile_width, variant_args
+from .tiles import ACC_ROW, RB, conv_tile, pack_bias, pack_weights, taps, tile_width, variant_args
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -43,7 +43,7 @@ def _conv_relu_blockmax(x, Wp, bp, kt, ft, rt, g, jt, out):
     wc = nbc * g                                   # columns computed: whole blocks only
     for task in prange(N * nbr):
         n, bi = task // nbr, task % nbr
-        acc = np.empty(RB * FB * JT, dtype=x.dtype)
+        acc = np.empty(RB * FB * ACC_ROW, dtype=x.dtype)
         best = np.full((nfb * FB, nbc), -np.inf, dtype=x.dtype)    # block maxima of this block row
         for blk in range(nfb):
             for i0 in range(bi * g, bi * g + g, RB):               # the g output rows of block row bi
@@ -54,7 +54,7 @@ def _conv_relu_blockmax(x, Wp, bp, kt, ft, rt, g, jt, out):
                     # fold the finished tile into its blocks (a tile may split a block)
                     for r in range(rn):
                         for f in range(FB):
-                            a = (r * FB + f) * JT
+                            a = (r * FB + f) * ACC_ROW
                             row = best[blk * FB + f]
                             for j in range(jn):
                                 bj = (j0 + j) // g
