@@ -523,7 +523,9 @@ def _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, kt1):
     """conv1's weight and bias gradients straight from conv2's sparse gradient.
 
     g (N, F2) conv2's output gradient at its argmax (0 where the ReLU was shut),
-    x (N, C0, H, W) the input, h1 (N, C1, H1, W1) = relu(conv1(x)), W2 (F2, C1, K2, K2).
+    x (N, C0, H, W) the input, h1 (N, C1, H1, W1) = relu(conv1(x)), W2 (F2, C1, K2, K2),
+    K1 = len(kt1) (a tuple type, see tiles.taps: the tap loops get fixed trip counts
+    that LLVM unrolls; with K1 a plain integer this kernel took about 1.5 times as long).
     Returns per-patch partials dW1p (N, C1, C0, K1, K1) and db1p (N, C1).
 
     Each (n, f) sends ``g W2[f]`` into the K2 x K2 window of h1 under its argmax;

@@ -58,12 +58,13 @@ RB = 4       # output rows per tile
 JT = 256     # room for this many output columns per tile row (a multiple of VL)
 VL = 16      # columns are padded to a multiple of this (float32 lanes of AVX-512)
 # Distance between two rows of sums in a tile's buffer acc: JT plus one vector, not JT.
-# With rows of 256 float32 = 1 KB, the sums of output rows r and r + 1 of one filter
-# (FB = 4 rows of acc apart) would lie exactly 4 KB apart, and a CPU that compares only the low 12 bits of addresses
-# to see whether a load depends on an earlier store ("4K aliasing") stalls the load
-# of one row's sum behind the store of the other's. One vector of padding moved
-# the fused conv2 from 320 to 340 GFLOP/s at 144 x 144 and from 250 to 278 at 60 x 60
-# (Zen 5); the rows stay 64-byte aligned relative to each other.
+# With rows of 256 float32 (1 KB), the sums of output rows r and r + 1 of one filter,
+# FB = 4 rows of acc apart, would lie exactly 4 KB apart. A CPU first compares only
+# the low 12 bits of addresses to see whether a load depends on an earlier store
+# ("4K aliasing"), so the load of one row's sum stalled behind the store of the
+# other's. One vector of padding moved the fused conv2 from 305-324 to 336-346 GFLOP/s
+# at 144 x 144 and from 246-262 to 272-281 at 60 x 60 (Zen 5, three runs each); the
+# rows stay 64-byte aligned relative to each other.
 ACC_ROW = JT + VL
 
 # TILE_VARIANTS: name -> (FB filters per block, RP output rows per pass), in variants.py
