@@ -35,8 +35,10 @@ def _spin(seconds):
 def test_pins(monkeypatch):
     monkeypatch.setenv(autotune.ENV, "default")
     assert autotune.pins() == {fam: names[0] for fam, names in autotune.FAMILIES.items()}
-    monkeypatch.setenv(autotune.ENV, "f8r1, g2")
-    assert autotune.pins() == {"tile": "f8r1", "small_f": "g2"}
+    monkeypatch.setenv(autotune.ENV, "f8r1, g2")        # a tile variant pins the fused kernel too
+    assert autotune.pins() == {"tile": "f8r1", "fused": "f8r1", "small_f": "g2"}
+    monkeypatch.setenv(autotune.ENV, "wino")             # Winograd exists for the fused kernel only
+    assert autotune.pins() == {"fused": "wino"}
     monkeypatch.setenv(autotune.ENV, "f4r1,zz")
     with pytest.raises(ValueError, match="unknown variant 'zz'"):
         autotune.pins()
@@ -67,6 +69,16 @@ def test_the_fastest_is_chosen_saved_and_reused(fresh):
     autotune._disk = None
     assert autotune.choose("tile", "tile fused float32 C6 F16 K9 Wo44", lambda v: pytest.fail("timed")) == "f8r1"
     assert autotune.chosen()["tile fused float32 C6 F16 K9 Wo44"]["how"] == "cached"
+
+
+def test_a_choice_made_among_other_variants_is_made_again(fresh):
+    """A cache file written before a variant existed (here: before "wino") does not
+    keep the new variant from being timed."""
+    sig = "tile fused float32 C6 F16 K9 Wo128"
+    old = {"variant": "f4r2", "cpu_ms": {"f4r2": 0.8, "f4r1": 0.9, "f8r1": 1.2}}
+    fresh.write_text(json.dumps({"identity": autotune.identity(), "choices": {sig: old}}))
+    assert autotune.choose("fused", sig, lambda v: _spin(0.001 if v == "wino" else 0.003)) == "wino"
+    assert set(json.loads(fresh.read_text())["choices"][sig]["cpu_ms"]) == set(autotune.FAMILIES["fused"])
 
 
 def test_a_file_for_another_machine_or_version_is_ignored(fresh):

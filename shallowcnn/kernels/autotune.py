@@ -34,14 +34,14 @@ import sys
 import time
 from pathlib import Path
 
-from .variants import SMALL_F_VARIANTS, TILE_VARIANTS
+from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
 
 ENV = "SHALLOWCNN_KERNEL_VARIANT"
 REPS = 3                      # timed samples per variant (the best is kept)
 SAMPLE_S = 0.005              # CPU seconds per sample at least (short runs are repeated)
 
 # family -> its variant names, the default first
-FAMILIES = {"tile": tuple(TILE_VARIANTS), "small_f": tuple(SMALL_F_VARIANTS)}
+FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": tuple(SMALL_F_VARIANTS)}
 
 _chosen: dict = {}            # signature -> record, for this process
 _disk: dict | None = None     # the cache file's choices, read once
@@ -116,12 +116,13 @@ def pins() -> dict:
         return {fam: names[0] for fam, names in FAMILIES.items()}
     out = {}
     for name in (v.strip() for v in value.split(",") if v.strip()):
-        fam = next((f for f, names in FAMILIES.items() if name in names), None)
-        if fam is None:
-            known = ", ".join(n for names in FAMILIES.values() for n in names)
+        fams = [f for f, names in FAMILIES.items() if name in names]   # f4r1 pins "tile" and "fused"
+        if not fams:
+            known = ", ".join(dict.fromkeys(n for names in FAMILIES.values() for n in names))
             raise ValueError(f"{ENV}={value!r}: unknown variant {name!r}; "
                              f"use 'default' or names among {known}")
-        out[fam] = name
+        for fam in fams:
+            out[fam] = name
     return out
 
 
@@ -182,7 +183,8 @@ def choose(family: str, signature: str, run) -> str:
     rec = None if _force else _chosen.get(signature)
     if rec is None and not _force:
         rec = _read_disk().get(signature)
-        if rec is not None and rec.get("variant") in FAMILIES[family]:
+        # a choice made among other variants (an older version's) is made again
+        if rec is not None and set(rec.get("cpu_ms", ())) == set(FAMILIES[family]):
             rec = dict(rec, how="cached")
         else:
             rec = None
@@ -299,7 +301,8 @@ def add_command(subparsers):
     p = subparsers.add_parser(
         "tune", help="time the CPU kernel variants on this machine and remember the fastest",
         description="Times each variant of the Numba CPU kernels (more filters or rows per "
-                    "block: see shallowcnn/kernels/tiles.py) on the network's layers, keeps "
+                    "block: see shallowcnn/kernels/tiles.py; Winograd for the fused conv2: "
+                    "kernels/winograd.py) on the network's layers, keeps "
                     "the fastest per layer shape in a file beside Numba's cache, and prints "
                     "the table. Later runs use the saved choice at once. Run it again after "
                     "changing the CPU or the packages, or on a quiet machine.")

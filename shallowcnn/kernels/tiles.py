@@ -34,7 +34,9 @@ Which one is fastest depends on the CPU (and on what LLVM makes of it), so
 winner. FB and RP reach the kernels as tuple *types* (like K, see :func:`taps`):
 each variant is its own compiled (and cached) specialisation, with no run-time
 branches in the inner loop. (FB = 8 with RP = 2, 16 chains, was 10x slower: the
-sums and weights no longer fit in registers, so it is not offered.)
+sums and weights no longer fit in registers, so it is not offered; so were 4 x 4
+and 6 x 2, 16 and 12 chains.) :mod:`shallowcnn.kernels.winograd` runs these same
+passes over Winograd-transformed rows, for half the multiply-adds of the fused conv2.
 
 No scalar tail: a vectorised loop over jn columns ends in jn % 16 columns of scalar
 code, each as slow as a whole vector. A 60 x 60 patch has 44 conv2 columns: 2 vectors

@@ -10,6 +10,12 @@ start of the command line imports) does not load Numba just to know them.
 # (the autotuner's choice where nothing is timed: tests, a pinned "default")
 TILE_VARIANTS = {"f4r2": (4, 2), "f4r1": (4, 1), "f8r1": (8, 1)}
 
+# The fused conv + ReLU + max pool also has a Winograd variant (kernels/winograd.py: half
+# the multiply-adds, float32 results within about 1e-6 of the direct sums, not equal to
+# them); the default stays the direct f4r2, so pinned runs (tests) give the same numbers
+# on every CPU.
+FUSED_VARIANTS = (*TILE_VARIANTS, "wino")
+
 # The few-filter tile (conv1): name -> gmax, the largest group of filters whose sums one
 # pass carries (G chains per vector of columns, G*K weights held in registers); the first
 # is the default.

@@ -1,0 +1,95 @@
+"""The Winograd variant of the fused conv + ReLU + max pool (kernels/winograd.py).
+
+Its sums are rounded differently from the direct kernel's (see the module), so it is
+checked against the float64 reference with a tolerance, and its argmax by the value
+the reference has there: the position it names must hold the maximum (to within
+that tolerance), whichever of two near-equal positions it picks.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from shallowcnn.kernels import cpu, reference as ref, winograd  # noqa: E402
+
+# (N, C, H, W, F, K)
+SHAPES = [
+    (2, 6, 30, 31, 16, 9),      # 22 output rows: 5 groups of 4 (one band with a single group) + 2 direct rows
+    (3, 6, 24, 300, 10, 9),     # two column chunks; F = 10 pads to 3 blocks of 4
+    (2, 1, 21, 40, 5, 9),       # one channel; 13 rows = 3 groups + 1
+    (1, 6, 52, 52, 16, 9),      # conv2 of a 60 x 60 patch
+    (2, 2, 11, 14, 3, 9),       # 3 output rows: no whole group, all direct
+    (2, 3, 13, 12, 4, 5),       # K = 5 is not 3 groups of kernel rows: all direct
+]
+
+
+def test_the_transform_matrices_compute_a_3_tap_filter():
+    """AT [(G w) * (BT d)] = the 4 outputs of the 3-tap correlation of d (Lavin & Gray's F(4, 3))."""
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        d, w = rng.standard_normal(6), rng.standard_normal(3)
+        direct = np.array([w @ d[i:i + 3] for i in range(4)])
+        np.testing.assert_allclose(winograd.AT @ ((winograd.G @ w) * (winograd.BT @ d)), direct,
+                                   rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_wino_matches_the_reference(shape, dtype):
+    N, C, H, Wd, F, K = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
+    W = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
+    b = (0.1 * rng.standard_normal(F)).astype(dtype)
+    b[0] = -50.0                                      # a filter whose ReLU stays shut
+    pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, b, variant="wino")
+    x64, W64, b64 = (a.astype(np.float64) for a in (x, W, b))
+    z = ref.conv2d_forward(x64, W64, b64).reshape(N, F, -1)
+    rp, ra = ref.conv_relu_maxpool_forward(x64, W64, b64)
+    atol = 1e-12 if dtype == np.float64 else 2e-5
+    assert pooled.dtype == dtype and argmax.dtype == np.int64
+    np.testing.assert_allclose(pooled, rp, rtol=0, atol=atol)
+    np.testing.assert_allclose(np.take_along_axis(z, argmax[:, :, None], 2)[:, :, 0], z.max(axis=2),
+                               rtol=0, atol=2 * atol)
+    if dtype == np.float64:                            # random data: no near-ties at 1e-12
+        np.testing.assert_array_equal(argmax, ra)
+
+
+def test_ties_go_to_the_first_position_across_bands_and_rows():
+    """Equal maxima in two bands (rows 1 and 13) and in the rows left to the direct
+    kernel (row 16): the first in row-major order wins, as in np.argmax."""
+    x = np.zeros((1, 1, 25, 12))                          # 17 x 4 outputs: groups of 4 rows up to row 15
+    W = np.zeros((1, 1, 9, 9))
+    W[0, 0, 0, 0] = 1.0                                   # z[i, j] = x[i, j]
+    x[0, 0, 1, 3] = x[0, 0, 13, 2] = x[0, 0, 16, 0] = 2.0   # band 0, band 1, the direct row 16
+    pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, np.zeros(1), variant="wino")
+    assert pooled[0, 0] == 2.0 and argmax[0, 0] == 1 * 4 + 3
+    x[0, 0, 1, 3] = 0.0
+    assert cpu.conv_relu_maxpool_forward(x, W, np.zeros(1), variant="wino")[1][0, 0] == 13 * 4 + 2
+    x[0, 0, 13, 2] = 0.0
+    assert cpu.conv_relu_maxpool_forward(x, W, np.zeros(1), variant="wino")[1][0, 0] == 16 * 4 + 0
+    x[0, 0, 16, 0] = 0.0
+    x[0, 0, 6, 1] = x[0, 0, 6, 3] = 2.0                  # two in one row
+    assert cpu.conv_relu_maxpool_forward(x, W, np.zeros(1), variant="wino")[1][0, 0] == 6 * 4 + 1
+
+
+def test_the_model_path_uses_wino_when_pinned(monkeypatch):
+    """features_forward (the network's path) with the variant pinned: the same pooled
+    features as the direct default, to float32 rounding, and gradients that follow."""
+    from shallowcnn.kernels import autotune
+    rng = np.random.default_rng(3)
+    x = rng.random((3, 1, 40, 41), dtype=np.float32)
+    W1 = (rng.standard_normal((6, 1, 9, 9)) / 9).astype(np.float32)
+    b1 = np.full(6, 0.01, np.float32)
+    W2 = (rng.standard_normal((16, 6, 9, 9)) / 20).astype(np.float32)
+    b2 = np.zeros(16, np.float32)
+    direct, _ = cpu.features_forward(x, W1, b1, W2, b2)
+    monkeypatch.setenv(autotune.ENV, "wino")
+    monkeypatch.setattr(autotune, "_chosen", {})
+    pooled, ctx = cpu.features_forward(x, W1, b1, W2, b2)
+    assert any(rec["variant"] == "wino" for rec in autotune.chosen().values())
+    np.testing.assert_allclose(pooled, direct, rtol=0, atol=2e-5)
+    grads = cpu.features_backward(np.ones_like(pooled), ctx)
+    assert all(np.isfinite(g).all() for g in grads)
