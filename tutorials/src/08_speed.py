@@ -220,6 +220,36 @@ same = arg_cpu == arg_ref
 assert np.all(np.abs(pooled_cpu - pooled_ref)[~same] < 1e-4)
 
 # %% [markdown]
+# ### Less arithmetic: Winograd
+#
+# Once a kernel runs close to the machine's multiply-add rate, only doing fewer multiply-adds
+# makes it faster. Winograd's minimal filtering algorithm F(4, 3) (Lavin & Gray, 2016) gets the
+# 4 outputs of a 3-tap filter from 6 inputs with **6** multiplications instead of 12: transform
+# the inputs ($B^T d$), transform the taps once ($G w$), multiply element by element, transform
+# back ($A^T$). `kernels/winograd.py` applies it down the columns of conv2, with the 9 kernel rows
+# as 3 groups of 3, and runs the transformed rows through the same tile passes as the direct
+# kernel: half the multiply-adds. The price is rounding -- the transforms hold 4, 5, 8 and 1/24,
+# so the float32 sums differ from the direct ones by about 1e-6 -- which is why it is a variant
+# (`wino`) that the autotuner picks where it is faster, not the default.
+
+# %%
+from shallowcnn.kernels import winograd
+
+d, w = rng.standard_normal(6), rng.standard_normal(3)
+direct = np.array([w @ d[i:i + 3] for i in range(4)])              # 4 x 3 = 12 multiplications
+fast = winograd.AT @ ((winograd.G @ w) * (winograd.BT @ d))           # 6 (the transforms only add,
+print("direct:", direct.round(6), "\nF(4,3):", fast.round(6))       #  or multiply by constants)
+cpu.conv_relu_maxpool_forward(h1[:1], W2, b2, variant="wino")          # compile
+pooled_w, arg_w = cpu.conv_relu_maxpool_forward(h1, W2, b2, variant="wino")
+t_direct = best_of(lambda: cpu.conv_relu_maxpool_forward(h1, W2, b2, variant="f4r2"))
+t_wino = best_of(lambda: cpu.conv_relu_maxpool_forward(h1, W2, b2, variant="wino"))
+print(f"fused conv2, direct: {t_direct * 1e3:.1f} ms, Winograd: {t_wino * 1e3:.1f} ms")
+
+# %% check
+assert np.allclose(fast, direct, rtol=1e-12, atol=1e-12)
+assert np.allclose(pooled_w, pooled_ref, rtol=1e-4, atol=1e-4)
+
+# %% [markdown]
 # ## 8.4 Sparsity: the backward pass
 #
 # Notebook 3 showed that the max pool leaves one non-zero gradient per (patch, filter), so
@@ -422,7 +452,8 @@ plt.show()
 # * Profile first: conv2 dominates, as the FLOP count says, and the reference's backward
 #   pays for memory copies more than for arithmetic.
 # * Blocking makes each loaded value feed several multiply-adds; fusion avoids writing a map that
-#   is only needed for its maximum; sparsity skips the gradient's zeros.
+#   is only needed for its maximum; sparsity skips the gradient's zeros; Winograd does half the
+#   multiply-adds, for a little rounding.
 # * Every fast path is checked against the reference, to float32 rounding; the CUDA kernels are
 #   checked in the simulator where there is no GPU.
 # * Benchmarks depend on the batch, the machine and its load: compare like with like.
@@ -432,8 +463,9 @@ plt.show()
 # 1. Run `python benchmarks/bench_train.py` and compare with the numbers above. Which backend
 #    wins at inference, and why can shallowcnn's training beat a framework that infers faster?
 # 2. Time `cpu.conv_relu_maxpool_forward(h1, W2, b2, variant=v)` for each `v` in
-#    `shallowcnn.kernels.tiles.TILE_VARIANTS` (or run `shallowcnn tune --show`). Which wins on
+#    `shallowcnn.kernels.variants.FUSED_VARIANTS` (or run `shallowcnn tune --show`). Which wins on
 #    your machine? Why is there no 8-filter x 2-row variant on a CPU with 32 vector registers?
+#    Why does `wino` save less than half the time, though it does half the multiply-adds?
 # 3. In `conv_loops_numba`, move the loop over `f` inside the loop over `(c, p, q)`. Predict
 #    the effect on speed from the memory traffic, then measure.
 # 4. The fused forward never stores conv2's output. What has the *backward* pass of the fused
