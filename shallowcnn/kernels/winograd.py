@@ -103,7 +103,7 @@ def _input_transform(x, n, r0, V, s, c, k, Wd):
 
 
 @njit(parallel=True, fastmath=_FM_FMA, cache=True)
-def _wino_max_kernel(x, Up, bp, F, kt, ft, jt):
+def _wino_max_kernel(x, Up, bp, F, kt, jt):
     """The maximum of z over the whole groups of 4 output rows (rows 4*(Ho//4) and up
     are not looked at) and its first position, per (patch, filter): zmax (N, F),
     argmax (N, F) int64. One parallel task per patch; inside, bands of two groups (8
@@ -193,7 +193,7 @@ def conv_max(x, W, b, direct_conv_max):
     if nt == 0 or not usable(K):
         return direct_conv_max(x)
     zmax, argmax = _wino_max_kernel(x, pack_weights(W, x.dtype), pack_bias(b, F, x.dtype, FB), F,
-                                    taps(K), taps(FB), tile_width(Wo))
+                                    taps(K), tile_width(Wo))
     if Ho % 4:
         rest_max, rest_arg = direct_conv_max(np.ascontiguousarray(x[:, :, 4 * nt:]))
         later = rest_max > zmax                                       # ties: the earlier rows win
