@@ -71,7 +71,7 @@ import os
 import numpy as np
 
 from . import BackendUnavailable, autotune, check_shapes, winograd
-from .tiles import (ACC_F, ACC_ROW, RB, SMALL_F_VARIANTS, VL, _small_f_pass, conv_tile,
+from .tiles import (ACC_F, ACC_ROW, RB, SMALL_F_VARIANTS, VL, _small_f_pass, conv_tile, fold_row_max,
                     pack_bias, pack_weights, pack_weights_small, small_f_groups, small_f_width,
                     taps, tile_width, variant_args)
 
@@ -212,20 +212,6 @@ def _conv_forward_kernel(x, Wp, bp, F, kt, ft, rt, jt, relu):
     return out
 
 
-@njit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, cache=True, inline="always")
-def _row_max(acc, a, jn):
-    """max(acc[a : a + jn]).  The fast-math flags promise no NaN or inf and
-    allow reordering, which lets LLVM keep 16 partial maxima in one vector
-    instead of a compare-and-branch per element (it was ~8% of the fused
-    kernel).  A NaN in the data would make the result unspecified; the
-    reference would then pick the NaN."""
-    m = acc[a]
-    for j in range(1, jn):
-        v = acc[a + j]
-        m = v if v > m else m
-    return m
-
-
 @njit(parallel=True, fastmath=_FM_FMA, cache=True)
 def _conv_max_kernel(x, Wp, bp, F, kt, ft, rt, jt):
     K = len(kt)
@@ -247,24 +233,11 @@ def _conv_max_kernel(x, Wp, bp, F, kt, ft, rt, jt):
             for j0 in range(0, Wo, jt):
                 jn = min(jt, Wo - j0)
                 conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn)
-                # Fold the tile into the running maxima.  The maximum of a
-                # tile row is a vectorised reduction (_row_max); only when it
-                # reaches the running best do we look for its first position.
-                # Ties go to the smaller flat index, as in np.argmax: a later
-                # tile of the same row band can hold an earlier position (its
-                # row r=0 comes before an earlier tile's row r=1).
+                # fold the tile into the running maxima (tiles.fold_row_max: ties go
+                # to the smaller flat index, as in np.argmax)
                 for r in range(rn):
                     for f in range(nf):
-                        a = (r * FB + f) * ACC_ROW
-                        m = _row_max(acc, a, jn)
-                        if m >= best[f]:
-                            j = 0
-                            while acc[a + j] != m:
-                                j += 1
-                            idx = (i0 + r) * Wo + j0 + j
-                            if m > best[f] or idx < where[f]:
-                                best[f] = m
-                                where[f] = idx
+                        fold_row_max(acc, (r * FB + f) * ACC_ROW, jn, (i0 + r) * Wo + j0, best, where, f)
         for f in range(nf):
             zmax[n, f0 + f] = best[f]
             argmax[n, f0 + f] = where[f]

@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .tiles import ACC_ROW, VL, _tile_pass, pack_bias, taps, tile_width
+from .tiles import ACC_ROW, VL, _tile_pass, fold_row_max, pack_bias, taps, tile_width
 
 # F(4, 3): z = AT [(G w) * (BT d)] for 6 inputs d, 3 taps w, 4 outputs z.
 BT = np.array([[4, 0, -5, 0, 1, 0],
@@ -117,19 +117,18 @@ def _wino_max_kernel(x, Up, bp, F, kt, jt):
     zmax = np.full((N, F), -np.inf, dtype=x.dtype)
     argmax = np.zeros((N, F), dtype=np.int64)
     for n in prange(N):
-        V = np.empty((2, C, KG, 6, Wd + VL), dtype=x.dtype)
+        # V's rows are padded with zeros past Wd (a pass reads up to VL - 1 columns beyond);
+        # the input transform writes columns < Wd only, so the padding stays zero
+        V = np.zeros((2, C, KG, 6, Wd + VL), dtype=x.dtype)
         acc = np.empty(6 * 2 * FB * ACC_ROW, dtype=x.dtype)
         y = np.empty(4 * ACC_ROW, dtype=x.dtype)     # the 4 output rows of one group
+        best, where = zmax[n], argmax[n]
         for i0 in range(0, 4 * nt, 8):
             ng = min(2, nt - i0 // 4)
-            # V's rows are padded with zeros past Wd: a pass reads up to VL - 1 columns beyond
             for s in range(ng):
                 for c in range(C):
                     for k in range(KG):
                         _input_transform(x, n, i0 + 4 * s + 3 * k, V, s, c, k, Wd)
-                        for a in range(6):
-                            for j in range(Wd, Wd + VL):
-                                V[s, c, k, a, j] = 0.0
             for blk in range(nfb):
                 f0 = blk * FB
                 nf = min(FB, F - f0)
@@ -148,12 +147,12 @@ def _wino_max_kernel(x, Up, bp, F, kt, jt):
                                     _tile_pass(acc, o, V[0, c, k, a, j0:], V[1, c, k, a, j0:], w, K, FB, True, jv)
                                 else:
                                     _tile_pass(acc, o, V[0, c, k, a, j0:], V[0, c, k, a, j0:], w, K, FB, False, jv)
-                    # output transform, row by row, folded into the running maxima; ties go
-                    # to the smaller flat index (a later column chunk can hold an earlier row)
+                    # output transform (z = b + AT M), then each row folded into the running maxima
                     for s in range(ng):
                         for f in range(nf):
                             a0 = (s * FB + f) * ACC_ROW            # row a of M is a * da further
                             da = 2 * FB * ACC_ROW
+                            bias = bp[f0 + f]
                             for j in range(jn):
                                 m0 = acc[a0 + j]
                                 m1 = acc[a0 + da + j]
@@ -161,24 +160,13 @@ def _wino_max_kernel(x, Up, bp, F, kt, jt):
                                 m3 = acc[a0 + 3 * da + j]
                                 m4 = acc[a0 + 4 * da + j]
                                 m5 = acc[a0 + 5 * da + j]
-                                y[j] = m0 + m1 + m2 + m3 + m4
-                                y[ACC_ROW + j] = (m1 - m2) + 2 * (m3 - m4)
-                                y[2 * ACC_ROW + j] = (m1 + m2) + 4 * (m3 + m4)
-                                y[3 * ACC_ROW + j] = (m1 - m2) + 8 * (m3 - m4) + m5
+                                y[j] = bias + (m0 + m1 + m2 + m3 + m4)
+                                y[ACC_ROW + j] = bias + ((m1 - m2) + 2 * (m3 - m4))
+                                y[2 * ACC_ROW + j] = bias + ((m1 + m2) + 4 * (m3 + m4))
+                                y[3 * ACC_ROW + j] = bias + ((m1 - m2) + 8 * (m3 - m4) + m5)
                             for rho in range(4):
-                                ya = rho * ACC_ROW
-                                top = y[ya]
-                                for j in range(1, jn):
-                                    v = y[ya + j]
-                                    top = v if v > top else top
-                                if top + bp[f0 + f] >= zmax[n, f0 + f]:
-                                    j = 0
-                                    while y[ya + j] != top:
-                                        j += 1
-                                    idx = (i0 + 4 * s + rho) * Wo + j0 + j
-                                    if top + bp[f0 + f] > zmax[n, f0 + f] or idx < argmax[n, f0 + f]:
-                                        zmax[n, f0 + f] = top + bp[f0 + f]
-                                        argmax[n, f0 + f] = idx
+                                fold_row_max(y, rho * ACC_ROW, jn, (i0 + 4 * s + rho) * Wo + j0,
+                                             best, where, f0 + f)
     return zmax, argmax
 
 
