@@ -1,9 +1,11 @@
-"""The ``shallowcnn`` command line: one sub-command per module.
+"""The ``shallowcnn`` command line: one sub-command per module of :mod:`shallowcnn.commands`.
 
 Each module listed in :data:`COMMAND_MODULES` defines ``add_command(subparsers)``,
-which adds its parser and sets ``func`` (called with the parsed arguments; its
-return value is the exit status). Keeping the options beside the code they drive
-means one file per concept here too.
+which adds its parser and sets ``func`` (its ``run_command``, called with the parsed
+arguments; its return value is the exit status). Options are checked when the line is
+parsed (:mod:`shallowcnn.commands.common`); a command that cannot go on raises
+:class:`~shallowcnn.commands.common.CommandError`, printed here in argparse's format,
+``shallowcnn COMMAND: error: ...``. Nothing below ``commands/`` knows of argparse.
 """
 from __future__ import annotations
 
@@ -12,20 +14,22 @@ import importlib
 import sys
 
 from . import __version__
+from .commands.common import CommandError
 
 COMMAND_MODULES = [
-    "shallowcnn.gradcheck",
-    "shallowcnn.data.phantom",
-    "shallowcnn.patches_command",
-    "shallowcnn.train",
-    "shallowcnn.evaluate",
-    "shallowcnn.scan_command",
-    "shallowcnn.demo",
-    "shallowcnn.interop.onnx_export",
-    "shallowcnn.interop.keras_import",
-    "shallowcnn.web.serve",
-    "shallowcnn.kernels.autotune",
-    "shallowcnn.search.command",
+    "shallowcnn.commands.gradcheck",
+    "shallowcnn.commands.phantom",
+    "shallowcnn.commands.patches",
+    "shallowcnn.commands.train",
+    "shallowcnn.commands.evaluate",
+    "shallowcnn.commands.scan",
+    "shallowcnn.commands.demo",
+    "shallowcnn.commands.export",
+    "shallowcnn.commands.import_keras",
+    "shallowcnn.commands.serve",
+    "shallowcnn.commands.tune",
+    "shallowcnn.commands.search",
+    "shallowcnn.commands.bundle",
 ]
 
 
@@ -49,6 +53,9 @@ def main(argv=None) -> int:
         return 2
     try:
         status = args.func(args)
+    except CommandError as e:
+        print(f"shallowcnn {args.command}: error: {e}", file=sys.stderr)
+        return e.status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import numpy as np
 PIXEL_MM = 0.07           # INbreast's pixel size in mm; every image is used at it
 PATCH_SIZE = 144          # 1 cm at 0.07 mm: the window the network sees
 PIXEL_MAX = 255           # 8-bit pixels: the network's input is pixel / PIXEL_MAX
+MIN_INPUT_SIDE = 17       # the smallest input two valid 9 x 9 convolutions accept (9 + 8)
 
 
 def pixels_to_input(pixels_u8, dtype=np.float32) -> np.ndarray:

@@ -19,9 +19,30 @@ import contextlib
 import logging
 import os
 import sys
+from dataclasses import dataclass
 
 INSTALL_HINT = ('this command needs Dask: pip install "shallowcnn[dask]" '
                 '(or, in a checkout, pip install ".[dask]")')
+
+
+@dataclass(frozen=True)
+class DaskSettings:
+    """Where work goes: a running cluster (``scheduler``) or a LocalCluster started here.
+
+    scheduler      "tcp://host:8786" of a running cluster, or None for a LocalCluster here
+    workers        LocalCluster worker processes (default: one per core)
+    numba_threads  Numba threads per task (default: cores // workers locally, 1 on a scheduler)
+    processes      False runs the local workers as threads of this process (tests, notebooks)
+    """
+    scheduler: str | None = None
+    workers: int | None = None
+    numba_threads: int | None = None
+    processes: bool = True
+
+    @property
+    def wanted(self) -> bool:
+        """True when the work should go to Dask at all (a scheduler or a worker count is given)."""
+        return bool(self.scheduler or self.workers)
 
 
 class DaskUnavailable(RuntimeError):
@@ -85,7 +106,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, numba_
         try:
             client = distributed.Client(scheduler)          # Dask's connect timeout: 30 s by default
         except (OSError, TimeoutError) as e:
-            raise ConnectionError(f"--scheduler {scheduler}: cannot connect ({e})") from None
+            raise ConnectionError(f"Dask scheduler {scheduler}: cannot connect ({e})") from None
         where = f"the cluster at {scheduler}"
     else:
         n_workers, threads = local_layout(workers, numba_threads)

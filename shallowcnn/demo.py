@@ -13,7 +13,7 @@ laptop; the report says so.
 from __future__ import annotations
 
 import json
-import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from .data.patches import make_patches
-from .data.phantom import DEFAULT_CASES, generate_phantom, parse_size, summarise
+from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
 from .evaluate import evaluate
-from .kernels import BackendUnavailable
 from .model import ShallowCNN
-from .options import non_negative_int, positive_int, refusing
-from .scan_command import scan_paths
+from .scan_files import scan_paths
 from .storage import atomic_write_text
-from .train import TrainConfig, TrainingDiverged, train_run
+from .train import TrainConfig, train_run
+from .web.bundled import BUNDLED_MODEL_PATH, NEVER_SAW_A_MAMMOGRAM
 
 DEMO_EPOCHS = 12
 
@@ -147,33 +146,25 @@ def render_report(out: Path, r: dict) -> str:
     return "\n".join(lines)
 
 
-def add_command(subparsers):
-    p = subparsers.add_parser(
-        "demo", help="the whole job on the built-in phantom: phantom, patches, train, evaluate, scan",
-        description="Generate synthetic mammograms, cut and split patches, train the network, "
-                    "evaluate it on the test patients and scan a whole mammogram, all into one "
-                    "folder with a report.md that links every figure.")
-    p.add_argument("-o", "--output", default="shallowcnn_demo", help="output folder (default ./shallowcnn_demo)")
-    p.add_argument("--cases", type=positive_int, default=None, help="phantom patients (default: the phantom's default)")
-    p.add_argument("--epochs", type=positive_int, default=DEMO_EPOCHS, help=f"training epochs (default {DEMO_EPOCHS})")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for everything, >= 0 (default 0)")
-    p.add_argument("--backend", default="auto", choices=("numpy", "numba", "cuda", "auto"),
-                   help="numpy, numba, cuda or auto (default auto)")
-    p.add_argument("--size", type=refusing(parse_size), default="demo",
-                   help="phantom image size: WIDTHxHEIGHT, demo or full (default demo)")
-    p.add_argument("--no-scan", action="store_true", help="skip the whole-mammogram scan")
-    p.add_argument("--quiet", action="store_true", help="less output")
-    p.set_defaults(func=run_command)
+def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed: int = 0,
+                        backend: str = "auto", verbose: bool = True) -> Path:
+    """Run the demo pipeline in a temporary folder and keep only its best model.
 
-
-def run_command(args) -> int:
-    try:
-        run_demo(args.output, args.cases, args.epochs, args.seed, args.backend, not args.no_scan, not args.quiet,
-                 args.size)
-    except TrainingDiverged as e:
-        print(f"error: training diverged: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, FileExistsError, OSError, BackendUnavailable) as e:
-        print(f"shallowcnn demo: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    The model's metadata gains ``training`` (what it was trained on, epochs, best epoch,
+    the test-patient metrics) and ``bundled``/``warning``, which the server shows.
+    """
+    epochs = DEMO_EPOCHS if epochs is None else epochs
+    with tempfile.TemporaryDirectory(prefix="shallowcnn-bundled-") as work:
+        results = run_demo(Path(work) / "demo", epochs=epochs, seed=seed, backend=backend,
+                           scan=False, verbose=verbose)
+        model = ShallowCNN.load(Path(work) / "demo" / "run" / "model.npz")
+    metrics = {k: v for k, v in results["test_metrics"].items() if isinstance(v, (int, float))}
+    training = {"data": "shallowcnn phantom (synthetic mammograms, 0.07 mm, INbreast layout), "
+                        "demo size, patches split by patient",
+                "phantom": results["phantom"], "patches": results["patches"],
+                "epochs": epochs, "best_epoch": results["best_epoch"],
+                "best_val_accuracy": results["best_val_accuracy"], "seed": seed,
+                "test_metrics": metrics,
+                "made_by": "shallowcnn bundle"}
+    return model.save(out, metadata={"bundled": True, "warning": NEVER_SAW_A_MAMMOGRAM,
+                                     "training": training})

@@ -20,14 +20,11 @@ a fixed random ``R``: then dL/dout = R, which is what we feed to ``backward``.
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from .layers import (Conv2D, ConvReLUGlobalMaxPool, Dense, Dropout, GlobalMaxPool2D, ReLU, Sigmoid)
 from .losses import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from .model import ShallowCNN
-from .options import non_negative_int
 
 SMOOTH_BOUND = 1e-7   # linear and smooth functions
 KINK_BOUND = 1e-5     # functions with ReLU or max inside
@@ -190,35 +187,3 @@ def format_report(rows) -> str:
         lines.append(f"{component:<{w}}{name:<10}{err:>12.2e}{bound:>10.0e}  {'ok' if err <= bound else 'FAIL'}")
     return "\n".join(lines)
 
-
-def add_command(subparsers):
-    p = subparsers.add_parser(
-        "gradcheck", help="check every backward pass against centred differences (float64)",
-        description="Gradient check of every layer, both losses and every parameter of the "
-                    "model, in float64 with centred differences. Exits with status 1 if any "
-                    "relative error exceeds its bound (1e-7 smooth, 1e-5 with ReLU or max).")
-    p.add_argument("--backend", default="numpy", choices=("numpy", "numba", "cuda", "auto"),
-                   help="kernels to check: numpy, numba, cuda or auto (default numpy)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed for inputs and weights, >= 0 (default 0)")
-    p.add_argument("--entries", type=non_negative_int, default=40,
-                   help="entries checked per array, chosen at random (default 40; 0 = all)")
-    p.add_argument("--size", type=int, default=21, help="input height and width, at least 17 (default 21)")
-    p.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    from .kernels import BackendUnavailable
-
-    if args.size < 17:
-        print("shallowcnn gradcheck: error: argument --size: must be at least 17 (two valid 9x9 convolutions)",
-              file=sys.stderr)
-        return 2
-    try:
-        rows = run_all(args.backend, args.seed, args.entries or None, args.size)
-    except BackendUnavailable as e:
-        print(f"shallowcnn gradcheck: error: {e}", file=sys.stderr)
-        return 2
-    print(format_report(rows))
-    failed = [r for r in rows if not r[2] <= r[3]]
-    print(f"\n{len(rows) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0

@@ -50,7 +50,7 @@ Main entry points::
 
     image  = load_image("AllDICOMs/....dcm")          # shallowcnn.data.images: ScanImage
     result = scan_image(model, image, stride=16)        # ScanResult: prob_map, detections
-    write_scan_outputs(result, "out/")                  # shallowcnn.scan_command: .npy, .png, .json
+    write_scan_outputs(result, "out/")                  # shallowcnn.scan_files: .npy, .png, .json
 """
 from __future__ import annotations
 

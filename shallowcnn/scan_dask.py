@@ -1,7 +1,7 @@
 """Screening an archive: ``shallowcnn scan --workers N`` or ``--scheduler ADDRESS``.
 
 One machine scans a mammogram in a second or two, but an archive holds thousands.
-With these options :func:`shallowcnn.scan_command.scan_paths` does not scan the
+With these options :func:`shallowcnn.scan_files.scan_paths` does not scan the
 images itself one after another: Dask workers scan them (:func:`scan_on_worker`,
 which calls the same :func:`shallowcnn.scan.scan_image`), while this process
 writes each image's files and the FROC curve as the results come back -- the
@@ -19,19 +19,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-
-def add_arguments(parser) -> None:
-    """The options of ``shallowcnn scan`` that send the images to Dask."""
-    group = parser.add_argument_group(
-        "spreading the images over Dask workers (needs pip install \"shallowcnn[dask]\")")
-    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="address of a running Dask scheduler (tcp://host:8786); every image path "
-                            "must be readable by the workers")
-    group.add_argument("--workers", type=int, default=None,
-                       help="scan on a local Dask cluster of this many worker processes "
-                            "(default: no cluster, the images one after another in this process)")
-    group.add_argument("--numba-threads", type=int, default=None,
-                       help="Numba threads per image (default: cores // workers locally, 1 on --scheduler)")
+from .dask_cluster import DaskSettings, dask_client, limit_numba_threads, task_threads
+from .model import ShallowCNN
+from .scan_files import ScanSettings, scan_one
 
 
 def model_spec(model) -> dict:
@@ -42,8 +32,6 @@ def model_spec(model) -> dict:
 
 def rebuild_model(spec: dict, backend: str):
     """The ShallowCNN described by :func:`model_spec`, on ``backend``."""
-    from .model import ShallowCNN
-
     arch = spec["architecture"]
     model = ShallowCNN(backend=backend, seed=spec["seed"], p_drop=arch["p_drop"], dtype=arch["dtype"],
                        channels=arch["channels"], kernel_size=arch["kernel_size"])
@@ -51,35 +39,28 @@ def rebuild_model(spec: dict, backend: str):
     return model
 
 
-def scan_on_worker(spec: dict, backend: str, numba_threads: int, path: str, hit_radius: float,
-                   scan_options: dict):
-    """Scan one image on a worker: :func:`shallowcnn.scan_command.scan_one`'s answer, i.e.
+def scan_on_worker(spec: dict, backend: str, numba_threads: int, path: str, settings: ScanSettings):
+    """Scan one image on a worker: :func:`shallowcnn.scan_files.scan_one`'s answer, i.e.
     (ScanResult, ImageTruth or None), or the exception that stopped it."""
-    from .dask_cluster import limit_numba_threads
-    from .scan_command import scan_one          # here, not at the top: scan_command imports us
-
     if backend == "numba":
         limit_numba_threads(numba_threads)
-    return scan_one(rebuild_model(spec, backend), path, hit_radius, **scan_options)
+    return scan_one(rebuild_model(spec, backend), path, settings)
 
 
 @contextlib.contextmanager
-def scanning_on_dask(args, model, paths, hit_radius: float, scan_options: dict, verbose: bool = True):
-    """Yields None when ``args`` ask for no Dask (scan here); otherwise an iterator of
+def scanning_on_dask(cluster: DaskSettings, model, paths, settings: ScanSettings, verbose: bool = True):
+    """Yields None when ``cluster`` asks for no Dask (scan here); otherwise an iterator of
     (path, scan_one's answer), in the order of ``paths``, computed by Dask workers.
-
-    scan_options: keyword arguments of :func:`~shallowcnn.scan.scan_image`.
     """
-    if not (args.scheduler or args.workers):
+    if not cluster.wanted:
         yield None
         return
-    from .dask_cluster import dask_client, task_threads
-
-    threads = task_threads(args.scheduler, args.workers, args.numba_threads)
-    with dask_client(args.scheduler, args.workers, args.numba_threads, verbose=verbose) as client:
+    threads = task_threads(cluster.scheduler, cluster.workers, cluster.numba_threads)
+    with dask_client(cluster.scheduler, cluster.workers, cluster.numba_threads, cluster.processes,
+                     verbose=verbose) as client:
         [spec] = client.scatter([model_spec(model)], broadcast=True)
         futures = [client.submit(scan_on_worker, spec, model.backend, threads, str(Path(p).resolve()),
-                                 hit_radius, scan_options, pure=False) for p in paths]
+                                 settings, pure=False) for p in paths]
         try:
             yield ((path, future.result()) for path, future in zip(paths, futures))
         finally:

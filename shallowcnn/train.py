@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import math
-import shlex
 import signal
 import sys
 import threading
@@ -33,13 +32,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data.patches import PatchError, open_patches
 from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
 from .model import ShallowCNN, check_weights
 from .optim import Adam
-from .options import fraction_below_one, non_negative_int, positive_float, positive_int
-from .storage import OutputError, StoreError, atomic_write_text, check_writable_dir, load_npz, save_npz
+from .storage import StoreError, atomic_write_text, check_writable_dir, load_npz, save_npz
 
 CHECKPOINT_KIND = "shallowcnn.checkpoint"
 CHECKPOINT_MAX_BYTES = 256 << 20   # per array of a checkpoint; the paper's holds ~130 KB
@@ -92,7 +89,7 @@ class StopOnCtrlC:
 
 def store_fingerprint(store) -> str:
     """A short hash of what identifies a patch store (labels, splits, sources, shapes), so
-    that ``--resume`` can tell that the store under a run changed."""
+    that a resumed run can tell that the store under a run changed."""
     digest = hashlib.sha256(str(store.patches.shape).encode())
     for name in ("labels", "split", "image", "position"):
         digest.update(np.ascontiguousarray(getattr(store, name)).tobytes())
@@ -183,7 +180,7 @@ class Trainer:
         bad = [name for name, value in self.model.params.items() if not np.all(np.isfinite(value))]
         if bad:
             raise TrainingDiverged(f"weights {', '.join(bad)} became NaN or infinite in epoch {epoch}; "
-                                   f"try a smaller --lr (now {self.config.lr}). {self._kept()}")
+                                   f"try a smaller learning rate (lr now {self.config.lr}). {self._kept()}")
 
     # ----------------------------------------------------------- one epoch
     def run_epoch(self, x, y, epoch):
@@ -200,7 +197,7 @@ class Trainer:
             if not math.isfinite(loss):
                 bar.close()
                 raise TrainingDiverged(f"loss became {loss} at epoch {epoch}, batch {start // cfg.batch_size + 1}; "
-                                       f"try a smaller --lr (now {cfg.lr}). {self._kept()}")
+                                       f"try a smaller learning rate (lr now {cfg.lr}). {self._kept()}")
             self.stop.check()
             seen += len(idx)
             loss_sum += loss * len(idx)
@@ -383,6 +380,7 @@ def fit(model, x, y, epochs=10, batch_size=64, lr=1e-3, seed=0, x_val=None, y_va
 
 
 # ------------------------------------------------------------------ the run
+
 def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
     """Train on a :class:`~shallowcnn.data.patches.PatchStore` into ``run_dir``
     (:func:`~shallowcnn.data.patches.open_patches` opens a store file).
@@ -401,8 +399,8 @@ def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
         raise ValueError(f"{source}: the store has no training patches")
     run_dir = Path(run_dir)
     if not resume and (run_dir / "checkpoint.npz").exists():
-        raise FileExistsError(f"{run_dir} already holds a run (checkpoint.npz); "
-                              f"use --resume to continue it or choose another folder")
+        raise FileExistsError(f"{run_dir} already holds a run (checkpoint.npz): resume it or choose "
+                              f"another folder")
     if resume and not (run_dir / "checkpoint.npz").exists():
         raise FileNotFoundError(f"{run_dir / 'checkpoint.npz'}: no checkpoint to resume from")
     check_writable_dir(run_dir)
@@ -429,77 +427,4 @@ def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
 
 
 # (option, TrainConfig field) of the options a resume must repeat
-CONFIG_OPTIONS = (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr"), ("--beta1", "beta1"),
-                  ("--beta2", "beta2"), ("--eps", "eps"), ("--p-drop", "p_drop"), ("--seed", "seed"),
-                  ("--backend", "backend"))
 
-
-def add_command(subparsers):
-    d = TrainConfig()
-    p = subparsers.add_parser(
-        "train", help="train the network on a patch store (the paper's recipe by default)",
-        description="Train ShallowCNN on the train split of a patch store, validating after every "
-                    "epoch and keeping the epoch with the best validation accuracy as RUN_DIR/model.npz. "
-                    "Also writes config.json, history.csv, curves.png and checkpoint.npz (after every "
-                    "epoch, atomically). Ctrl-C stops cleanly; --resume continues from the checkpoint.")
-    p.add_argument("patches", help="patch store (.npz) made by 'shallowcnn patches'")
-    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="folder for the run's files")
-    p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"epochs (default {d.epochs}, the paper's)")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
-                   help=f"mini-batch size (default {d.batch_size})")
-    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    p.add_argument("--beta1", type=fraction_below_one, default=d.beta1,
-                   help=f"Adam beta1, in [0, 1) (default {d.beta1})")
-    p.add_argument("--beta2", type=fraction_below_one, default=d.beta2,
-                   help=f"Adam beta2, in [0, 1) (default {d.beta2})")
-    p.add_argument("--eps", type=positive_float, default=d.eps, help=f"Adam epsilon, > 0 (default {d.eps}, as Keras)")
-    p.add_argument("--p-drop", type=fraction_below_one, default=d.p_drop,
-                   help=f"dropout probability, in [0, 1) (default {d.p_drop})")
-    p.add_argument("--seed", type=non_negative_int, default=d.seed,
-                   help="seed for weights, shuffling and dropout, >= 0 (default 0)")
-    p.add_argument("--backend", default=d.backend, choices=("numpy", "numba", "cuda", "auto"),
-                   help="numpy, numba, cuda or auto (default auto)")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.set_defaults(func=run_command)
-
-
-def resume_command(args) -> str:
-    """The command that continues this run: the same store, folder and every option the
-    user changed from its default (so the settings check of :meth:`Trainer.resume` passes)."""
-    defaults = TrainConfig()
-    words = ["shallowcnn", "train", args.patches, "-o", args.output]
-    for option, name in CONFIG_OPTIONS:
-        if getattr(args, name) != getattr(defaults, name):
-            words += [option, str(getattr(args, name))]
-    if args.quiet:
-        words.append("--quiet")
-    return shlex.join(words + ["--resume"])
-
-
-def run_command(args) -> int:
-    from .kernels import BackendUnavailable
-
-    config = TrainConfig(**{name: getattr(args, name) for _, name in CONFIG_OPTIONS})
-    try:
-        trainer = train_run(open_patches(args.patches), args.output, config, resume=args.resume,
-                            verbose=not args.quiet)
-    except KeyboardInterrupt:
-        kept = (f"the checkpoint of the last finished epoch is in {args.output}"
-                if (Path(args.output) / "checkpoint.npz").exists() else "no epoch had finished")
-        print(f"\ninterrupted: {kept}; continue with:\n  {resume_command(args)}", file=sys.stderr)
-        return 130
-    except TrainingDiverged as e:
-        print(f"shallowcnn train: error: training diverged: {e}", file=sys.stderr)
-        return 1
-    except (StoreError, PatchError, OutputError, BackendUnavailable, ValueError, FileExistsError,
-            FileNotFoundError) as e:
-        print(f"shallowcnn train: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:   # the disk filled up or the folder went away during the run
-        print(f"shallowcnn train: error: cannot write the run's files: {e}", file=sys.stderr)
-        return 1
-    best = trainer.best
-    print(f"best epoch {best['epoch']} (validation accuracy {best['val_accuracy']:.4f}) saved as "
-          f"{Path(args.output) / 'model.npz'}")
-    return 0

@@ -21,8 +21,7 @@ def fresh(tmp_path, monkeypatch):
     monkeypatch.delenv(autotune.ENV, raising=False)
     path = tmp_path / "choices.json"
     monkeypatch.setattr(autotune, "cache_path", lambda: path)
-    monkeypatch.setattr(autotune, "_chosen", {})
-    monkeypatch.setattr(autotune, "_disk", None)
+    autotune.forget_choices()
     return path
 
 
@@ -46,7 +45,7 @@ def test_pins(monkeypatch):
 
 def test_a_pin_wins_and_nothing_is_timed(monkeypatch):
     monkeypatch.setenv(autotune.ENV, "f4r1")
-    monkeypatch.setattr(autotune, "_chosen", {})
+    autotune.forget_choices()
     assert autotune.choose("tile", "sig", lambda v: pytest.fail("timed a pinned family")) == "f4r1"
 
 
@@ -65,8 +64,7 @@ def test_the_fastest_is_chosen_saved_and_reused(fresh):
     rec = saved["choices"]["tile fused float32 C6 F16 K9 Wo44"]
     assert rec["variant"] == "f8r1" and set(rec["cpu_ms"]) == set(cost)
     # a new process (empty memory) reads the file and times nothing
-    autotune._chosen.clear()
-    autotune._disk = None
+    autotune.forget_choices()
     assert autotune.choose("tile", "tile fused float32 C6 F16 K9 Wo44", lambda v: pytest.fail("timed")) == "f8r1"
     assert autotune.chosen()["tile fused float32 C6 F16 K9 Wo44"]["how"] == "cached"
 
@@ -104,12 +102,14 @@ def test_cli_tune_times_saves_and_shows(fresh, capsys):
     assert "small_f dense float32 C1 F6 K9 Wo22" in out and "tile fused float32 C6 F16 K9 Wo14" in out
     assert set(json.loads(fresh.read_text())["choices"]) == {
         "small_f dense float32 C1 F6 K9 Wo22", "tile fused float32 C6 F16 K9 Wo14"}
-    autotune._disk = None
+    autotune.forget_choices()
     assert main(["tune", "--show"]) == 0
     assert "tile fused float32 C6 F16 K9 Wo14" in capsys.readouterr().out
 
 
 def test_cli_tune_refuses_a_tiny_size(capsys):
     from shallowcnn.cli import main
-    assert main(["tune", "--size", "10"]) == 2
-    assert "--size" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:           # refused when the command line is read
+        main(["tune", "--size", "10"])
+    assert stop.value.code == 2
+    assert "argument --size: must be at least 17" in capsys.readouterr().err

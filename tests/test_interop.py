@@ -293,7 +293,7 @@ def test_bad_files_give_clear_messages(tmp_path, capsys):
     for name, message in cases.items():
         assert main(["import-keras", str(tmp_path / name), "-o", str(tmp_path / "m.npz")]) == 2, name
         err = capsys.readouterr().err
-        assert err.startswith(f"error: {tmp_path / name}: {message}"), err
+        assert err.startswith(f"shallowcnn import-keras: error: {tmp_path / name}: {message}"), err
         assert "Traceback" not in err
     assert not (tmp_path / "m.npz").exists()
 
@@ -306,7 +306,7 @@ def test_truncated_keras_files(keras_files, tmp_path, capsys):
             (tmp_path / name).write_bytes(data[:cut])
             assert main(["import-keras", str(tmp_path / name), "-o", str(tmp_path / "m.npz")]) == 2
             err = capsys.readouterr().err
-            assert err.startswith(f"error: {tmp_path / name}: damaged or truncated Keras file"), err
+            assert err.startswith(f"shallowcnn import-keras: error: {tmp_path / name}: damaged or truncated Keras file"), err
 
 
 def test_export_bad_input_and_options(tmp_path, capsys):
@@ -320,8 +320,10 @@ def test_export_bad_input_and_options(tmp_path, capsys):
     random_model().save(model_path)
     assert main(["export", str(model_path), "-o", str(tmp_path / "m.pt"), "--format", "torch"]) == 2
     assert "--format torch writes a .safetensors file" in capsys.readouterr().err
-    assert main(["export", str(model_path), "-o", str(tmp_path / "m.onnx"), "--heatmap", "--stride", "0"]) == 2
-    assert "--stride must be a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:            # refused when the command line is read
+        main(["export", str(model_path), "-o", str(tmp_path / "m.onnx"), "--heatmap", "--stride", "0"])
+    assert stop.value.code == 2
+    assert "argument --stride: must be a whole number of at least 1" in capsys.readouterr().err
     if importlib.util.find_spec("onnx") is not None:
         assert main(["export", str(model_path), "-o", str(tmp_path / "m.onnx"), "--opset", "9"]) == 2
         assert "opset must be between 13 and" in capsys.readouterr().err

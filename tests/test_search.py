@@ -103,10 +103,12 @@ def test_a_trial_that_raises_is_recorded_as_failed(store_path):
 
 
 # ------------------------------------------------------------------ searches
-def search(store, out, trials=4, **kwargs):
-    from shallowcnn.search import run_search
-    kwargs.setdefault("space", SearchSpace(TINY_SPACE))
-    return run_search(store, out, trials=trials, epochs=1, seed=5, backend="numpy", verbose=False, **kwargs)
+def search(store, out, trials=4, space=None, on_result=None, **cluster):
+    """A search of ``trials`` one-epoch trials on the numpy backend; ``cluster``: DaskSettings fields."""
+    from shallowcnn.dask_cluster import DaskSettings
+    from shallowcnn.search import SearchSettings, run_search
+    settings = SearchSettings(trials=trials, epochs=1, seed=5, space=space or SearchSpace(TINY_SPACE), backend="numpy")
+    return run_search(store, out, settings, DaskSettings(**cluster), verbose=False, on_result=on_result)
 
 
 def check_folder(out, trials):
@@ -173,9 +175,9 @@ def test_resuming_with_other_settings_is_refused(local_search, store_path):
     from shallowcnn.storage import StoreError
     out, _ = local_search
     with pytest.raises(StoreError, match="seed=5, not 6"):
-        from shallowcnn.search import run_search
-        run_search(store_path, out, trials=4, epochs=1, seed=6, space=SearchSpace(TINY_SPACE),
-                   backend="numpy", verbose=False)
+        from shallowcnn.search import SearchSettings, run_search
+        run_search(store_path, out, SearchSettings(trials=4, epochs=1, seed=6, space=SearchSpace(TINY_SPACE),
+                                                   backend="numpy"), verbose=False)
 
 
 def test_a_diverging_trial_is_recorded_not_fatal(store_path, tmp_path):

@@ -87,7 +87,7 @@ def test_the_model_path_uses_wino_when_pinned(monkeypatch):
     b2 = np.zeros(16, np.float32)
     direct, _ = cpu.features_forward(x, W1, b1, W2, b2)
     monkeypatch.setenv(autotune.ENV, "wino")
-    monkeypatch.setattr(autotune, "_chosen", {})
+    autotune.forget_choices()
     pooled, ctx = cpu.features_forward(x, W1, b1, W2, b2)
     assert any(rec["variant"] == "wino" for rec in autotune.chosen().values())
     np.testing.assert_allclose(pooled, direct, rtol=0, atol=2e-5)

@@ -24,15 +24,12 @@ The same seed gives the same files (UIDs are derived from the seed; no timestamp
 """
 from __future__ import annotations
 
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..constants import PIXEL_MM
-from ..options import non_negative_int, positive_int, refusing
 from ..storage import atomic_write_bytes, atomic_write_text
 from .clusters import find_clusters
 from .dicom import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
@@ -495,7 +492,7 @@ def generate_phantom(out, cases: int = DEFAULT_CASES, seed: int = 0, size=DEFAUL
         if not (overwrite and (out / MARKER).exists()):
             raise FileExistsError(f"{out} already holds AllDICOMs/; choose an empty folder"
                                   + (" (only a phantom folder can be overwritten)" if overwrite else
-                                     " or pass --overwrite if it is a phantom"))
+                                     " or overwrite it if it is a phantom"))
         for old in list(dicom_dir.glob("*_ANON.dcm")) + list(xml_dir.glob("*.xml")):
             old.unlink()
     dicom_dir.mkdir(parents=True, exist_ok=True)
@@ -555,40 +552,3 @@ def summarise(images) -> str:
     parts = ", ".join(f"{count} {label}" for label, count in sorted(kinds.items()))
     return (f"{patients} patients, {len(images)} images ({with_xml} with XML); "
             f"{clusters} microcalcification clusters ({outlines} with a Cluster outline); ROIs: {parts}")
-
-
-# ---------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------
-
-
-def add_command(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "phantom", help="write synthetic mammograms in the INbreast layout",
-        description="Write AllDICOMs/, AllXML/ and INbreast.csv with synthetic mammograms, "
-                    "annotated like INbreast (microcalcification clusters, masses, ...).")
-    parser.add_argument("out", help="folder to create (AllDICOMs/, AllXML/, INbreast.csv inside)")
-    parser.add_argument("--cases", type=positive_int, default=DEFAULT_CASES,
-                        help=f"number of patients, each with 2 or 4 images (default {DEFAULT_CASES})")
-    parser.add_argument("--seed", type=non_negative_int, default=0,
-                        help="random seed, >= 0; same seed, same files (default 0)")
-    parser.add_argument("--size", type=refusing(parse_size), default="demo",
-                        help=f"image size WIDTHxHEIGHT in pixels of 0.07 mm, 'demo' "
-                             f"({DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}, default) or 'full' "
-                             f"({FULL_SIZE[0]}x{FULL_SIZE[1]}, as INbreast); at most 16384 a side")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the images of an existing phantom folder (never a real one)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    start = time.perf_counter()
-    try:
-        images = generate_phantom(args.out, cases=args.cases, seed=args.seed, size=args.size,
-                                  overwrite=args.overwrite, verbose=not args.quiet)
-    except (ValueError, FileExistsError, OSError) as e:
-        print(f"shallowcnn phantom: error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}: {summarise(images)} in {time.perf_counter() - start:.1f} s")
-    return 0

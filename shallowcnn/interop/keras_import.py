@@ -1,4 +1,4 @@
-"""Import the paper's Keras model, and the ``shallowcnn import-keras`` command.
+"""Import the paper's Keras model (for ``shallowcnn import-keras``).
 
 The authors built the network in Keras (paper section 3)::
 
@@ -37,13 +37,12 @@ import hashlib
 import io
 import json
 import re
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from . import MissingPackageError, require
+from . import require
 
 EXPECTED = "Conv2D 6 9x9 relu, Conv2D 16 9x9 relu, GlobalMaxPooling2D, Dropout 0.2, Dense 1 sigmoid"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -255,7 +254,7 @@ def import_keras(path):
     """A :class:`~shallowcnn.model.ShallowCNN` with the weights of a Keras model file.
 
     ``model.metadata["imported_from"]`` records the source (file, SHA-256, format, Keras
-    version, layers); :func:`save_imported` writes it into the saved model.
+    version, layers); ``model.save(path, metadata=model.metadata)`` keeps it in the saved file.
     """
     from ..model import ShallowCNN
 
@@ -290,37 +289,3 @@ def import_model(path, from_torch: bool | None = None):
     model.metadata = {"imported_from": {"framework": "torch", "format": Path(path).suffix,
                                         "file": str(path), "sha256": _sha256(path)}}
     return model
-
-
-# ---------------------------------------------------------------------------------------
-# The command
-# ---------------------------------------------------------------------------------------
-
-
-def add_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "import-keras", help="turn the paper's Keras model (.keras/.h5) or a PyTorch twin state_dict into model.npz",
-        description="Read a Keras model file (.keras or legacy .h5, with h5py: Keras is not needed) holding "
-                    f"the paper's Sequential ({EXPECTED}; other filter counts and kernel sizes are "
-                    "accepted) and write it as a shallowcnn model. Kernels are transposed from Keras' HWIO "
-                    "to our (F, C, K, K); the source is recorded in the model's metadata. Any other "
-                    "architecture is refused with the list of layers found. With --from-torch (implied "
-                    "by a .safetensors/.pt/.pth file) the input is a state_dict of the PyTorch twin "
-                    '(shallowcnn export --format torch). Needs: pip install ".[interop]".')
-    p.add_argument("source", help="the Keras model (MODEL.keras or MODEL.h5), or a state_dict with --from-torch")
-    p.add_argument("-o", "--output", required=True, help="model file to write (model.npz)")
-    p.add_argument("--from-torch", action="store_true", default=None,
-                   help="the source is the PyTorch twin's state_dict (.safetensors, or .pt/.pth)")
-    p.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    try:
-        model = import_model(args.source, args.from_torch)
-        path = model.save(args.output, metadata=model.metadata)
-    except (MissingPackageError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    layers = model.metadata["imported_from"].get("layers")
-    print(f"imported {args.source}{' (' + ', '.join(layers) + ')' if layers else ''} -> {path}")
-    return 0

@@ -1,4 +1,4 @@
-"""Export a trained model as a standard ONNX graph, and the ``shallowcnn export`` command.
+"""Export a trained model as a standard ONNX graph (for ``shallowcnn export``).
 
 ONNX is the exchange format that every inference runtime reads (onnxruntime, OpenCV,
 TensorRT, browsers...). Our layers map one to one onto ONNX operators, because the
@@ -43,7 +43,6 @@ the opset allows, for the same reason.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ import numpy as np
 from .. import __version__
 from ..constants import PATCH_SIZE
 from ..scan import window_blocks
-from . import MissingPackageError, require
+from . import require
 
 DEFAULT_OPSET = 13
 INPUT_NAME = "x"
@@ -151,65 +150,3 @@ def export_onnx(model, path, heatmap_stride: int | None = None, opset: int = DEF
 
     onnx_model = model_to_onnx(model, heatmap_stride, opset, source)
     return atomic_write_bytes(path, onnx_model.SerializeToString())
-
-
-# ---------------------------------------------------------------------------------------
-# The command
-# ---------------------------------------------------------------------------------------
-
-FORMATS = ("onnx", "torch")
-SUFFIXES = {"onnx": ".onnx", "torch": ".safetensors"}
-
-
-def add_command(subparsers) -> None:
-    p = subparsers.add_parser(
-        "export", help="write a trained model as ONNX (any runtime) or a PyTorch state_dict",
-        description="Export MODEL.npz to another framework. onnx (default): a standard ONNX graph "
-                    "(Conv, Relu, Conv, Relu, GlobalMaxPool, Flatten, Gemm, Sigmoid; dynamic batch, height and "
-                    f"width; opset {DEFAULT_OPSET}) whose input is (N, 1, H, W) float32 pixels / 255 and "
-                    "whose output is the probability (N, 1); with --heatmap, the probability of every "
-                    "144 x 144 window of a whole image instead. torch: the state_dict of the nn.Module "
-                    "twin in shallowcnn/interop/torch_twin.py, as .safetensors. "
-                    'Needs the optional packages: pip install ".[interop]" (torch for checking the twin).')
-    p.add_argument("model", help="model file written by shallowcnn (RUN_DIR/model.npz)")
-    p.add_argument("-o", "--output", required=True,
-                   help="file to write (model.onnx, or model.safetensors with --format torch)")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torch")
-    p.add_argument("--heatmap", action="store_true",
-                   help="onnx only: output the probability of every 144 x 144 window at --stride "
-                        "(probability_map, N x 1 x rows x cols) instead of one per input")
-    p.add_argument("--stride", type=int, default=16,
-                   help="pixels between windows for --heatmap (default 16, as shallowcnn scan)")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"onnx only: operator set version (default {DEFAULT_OPSET})")
-    p.set_defaults(func=run_command)
-
-
-def run_command(args) -> int:
-    from ..model import ShallowCNN
-    from ..storage import StoreError
-
-    if args.format == "torch" and args.heatmap:
-        print("error: --heatmap applies to --format onnx only", file=sys.stderr)
-        return 2
-    suffix = SUFFIXES[args.format]
-    if Path(args.output).suffix.lower() != suffix:
-        print(f"error: {args.output}: --format {args.format} writes a {suffix} file; name it so",
-              file=sys.stderr)
-        return 2
-    if args.stride < 1:
-        print(f"error: --stride must be a positive integer, got {args.stride}", file=sys.stderr)
-        return 2
-    try:
-        model = ShallowCNN.load(args.model)
-        if args.format == "torch":
-            from .torch_twin import export_state_dict
-            path = export_state_dict(model, args.output, source=str(args.model))
-        else:
-            path = export_onnx(model, args.output, args.stride if args.heatmap else None, args.opset,
-                               source=str(args.model))
-    except (StoreError, MissingPackageError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} ({args.format}{', heatmap at stride %d' % args.stride if args.heatmap else ''})")
-    return 0

@@ -27,6 +27,7 @@ Tests and CI pin the variants instead of timing them: the environment variable
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": tu
 
 _chosen: dict = {}            # signature -> record, for this process
 _disk: dict | None = None     # the cache file's choices, read once
-_force = False                # True while `shallowcnn tune` re-times everything
+_force = False                # True inside timing_everything() (`shallowcnn tune`)
 
 
 # ---------------------------------------------------------------- the machine
@@ -248,6 +249,30 @@ def _save(signature, rec):
               file=sys.stderr)
 
 
+@contextlib.contextmanager
+def timing_everything():
+    """Within this block every choice is timed again, pins and saved choices ignored
+    (what ``shallowcnn tune`` does); the new choices are saved."""
+    global _force
+    _force = True
+    try:
+        yield
+    finally:
+        _force = False
+
+
+def forget_choices() -> None:
+    """Forget this process's choices and the cache file read so far (as a new process would)."""
+    global _disk
+    _chosen.clear()
+    _disk = None
+
+
+def saved_choices() -> dict:
+    """signature -> record of the cache file for this machine ({} when there is none)."""
+    return dict(_read_disk())
+
+
 def chosen() -> dict:
     """signature -> {variant, how[, cpu_ms]} for the kernels this process has used."""
     return {k: dict(v) for k, v in _chosen.items()}
@@ -266,73 +291,3 @@ def _threading_layer():
         return numba.threading_layer()
     except ValueError:                         # no parallel kernel has run yet
         return None
-
-
-# ---------------------------------------------------------------- `shallowcnn tune`
-
-def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
-    """Time every variant again for the network's layers at these patch sizes (and
-    for one scan tile), save the choices and return them (signature -> record)."""
-    import numpy as np
-
-    from ..model import ShallowCNN
-    global _force
-    rng = np.random.default_rng(0)
-    model = ShallowCNN(backend="numba", seed=0)
-    _force = True
-    try:
-        for size in sizes:
-            model.forward(rng.random((batch, 1, size, size)).astype(dtype), training=False)
-        if scan:
-            import math
-
-            from ..scan import DEFAULT_STRIDE, DEFAULT_TILE
-            from .cpu_blockmax import conv_relu_blockmax
-            g = math.gcd(DEFAULT_STRIDE, 128)      # the scan's block side (see scan.py)
-            h = rng.random((1, 6, DEFAULT_TILE + 8, DEFAULT_TILE + 8)).astype(dtype)
-            W2, b2 = model.params["conv2.W"], model.params["conv2.b"]
-            conv_relu_blockmax(h, W2.astype(dtype), b2.astype(dtype), g)
-    finally:
-        _force = False
-    return chosen()
-
-
-def add_command(subparsers):
-    p = subparsers.add_parser(
-        "tune", help="time the CPU kernel variants on this machine and remember the fastest",
-        description="Times each variant of the Numba CPU kernels (more filters or rows per "
-                    "block: see shallowcnn/kernels/tiles.py; Winograd for the fused conv2: "
-                    "kernels/winograd.py) on the network's layers, keeps "
-                    "the fastest per layer shape in a file beside Numba's cache, and prints "
-                    "the table. Later runs use the saved choice at once. Run it again after "
-                    "changing the CPU or the packages, or on a quiet machine.")
-    p.add_argument("--size", type=int, action="append", metavar="PIXELS",
-                   help="patch side to tune for (repeatable; default 144 and 60)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="data type of the kernels (default float32)")
-    p.add_argument("--no-scan", action="store_true", help="skip the scanning kernel")
-    p.add_argument("--show", action="store_true",
-                   help="only print the saved choices for this machine (no timing)")
-    p.set_defaults(func=run_command)
-
-
-def run_command(args):
-    if args.show:
-        rows = _read_disk()
-        print(f"{cache_path()}:" if rows else f"no saved choices ({cache_path()})")
-    else:
-        sizes = args.size or [144, 60]
-        if any(s < 17 for s in sizes):
-            print("tune: --size must be at least 17 (two 9 x 9 convolutions)", file=sys.stderr)
-            return 2
-        if os.environ.get(ENV):
-            print(f"tune: ignoring {ENV}={os.environ[ENV]!r} while timing", file=sys.stderr)
-        rows = retune(sizes, args.dtype, scan=not args.no_scan)
-        print(f"saved to {cache_path()}")
-    ident = identity()
-    print(f"CPU {ident['cpu']} (LLVM target {ident['llvm_target']}), shallowcnn {ident['shallowcnn']}, "
-          f"numba {ident['numba']}")
-    for sig, rec in sorted(rows.items()):
-        times = "  ".join(f"{k} {v:.2f}" for k, v in rec.get("cpu_ms", {}).items())
-        print(f"  {sig:44s} -> {rec['variant']:5s}  (CPU ms, one thread: {times})")
-    return 0

@@ -25,11 +25,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..dask_cluster import DaskSettings, dask_client, require_dask, task_threads
 from ..data.patches import open_patches
 from ..storage import atomic_write_text
 from . import results
 from .space import SearchSpace
 from .trial import run_trial, train_val_store
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What a search does: ``trials`` networks drawn from ``space`` with ``seed``, each
+    trained ``epochs`` epochs with the ``backend`` kernels."""
+    trials: int
+    epochs: int = 5
+    seed: int = 0
+    space: SearchSpace | None = None        # None: the default space
+    backend: str = "numba"
 
 
 @dataclass
@@ -71,23 +83,22 @@ def finish(out, settings, records, wall_seconds) -> dict | None:
     return ranked[0] if ranked else None
 
 
-def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space: SearchSpace | None = None,
-               scheduler: str | None = None, workers: int | None = None, numba_threads: int | None = None,
-               backend: str = "numba", processes: bool = True, verbose: bool = True,
-               on_result=None) -> SearchOutcome:
-    """Run (or resume) a random search of ``trials`` trials into the folder ``out``.
+def run_search(patches, out, settings: SearchSettings, cluster: DaskSettings | None = None,
+               verbose: bool = True, on_result=None) -> SearchOutcome:
+    """Run (or resume) the random search ``settings`` into the folder ``out``.
 
     patches    patch store path (its train split trains, its val split ranks the trials)
-    scheduler  address of a running Dask scheduler; None starts a LocalCluster with
-               ``workers`` processes (default one per core) and ``numba_threads`` each
+    cluster    where the trials run (:class:`~shallowcnn.dask_cluster.DaskSettings`; by
+               default a LocalCluster of one worker process per core)
     on_result  called with each finished trial's row (after it is saved); for tests
     """
-    from ..dask_cluster import dask_client, require_dask, task_threads
-
     start = time.perf_counter()
+    cluster = cluster or DaskSettings()
+    trials, epochs, seed, backend = settings.trials, settings.epochs, settings.seed, settings.backend
+    scheduler, workers, numba_threads = cluster.scheduler, cluster.workers, cluster.numba_threads
     if trials < 1 or epochs < 1:
-        raise ValueError("--trials and --epochs must be at least 1")
-    space = space or SearchSpace()
+        raise ValueError(f"a search needs at least 1 trial of at least 1 epoch, got {trials} of {epochs}")
+    space = settings.space or SearchSpace()
     store = open_patches(patches)
     if len(store.indices("train")) == 0 or len(store.indices("val")) == 0:
         raise ValueError(f"{patches}: a search needs training and validation patches "
@@ -95,7 +106,7 @@ def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space:
     out = Path(out)
     settings = _settings(patches, store, seed, space, epochs, backend)
     results.check_same_settings(out, settings)
-    # Trials recorded with a final status are kept (even beyond a smaller --trials: nothing
+    # Trials recorded with a final status are kept (even beyond a smaller trial count: nothing
     # recorded is ever dropped); "lost" ones run again.
     records = {k: r for k, r in results.read_trials(out).items() if r["row"]["status"] in results.FINAL_STATUSES}
     todo = [space.sample(seed, i) for i in range(trials) if i not in records]
@@ -107,9 +118,9 @@ def run_search(patches, out, trials: int, epochs: int = 5, seed: int = 0, space:
     ran = []
     if todo:
         require_dask()
-        from distributed import as_completed
+        from distributed import as_completed    # the optional [dask] extra, checked just above
         search_meta = {"patches": str(patches), "seed": seed, "epochs": epochs}
-        with dask_client(scheduler, workers, numba_threads, processes, verbose) as client:
+        with dask_client(scheduler, workers, numba_threads, cluster.processes, verbose) as client:
             threads_per_task = task_threads(scheduler, workers, numba_threads)
             [store_on_workers] = client.scatter([train_val_store(store)], broadcast=True)
             trial_of = {client.submit(run_trial, store_on_workers, trial, epochs, backend, threads_per_task,

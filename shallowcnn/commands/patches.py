@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .data.inbreast import InbreastError
-from .data.patches import PatchError, make_patches
-from .data.split import DEFAULT_FRACTIONS
-from .options import non_negative_int, positive_int, probability
-from .storage import OutputError, StoreError, check_writable_dir
+from ..data.inbreast import InbreastError
+from ..data.patches import PatchError, make_patches
+from ..data.split import DEFAULT_FRACTIONS
+from ..storage import OutputError, StoreError, check_writable_dir
+from .common import CommandError, non_negative_int, positive_int, probability
 
 PAPER_SPLIT_WARNING = ("warning: --split-mode paper splits augmented patches at random, as the paper did: "
                        "reflections and overlapping windows of one breast end up in both training and test "
@@ -49,9 +49,7 @@ def add_command(subparsers) -> None:
 
 def run_command(args) -> int:
     if abs(sum(args.fractions) - 1) > 1e-6:
-        print(f"shallowcnn patches: error: argument --fractions: {' + '.join(f'{f:g}' for f in args.fractions)} "
-              f"must sum to 1", file=sys.stderr)
-        return 2
+        raise CommandError(f"argument --fractions: {' + '.join(f'{f:g}' for f in args.fractions)} must sum to 1")
     if args.split_mode == "paper":
         print(PAPER_SPLIT_WARNING, file=sys.stderr)
     try:
@@ -63,11 +61,10 @@ def run_command(args) -> int:
                              negatives_per_image=args.negatives_per_image, augment_patches=not args.no_augment,
                              balance=not args.no_balance, verbose=not args.quiet)
         if not args.no_figures:
-            from .plots import plot_store_figures     # matplotlib loads only when figures are drawn
+            from ..plots import plot_store_figures    # matplotlib loads only when figures are drawn
             plot_store_figures(store, args.out)
     except (PatchError, InbreastError, StoreError, OutputError, OSError) as e:
-        print(f"shallowcnn patches: error: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(e) from None
     if not args.quiet:
         print(f"wrote {args.out}")
     return 0

@@ -7,10 +7,14 @@ says so instead of failing with a traceback.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from .jobs import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WAITING, DEFAULT_WORKERS
+from ..kernels import BackendUnavailable
+from ..model import ShallowCNN
+from ..storage import StoreError
+from ..web.bundled import BUNDLED_MODEL_PATH, load_bundled_model
+from ..web.jobs import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WAITING, DEFAULT_WORKERS
+from .common import CommandError, add_backend_option, non_negative_int, positive_float, positive_int, tcp_port
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -29,62 +33,46 @@ def add_command(subparsers) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}: this machine only; 0.0.0.0 exposes "
                         f"the unauthenticated server to the network)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
-    p.add_argument("--backend", default="auto", help="numpy, numba, cuda or auto (default auto)")
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+    p.add_argument("--port", type=tcp_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    add_backend_option(p)
+    p.add_argument("--max-upload-mb", type=positive_float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest upload accepted, in MiB; larger ones get 413 (default {DEFAULT_MAX_UPLOAD_MB})")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    p.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                    help=f"scans run at the same time, each in its own thread (default {DEFAULT_WORKERS}; "
                         f"one scan already uses every core)")
-    p.add_argument("--waiting", type=int, default=DEFAULT_WAITING,
+    p.add_argument("--waiting", type=non_negative_int, default=DEFAULT_WAITING,
                    help=f"uploads allowed to wait for a scan; more get 503 (default {DEFAULT_WAITING})")
     p.set_defaults(func=run_command)
 
 
 def load_served_model(model_path, backend: str):
     """``(model, name, bundled)`` for MODEL, or the bundled model when MODEL is None."""
-    from ..model import ShallowCNN
-    from .bundled import BUNDLED_MODEL_PATH, load_bundled_model
-
     if model_path is None:
         return load_bundled_model(backend), BUNDLED_MODEL_PATH.name, True
     return ShallowCNN.load(model_path, backend=backend), Path(model_path).name, False
 
 
 def run_command(args) -> int:
-    from ..kernels import BackendUnavailable
-    from ..storage import StoreError
-
-    def fail(message, status=2):
-        print(f"shallowcnn serve: error: {message}", file=sys.stderr)
-        return status
-
-    if not 0 < args.port < 65536:
-        return fail(f"--port must lie in 1..65535, got {args.port}")
-    if not args.max_upload_mb > 0:
-        return fail(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    if args.workers < 1 or args.waiting < 0:
-        return fail(f"--workers must be >= 1 and --waiting >= 0, got {args.workers} and {args.waiting}")
-    try:
+    try:                       # the optional [web] extra, imported only by this command
         import uvicorn
 
-        from .app import create_app
+        from ..web.app import create_app
     except ImportError as e:
-        return fail(f"the web server needs the [web] extra: pip install \".[web]\" ({e})")
+        raise CommandError(f"the web server needs the [web] extra: pip install \".[web]\" ({e})") from None
     try:
         model, name, bundled = load_served_model(args.model, args.backend)
     except (StoreError, BackendUnavailable, ValueError) as e:
-        return fail(e)
-    from .scanner import warm_up
+        raise CommandError(e) from None
+    from ..web.scanner import warm_up     # here: it draws with matplotlib, which other commands need not load
 
     layer = warm_up(model)
     if layer == "workqueue" and args.workers > 1:
         # numba's workqueue layer aborts the process when two threads launch parallel
         # kernels at once; omp and tbb allow it.
-        return fail("--workers > 1 needs numba's omp or tbb threading layer, and this numba uses "
-                    "'workqueue' (shallowcnn's default, the fastest for one scan at a time); use --workers 1 "
-                    "(one scan already uses every core), or start the server with "
-                    "NUMBA_THREADING_LAYER=omp")
+        raise CommandError("--workers > 1 needs numba's omp or tbb threading layer, and this numba uses "
+                           "'workqueue' (shallowcnn's default, the fastest for one scan at a time); use --workers 1 "
+                           "(one scan already uses every core), or start the server with "
+                           "NUMBA_THREADING_LAYER=omp")
     app = create_app(model, name, bundled, max_upload_mb=args.max_upload_mb, workers=args.workers,
                      waiting=args.waiting)
     print(f"serving {name} ({'bundled phantom model, never saw a real mammogram' if bundled else 'your model'}, "

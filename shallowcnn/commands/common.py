@@ -1,4 +1,6 @@
-"""Checked command-line values: a bad option is refused when the command line is read.
+"""What every command shares: checked option values, the shared options, and CommandError.
+
+Checked values: a bad option is refused when the command line is read.
 
 argparse calls ``type=`` on every value and, on ``ArgumentTypeError``, prints the usage
 and ``argument --eps: must be a positive finite number, got 0`` and exits with status 2,
@@ -7,11 +9,29 @@ before any file is touched. So ``--eps 0`` (a model full of NaN), ``--fractions 
 
     parser.add_argument("--eps", type=positive_float, ...)
     parser.add_argument("--beta1", type=fraction_below_one, ...)
+
+Options several commands take (``--backend``, the Dask options) are added by one function
+each, so they are spelled and checked the same everywhere. A command that cannot go on
+raises :class:`CommandError`; ``cli.main`` prints it as ``shallowcnn COMMAND: error: ...``
+(argparse's own format) and exits with its status.
 """
 from __future__ import annotations
 
 import argparse
 import math
+
+from ..constants import MIN_INPUT_SIDE
+from ..kernels import BACKENDS
+
+
+class CommandError(Exception):
+    """A command stops: ``message`` goes to stderr as ``shallowcnn COMMAND: error: message``
+    and the process exits with ``status`` (2: bad input or options; 1: the work failed;
+    3: an optional package is missing)."""
+
+    def __init__(self, message, status: int = 2):
+        super().__init__(str(message))
+        self.status = status
 
 
 def _float(text: str) -> float:
@@ -51,6 +71,10 @@ positive_int = _checked(_int, lambda v: v >= 1, "a whole number of at least 1",
                         "A whole number >= 1 (epochs, batch size, stride, counts).")
 non_negative_int = _checked(_int, lambda v: v >= 0, "a whole number of at least 0",
                             "A whole number >= 0 (seeds, counts that may be zero).")
+input_side = _checked(_int, lambda v: v >= MIN_INPUT_SIDE,
+                      f"at least {MIN_INPUT_SIDE} (two valid 9x9 convolutions)",
+                      f"An input side in pixels >= {MIN_INPUT_SIDE}: the smallest the network accepts.")
+tcp_port = _checked(_int, lambda v: 0 < v < 65536, "a TCP port in 1..65535", "A TCP port, 1 to 65535.")
 
 
 def refusing(parse):
@@ -63,3 +87,21 @@ def refusing(parse):
             raise argparse.ArgumentTypeError(str(e)) from None
     checked.__doc__ = parse.__doc__
     return checked
+
+
+def add_backend_option(parser, default: str = "auto", choices=BACKENDS + ("auto",), what: str = "") -> None:
+    """``--backend``: which kernels run (:data:`shallowcnn.kernels.BACKENDS`, or auto)."""
+    parser.add_argument("--backend", default=default, choices=choices,
+                        help=f"{what or 'kernels'}: {', '.join(choices[:-1])} or {choices[-1]} (default {default})")
+
+
+def add_dask_options(parser, title: str, scheduler_note: str = "", workers_default: str = "",
+                     threads_per: str = "task") -> None:
+    """``--scheduler``, ``--workers``, ``--numba-threads``: spread the work over Dask workers."""
+    group = parser.add_argument_group(title)
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help=f"address of a running Dask scheduler (tcp://host:8786){scheduler_note}")
+    group.add_argument("--workers", type=positive_int, default=None,
+                       help=f"local Dask cluster of this many worker processes (default: {workers_default})")
+    group.add_argument("--numba-threads", type=positive_int, default=None,
+                       help=f"Numba threads per {threads_per} (default: cores // workers locally, 1 on --scheduler)")

@@ -1,12 +1,15 @@
-"""``shallowcnn search``: the command line of the random search (see driver.py)."""
+"""``shallowcnn search``: the random search of :mod:`shallowcnn.search` on Dask."""
 from __future__ import annotations
 
 import argparse
 import sys
 import textwrap
 
+from ..dask_cluster import DaskSettings, DaskUnavailable
+from ..search.driver import SearchSettings, run_search
+from ..search.space import SearchSpace, SpaceError, load_space
 from ..storage import StoreError
-from .space import SearchSpace, SpaceError, load_space
+from .common import CommandError, add_backend_option, add_dask_options, non_negative_int, positive_int
 
 
 _DESCRIPTION = "\n\n".join(textwrap.fill(paragraph, 79) for paragraph in (
@@ -30,42 +33,34 @@ def add_command(subparsers) -> None:
         description=_DESCRIPTION.format(space=SearchSpace().describe()))
     p.add_argument("patches", help="patch store (.npz) made by 'shallowcnn patches'")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the search's files")
-    p.add_argument("--trials", type=int, required=True, help="number of trials (sampled networks)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5; the paper used 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed: the same seed samples the same trials (default 0)")
+    p.add_argument("--trials", type=positive_int, required=True, help="number of trials (sampled networks)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial (default 5; the paper used 100)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed: the same seed samples the same trials (default 0)")
     p.add_argument("--space", default=None, metavar="FILE", help="search space file (.json or .toml); "
                    "parameters it does not name keep the defaults above")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="address of a running Dask scheduler (tcp://host:8786); default: a local cluster")
-    p.add_argument("--workers", type=int, default=None,
-                   help="local cluster: worker processes (default: one per core)")
-    p.add_argument("--numba-threads", type=int, default=None,
-                   help="Numba threads per trial (default: cores // workers locally, 1 on --scheduler)")
-    p.add_argument("--backend", default="numba", choices=("numba", "numpy", "cuda"),
-                   help="kernels each trial trains with (default numba: trials are spread over CPU cores)")
+    add_backend_option(p, default="numba", choices=("numba", "numpy", "cuda"),
+                       what="kernels each trial trains with (numba by default: trials are spread over CPU cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dask_options(p, "where the trials run (default: a local Dask cluster)", workers_default="one per core",
+                     threads_per="trial")
     p.set_defaults(func=run_command)
 
 
 def run_command(args) -> int:
-    from ..dask_cluster import DaskUnavailable
-    from .driver import run_search
-
     try:
         space = load_space(args.space) if args.space else SearchSpace()
-        outcome = run_search(args.patches, args.output, args.trials, args.epochs, args.seed, space,
-                             args.scheduler, args.workers, args.numba_threads, args.backend,
-                             verbose=not args.quiet)
+        settings = SearchSettings(args.trials, args.epochs, args.seed, space, args.backend)
+        cluster = DaskSettings(args.scheduler, args.workers, args.numba_threads)
+        outcome = run_search(args.patches, args.output, settings, cluster, verbose=not args.quiet)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished trials are recorded in {args.output}; run the same command "
               f"again to resume", file=sys.stderr)
         return 130
     except DaskUnavailable as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        raise CommandError(e, status=3) from None
     except (SpaceError, StoreError, ValueError, ConnectionError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(e) from None
     best = outcome.best
     print(f"{len(outcome.ran)} trials run in {outcome.wall_seconds:.0f} s; "
           f"{len(outcome.records)} recorded in {args.output}")
