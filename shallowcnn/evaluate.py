@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .metrics import classification_metrics, format_metrics, roc_curve
 from .model import ShallowCNN
+from .recipe import PAPER
 from .storage import atomic_write_text
 
 SPLITS = ("train", "val", "test", "all")
@@ -23,7 +24,7 @@ def _split_images(store, split):
     return store.patches[idx], store.labels[idx]
 
 
-def evaluate(model, store, split="test", out_dir=None, threshold=0.5, verbose=True) -> dict:
+def evaluate(model, store, split="test", out_dir=None, threshold=PAPER.threshold, verbose=True) -> dict:
     """Metrics of ``model`` (a ShallowCNN or the path of a model file) on a split.
 
     ``store``: a :class:`~shallowcnn.data.patches.PatchStore`

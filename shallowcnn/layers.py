@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .kernels import get_backend
+from .recipe import PAPER
 
 
 def glorot_uniform(rng: np.random.Generator, shape, fan_in: int, fan_out: int, dtype=np.float32):
@@ -164,7 +165,7 @@ class Dropout(Layer):
     Inference: identity. The mask comes from ``rng`` (an ``np.random.Generator``).
     """
 
-    def __init__(self, p_drop=0.2, rng=None):
+    def __init__(self, p_drop=PAPER.p_drop, rng=None):
         super().__init__()
         if not 0.0 <= p_drop < 1.0:
             raise ValueError(f"p_drop must be in [0, 1), got {p_drop}")

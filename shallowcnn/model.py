@@ -32,6 +32,7 @@ from . import __version__
 from .constants import pixels_to_input
 from .kernels import get_backend, resolve_backend_name
 from .layers import Conv2D, Dense, Dropout, GlobalMaxPool2D, Layer, ReLU, sigmoid
+from .recipe import PAPER
 from .storage import StoreError, load_npz, save_npz
 
 MODEL_KIND = "shallowcnn.model"
@@ -123,8 +124,8 @@ class ShallowCNN:
     into them (``model.params["conv1.W"][...] = W``) changes the model.
     """
 
-    def __init__(self, backend="numpy", seed=0, p_drop=0.2, dtype=np.float32, fused=None,
-                 channels=(6, 16), kernel_size=9):
+    def __init__(self, backend="numpy", seed=0, p_drop=PAPER.p_drop, dtype=np.float32, fused=None,
+                 channels=PAPER.channels, kernel_size=PAPER.kernel_size):
         channels, kernel_size, p_drop, dtype = check_architecture(channels, kernel_size, p_drop, dtype)
         self.backend = resolve_backend_name(backend)
         self.kernels = get_backend(self.backend)
@@ -218,7 +219,7 @@ class ShallowCNN:
         out = [sigmoid(self.forward(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, dtype=self.dtype)
 
-    def predict(self, x, threshold=0.5, batch_size=64) -> np.ndarray:
+    def predict(self, x, threshold=PAPER.threshold, batch_size=64) -> np.ndarray:
         """Class labels (N,) uint8: 1 where the probability is >= threshold (the paper's 0.5)."""
         return (self.predict_proba(x, batch_size) >= threshold).astype(np.uint8)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .recipe import PAPER
+
 
 class Adam:
     """Adam over a dict of named parameter arrays, updated in place.
@@ -24,7 +26,7 @@ class Adam:
     dict with the same names and shapes.
     """
 
-    def __init__(self, params: dict, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-7):
+    def __init__(self, params: dict, lr=PAPER.lr, beta1=PAPER.beta1, beta2=PAPER.beta2, eps=PAPER.eps):
         self.params = params
         self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
         self.t = 0

@@ -36,6 +36,7 @@ from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
 from .model import ShallowCNN, check_weights
 from .optim import Adam
+from .recipe import PAPER
 from .storage import StoreError, atomic_write_text, check_writable_dir, load_npz, save_npz
 
 CHECKPOINT_KIND = "shallowcnn.checkpoint"
@@ -98,14 +99,14 @@ def store_fingerprint(store) -> str:
 
 @dataclass
 class TrainConfig:
-    """The paper's recipe by default (paper sections 3-4; docs/design.md, "The network")."""
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-7
-    p_drop: float = 0.2
+    """The paper's recipe by default (:data:`shallowcnn.recipe.PAPER`)."""
+    epochs: int = PAPER.epochs
+    batch_size: int = PAPER.batch_size
+    lr: float = PAPER.lr
+    beta1: float = PAPER.beta1
+    beta2: float = PAPER.beta2
+    eps: float = PAPER.eps
+    p_drop: float = PAPER.p_drop
     seed: int = 0
     backend: str = "auto"
 
@@ -367,7 +368,8 @@ def history_to_csv(history) -> str:
     return buf.getvalue()
 
 
-def fit(model, x, y, epochs=10, batch_size=64, lr=1e-3, seed=0, x_val=None, y_val=None, verbose=True):
+def fit(model, x, y, epochs=10, batch_size=PAPER.batch_size, lr=PAPER.lr, seed=0, x_val=None, y_val=None,
+        verbose=True):
     """Train ``model`` on x (N, 1, H, W), y (N,) in {0, 1}; returns the history.
 
     The short form of :class:`Trainer` for arrays in memory (no files written);

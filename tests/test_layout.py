@@ -122,7 +122,7 @@ def test_the_import_graph_has_no_cycle():
 # The layers of docs/design.md ("Layers of the package"), lowest first: a module may import
 # its own layer and those below, never one above. A name is a module or a package prefix.
 LAYERS = (
-    ("base", ("shallowcnn.constants", "shallowcnn.messages", "shallowcnn.storage")),
+    ("base", ("shallowcnn.constants", "shallowcnn.recipe", "shallowcnn.messages", "shallowcnn.storage")),
     ("kernels", ("shallowcnn.kernels",)),
     ("network", ("shallowcnn.layers", "shallowcnn.losses", "shallowcnn.optim", "shallowcnn.model")),
     ("data", ("shallowcnn.data", "shallowcnn.metrics", "shallowcnn.plots")),

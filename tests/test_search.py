@@ -47,7 +47,7 @@ def test_sampling_is_seeded_per_trial_and_inside_the_space():
     for t in a:
         assert 2 <= t["conv1_filters"] <= 32 and 2 <= t["conv2_filters"] <= 32
         assert t["kernel_size"] in (3, 5, 7, 9, 11, 13)
-        assert 1e-4 <= t["lr"] <= 1e-2 and t["batch_size"] in (16, 32, 64, 128) and 0.5 <= t["keep"] <= 1
+        assert 1e-4 <= t["lr"] <= 1e-2 and t["batch_size"] in (16, 32, 64, 128) and 0 <= t["p_drop"] <= 0.5
 
 
 def test_draw_follows_each_distribution():
@@ -70,12 +70,23 @@ def test_space_files_json_and_toml(tmp_path):
     assert all(a.sample(0, i)["kernel_size"] == 9 for i in range(5))
 
 
+def test_an_older_space_file_with_keep_is_read_as_the_dropout_probability(tmp_path):
+    """keep (probability of keeping a unit) was the search's name for 1 - p_drop."""
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"keep": {"uniform": [0.5, 0.9]}}))
+    assert load_space(path).rules["p_drop"] == {"uniform": [0.1, 0.5]}
+    assert SearchSpace({"keep": 0.8}).rules["p_drop"] == 0.2
+    assert SearchSpace({"keep": {"choice": [1.0, 0.75]}}).rules["p_drop"] == {"choice": [0.0, 0.25]}
+
+
 @pytest.mark.parametrize("content, problem", [
     ({"filters": 3}, "unknown parameter"),
     ({"kernel_size": 8}, "odd"),
     ({"kernel_size": {"int": [3, 5]}}, "odd"),
     ({"lr": {"log_uniform": [0, 1]}}, "positive"),
-    ({"keep": {"uniform": [0.5, 1.5]}}, "values must lie"),
+    ({"p_drop": {"uniform": [-0.5, 0.5]}}, "values must lie"),
+    ({"p_drop": {"uniform": [0.5, 1.0]}}, "must lie in \\[0, 1\\)"),
+    ({"keep": {"log_uniform": [0.5, 1.0]}}, "write p_drop instead"),
     ({"batch_size": {"normal": [1, 2]}}, "expected a number or one of"),
     ({"conv1_filters": {"int": [8, 2]}}, "low <= high"),
     ({"conv1_filters": 2.5}, "integer"),

@@ -6,6 +6,7 @@ from pathlib import Path
 from ..data.patches import PatchError, open_patches
 from ..evaluate import SPLITS, evaluate
 from ..model import ShallowCNN
+from ..recipe import PAPER
 from ..storage import StoreError, check_writable_dir
 from .common import CommandError, probability
 
@@ -20,8 +21,8 @@ def add_command(subparsers):
     p.add_argument("patches", help="patch store (.npz) or folder of PNG patches with 0/ and 1/ "
                                    "(all of its patches form the test split)")
     p.add_argument("--split", default="test", choices=SPLITS, help="which patches to score (default test)")
-    p.add_argument("--threshold", type=probability, default=0.5,
-                   help="decision threshold, in [0, 1] (default 0.5, the paper's)")
+    p.add_argument("--threshold", type=probability, default=PAPER.threshold,
+                   help=f"decision threshold, in [0, 1] (default {PAPER.threshold}, the paper's)")
     p.add_argument("-o", "--output", default=None, help="folder for metrics.json and figures (default: the model's folder)")
     p.set_defaults(func=run_command)
 

@@ -69,6 +69,6 @@ def run_command(args) -> int:
         return 1
     print(f"best: trial {best['trial']}: conv {best['conv1_filters']}/{best['conv2_filters']} of "
           f"{best['kernel_size']}x{best['kernel_size']}, lr {best['lr']:.2e}, batch {best['batch_size']}, "
-          f"keep {best['keep']:.2f}, {best['n_params']:,} parameters: validation accuracy "
+          f"dropout {best['p_drop']:.2f}, {best['n_params']:,} parameters: validation accuracy "
           f"{best['val_accuracy']:.4f} at epoch {best['best_epoch']}; model {args.output}/best/model.npz")
     return 0

@@ -35,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..model import ShallowCNN
+from ..recipe import PAPER
+from ..storage import atomic_write_bytes
 from . import require
 
 TORCH_HINT = "pip install torch"
@@ -57,7 +60,7 @@ def twin_class():
     class ShallowCNNTwin(nn.Module):
         """ShallowCNN in PyTorch: x (N, 1, H, W) -> logits (N,). See the module docstring."""
 
-        def __init__(self, channels=(6, 16), kernel_size=9, p_drop=0.2):
+        def __init__(self, channels=PAPER.channels, kernel_size=PAPER.kernel_size, p_drop=PAPER.p_drop):
             super().__init__()
             c1, c2 = channels
             self.conv1 = nn.Conv2d(1, c1, kernel_size)
@@ -109,11 +112,9 @@ def from_state_dict(state: dict, architecture: dict | None = None, source: str =
     """A :class:`~shallowcnn.model.ShallowCNN` from the twin's ``state_dict`` (numpy arrays).
 
     ``architecture`` (channels, kernel_size, p_drop) comes from the file's metadata when
-    we wrote it; otherwise it is read off the weight shapes (dropout 0.2, the paper's).
+    we wrote it; otherwise it is read off the weight shapes (dropout: the paper's).
     Raises ValueError naming ``source`` when keys or shapes do not fit the network.
     """
-    from ..model import ShallowCNN
-
     missing = [k for k in TORCH_NAMES.values() if k not in state]
     extra = [k for k in state if k not in TORCH_NAMES.values()]
     if missing or extra:
@@ -123,7 +124,7 @@ def from_state_dict(state: dict, architecture: dict | None = None, source: str =
     w1, w2 = np.shape(state["conv1.weight"]), np.shape(state["conv2.weight"])
     if len(w1) != 4 or len(w2) != 4:
         raise ValueError(f"{source}: conv weights must be (F, C, K, K), got {w1} and {w2}")
-    arch = {"channels": [w1[0], w2[0]], "kernel_size": w1[2], "p_drop": 0.2}
+    arch = {"channels": [w1[0], w2[0]], "kernel_size": w1[2], "p_drop": PAPER.p_drop}
     arch.update({k: architecture[k] for k in ("channels", "kernel_size", "p_drop") if architecture and k in architecture})
     try:
         model = ShallowCNN(channels=arch["channels"], kernel_size=arch["kernel_size"], p_drop=arch["p_drop"])
@@ -144,8 +145,6 @@ def from_state_dict(state: dict, architecture: dict | None = None, source: str =
 
 def export_state_dict(model, path, source: str | None = None) -> Path:
     """Write the twin's ``state_dict`` of ``model`` to ``path`` (.safetensors, atomically)."""
-    from ..storage import atomic_write_bytes
-
     st = require("safetensors.numpy", "Exporting a PyTorch state_dict")
     info = {"architecture": model.architecture(), "version": __version__, "source": source}
     data = st.save(to_state_dict(model), metadata={"format": "pt", METADATA_KEY: json.dumps(info)})

@@ -25,7 +25,7 @@ from ..model import ShallowCNN
 from ..storage import StoreError, atomic_write_bytes, atomic_write_text
 from .space import PAPER_CHOICE, PARAMETERS, SearchSpace
 
-COLUMNS = ("trial", *PARAMETERS, "p_drop", "seed", "n_params", "epochs", "best_epoch", "val_accuracy",
+COLUMNS = ("trial", *PARAMETERS, "seed", "n_params", "epochs", "best_epoch", "val_accuracy",
            "val_loss", "seconds", "status", "message", "worker", "backend")
 FINAL_STATUSES = ("ok", "diverged", "failed")   # anything else ("lost") is run again on resume
 
@@ -122,7 +122,7 @@ def _format(column, value) -> str:
         return "-"
     if column == "lr":
         return f"{value:.2e}"
-    if column in ("keep", "val_accuracy", "val_loss"):
+    if column in ("p_drop", "val_accuracy", "val_loss"):
         return f"{value:.4f}"
     if column == "n_params":
         return f"{value:,}"

@@ -3,7 +3,7 @@
 Random search (Bergstra and Bengio, 2012; the paper's section 3, "Hyperparameter
 Tuning") draws every hyperparameter of a trial independently from its own
 distribution. Our default space surrounds the paper's choice (Table 1: 6 and 16
-filters of 9x9, learning rate 0.001, batch 64, dropout keep 80%):
+filters of 9x9, learning rate 0.001, batch 64, dropout probability 0.2):
 
 ==============  ===================  ==========================================
 name            default              drawn as
@@ -15,8 +15,8 @@ lr              {"log_uniform":      log10(lr) uniform: each decade as likely
                 [1e-4, 1e-2]}        as the next (Adam's learning rate)
 batch_size      {"choice":           one of the listed values
                 [16, 32, 64, 128]}
-keep            {"uniform":          dropout keep probability (1 - p_drop)
-                [0.5, 1.0]}
+p_drop          {"uniform":          dropout probability, as everywhere in the
+                [0.0, 0.5]}          package (0: no dropout)
 ==============  ===================  ==========================================
 
 A JSON or TOML file changes any of them; the others keep their defaults. A
@@ -28,6 +28,9 @@ plain number fixes a parameter::
     conv1_filters = { int = [2, 8] }
     kernel_size = 9
     lr = { log_uniform = [1e-3, 1e-2] }
+
+Older space files named the dropout parameter ``keep`` (the probability of keeping a
+unit, 1 - p_drop); such a rule is still read, converted once by :func:`keep_to_p_drop`.
 
 Reproducible by construction: trial ``i`` of seed ``s`` draws from its own
 generator ``default_rng([s, i])``, so it is the same trial however many trials
@@ -42,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import MAX_CHANNELS, MAX_KERNEL_SIZE     # what ShallowCNN accepts
+from ..recipe import PAPER
 
 DEFAULT_SPACE = {
     "conv1_filters": {"int": [2, 32]},
@@ -49,15 +53,16 @@ DEFAULT_SPACE = {
     "kernel_size": {"odd": [3, 13]},
     "lr": {"log_uniform": [1e-4, 1e-2]},
     "batch_size": {"choice": [16, 32, 64, 128]},
-    "keep": {"uniform": [0.5, 1.0]},
+    "p_drop": {"uniform": [0.0, 0.5]},
 }
 PARAMETERS = tuple(DEFAULT_SPACE)            # the order in which a trial draws them (never change it)
 KINDS = ("int", "odd", "uniform", "log_uniform", "choice")
 INTEGER_PARAMETERS = ("conv1_filters", "conv2_filters", "kernel_size", "batch_size")
 
 # The paper's choice (Table 1), shown beside the search's best trial.
-PAPER_CHOICE = {"conv1_filters": 6, "conv2_filters": 16, "kernel_size": 9, "lr": 1e-3,
-                "batch_size": 64, "keep": 0.8}
+PAPER_CHOICE = {"conv1_filters": PAPER.channels[0], "conv2_filters": PAPER.channels[1],
+                "kernel_size": PAPER.kernel_size, "lr": PAPER.lr, "batch_size": PAPER.batch_size,
+                "p_drop": PAPER.p_drop}
 
 
 class SpaceError(ValueError):
@@ -82,7 +87,7 @@ def draw(rule, rng: np.random.Generator):
 
 # The least and largest value each parameter may take (None: no limit).
 LIMITS = {"conv1_filters": (1, MAX_CHANNELS), "conv2_filters": (1, MAX_CHANNELS), "batch_size": (1, None),
-          "kernel_size": (1, MAX_KERNEL_SIZE), "keep": (None, 1.0)}
+          "kernel_size": (1, MAX_KERNEL_SIZE), "p_drop": (0.0, None)}
 
 
 def _is_number(value) -> bool:
@@ -117,12 +122,31 @@ def _check_rule(name, rule, where):
     lo_limit, hi_limit = LIMITS.get(name, (None, None))
     if (lo_limit is not None and low < lo_limit) or (hi_limit is not None and high > hi_limit):
         bad(f"values must lie in [{lo_limit}, {hi_limit if hi_limit is not None else 'any'}], got {rule!r}")
-    if name in ("lr", "keep") and low <= 0:
+    if name == "lr" and low <= 0:
         bad(f"must be positive, got {rule!r}")
+    if name == "p_drop" and high >= 1:
+        bad(f"a dropout probability must lie in [0, 1), got {rule!r}")
     if name == "kernel_size":        # the kernels are centred on a pixel: odd sizes only
         sizes = range(int(low), int(high) + 1) if kind == "int" else args if kind in ("fixed", "choice") else []
         if any(int(v) % 2 == 0 for v in sizes):
             bad(f"may only give odd sizes: use {{\"odd\": [3, 13]}} or odd numbers, got {rule!r}")
+
+
+def keep_to_p_drop(rule, where: str = "search space"):
+    """An older file's ``keep`` rule (probability of keeping a unit) as a ``p_drop`` rule."""
+    def flip(value):
+        return round(1.0 - value, 12) if _is_number(value) else value
+
+    if _is_number(rule):
+        return flip(rule)
+    if isinstance(rule, dict) and len(rule) == 1 and isinstance(next(iter(rule.values())), list):
+        (kind, args), = rule.items()
+        if kind == "uniform" and len(args) == 2:
+            return {"uniform": [flip(args[1]), flip(args[0])]}
+        if kind == "choice":
+            return {"choice": [flip(a) for a in args]}
+    raise SpaceError(f"{where}: keep: only a number, uniform or choice can be converted to p_drop "
+                     f"(the dropout probability, 1 - keep); write p_drop instead, got {rule!r}")
 
 
 class SearchSpace:
@@ -133,6 +157,8 @@ class SearchSpace:
 
     def __init__(self, overrides: dict | None = None, where: str = "search space"):
         overrides = dict(overrides or {})
+        if "keep" in overrides and "p_drop" not in overrides:      # an older file
+            overrides["p_drop"] = keep_to_p_drop(overrides.pop("keep"), where)
         unknown = sorted(set(overrides) - set(PARAMETERS))
         if unknown:
             raise SpaceError(f"{where}: unknown parameter(s) {', '.join(unknown)}; "

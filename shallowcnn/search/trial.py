@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from ..dask_cluster import limit_numba_threads
+from ..data.patches import PatchStore
 from ..model import ShallowCNN
 from ..train import TrainConfig, Trainer, TrainingDiverged
 
@@ -36,8 +37,6 @@ def train_val_store(store):
     A :class:`~shallowcnn.data.patches.PatchStore` with the test patches left out:
     the search must never look at the test split.
     """
-    from ..data.patches import PatchStore
-
     keep = np.concatenate([store.indices("train"), store.indices("val")])
     return PatchStore(**{name: getattr(store, name)[keep] for name in PatchStore.ARRAY_NAMES},
                       metadata={"kind": store.metadata.get("kind"), "source": store.metadata.get("source")})
@@ -69,7 +68,7 @@ def run_trial(store, trial: dict, epochs: int, backend: str = "numba", numba_thr
             epoch's weights by name, or None when no epoch finished}
     """
     start = time.perf_counter()
-    row = {**trial, "p_drop": round(1.0 - trial["keep"], 12), "epochs": epochs, "backend": backend,
+    row = {**trial, "epochs": epochs, "backend": backend,
            "worker": worker_name(), "n_params": None, "best_epoch": 0, "val_accuracy": float("nan"),
            "val_loss": float("nan"), "seconds": 0.0, "status": "ok", "message": ""}
     trainer = None
