@@ -11,9 +11,8 @@ random in two ways:
 * **crowded** -- all inside one 1 cm^2 window (144 x 144 px), the absurd case of a
   damaged or hostile XML (every point neighbours every other one).
 
-Before the grid and union-find (issue 14) 600 points took 33.5 s and 1,000 crowded ones
-hung for minutes; the target is 10,000 points in under a second. The best of
-``--repeats`` runs is printed per count, with the number of clusters found.
+The target is 10,000 points in under a second (the figures so far: benchmarks/README.md).
+The best of ``--repeats`` runs is printed per count, with the number of clusters found.
 """
 from __future__ import annotations
 

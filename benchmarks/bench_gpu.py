@@ -120,8 +120,8 @@ def _record_keys():
     """Wrap the kernel factories so that the keys used get recorded."""
     from shallowcnn.kernels import cuda as kc
 
-    for name in ("_tiled_conv_kernel", "_finish_maxpool_kernel", "_sum_rows_kernel",
-                 "_sparse_grad_partials_kernel", "_conv1_grad_partials_kernel"):
+    for name in ("tiled_conv_kernel", "finish_maxpool_kernel", "sum_rows_kernel",
+                 "sparse_grad_partials_kernel", "conv1_grad_partials_kernel"):
         factory = getattr(kc, name)
 
         def wrapped(*key, _f=factory, _n=name):

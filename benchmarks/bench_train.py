@@ -364,7 +364,7 @@ def main(argv=None):
 
 
 def _plot(results, path):
-    from shallowcnn.plots import _save, plt       # Agg backend, atomic PNG write
+    from shallowcnn.plots import save_figure, plt       # Agg backend, atomic PNG write
 
     fw = results["frameworks"]
     names = list(fw)
@@ -379,7 +379,7 @@ def _plot(results, path):
     fig.suptitle(f"batch {results['batch']}, {results['size']}x{results['size']}, "
                  f"{results['threads']} CPU threads")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

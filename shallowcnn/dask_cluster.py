@@ -77,7 +77,7 @@ def task_threads(scheduler: str | None, workers: int | None = None, numba_thread
 def limit_numba_threads(threads: int) -> None:
     """Let the task running in this thread use at most ``threads`` Numba threads (never more
     than Numba started with): on a cluster not started by us, NUMBA_NUM_THREADS is unknown."""
-    import numba
+    import numba     # here: only a task that runs kernels needs it
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 

@@ -31,7 +31,7 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     """Save through a temporary name and rename, like every other file of the project."""
     return atomic_write_bytes(Path(path), _png(fig))
 
@@ -56,7 +56,7 @@ def plot_patch_examples(patches: np.ndarray, labels: np.ndarray, path, per_class
                 ax.imshow(patches[chosen[k]], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         axes[row, 0].set_title(title, loc="left", fontsize=10)
     fig.suptitle("Fig. 2 -- 144 x 144 patches (1 cm$^2$)", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_transforms(patch: np.ndarray, path) -> Path:
@@ -71,7 +71,7 @@ def plot_transforms(patch: np.ndarray, path) -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("Fig. 3 -- geometric transforms used for augmentation", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_store_figures(store, out_path) -> list:
@@ -111,7 +111,7 @@ def plot_training_curves(history: dict, path) -> Path:
     ax_acc.set_ylabel("accuracy")
     ax_loss.set_ylabel("binary cross-entropy")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(fpr, tpr, auc: float, path, title="ROC curve") -> Path:
@@ -126,7 +126,7 @@ def plot_roc(fpr, tpr, auc: float, path, title="ROC curve") -> Path:
     ax.set_title(title)
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confident_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.ndarray, path, n: int = 16) -> Path:
@@ -151,7 +151,7 @@ def plot_confident_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.nd
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("most confidently wrong patches", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------- scanning
@@ -231,7 +231,7 @@ def plot_froc(curve, path, threshold: float = 0.5) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(f"FROC: {curve.n_clusters} clusters in {curve.n_images} images", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ search
@@ -243,7 +243,7 @@ def plot_search(n_params, val_accuracy, lr, path, best=None, paper_params=8301,
     n_params, val_accuracy, lr: (T,) for the trials that finished; ``best``: index of
     the best trial (circled); the paper's size (8,301) is marked by a dotted line.
     """
-    from matplotlib.colors import LogNorm
+    from matplotlib.colors import LogNorm     # only this figure needs it
 
     n_params, val_accuracy, lr = (np.asarray(a, dtype=float) for a in (n_params, val_accuracy, lr))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -262,4 +262,4 @@ def plot_search(n_params, val_accuracy, lr, path, best=None, paper_params=8301,
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -118,7 +118,7 @@ def _dilate_windows_to_blocks(valid: np.ndarray, step: int, m: int) -> np.ndarra
     return blocks
 
 
-def _running_max(blocks: np.ndarray, axis: int, step: int, m: int, n_out: int) -> np.ndarray:
+def running_max(blocks: np.ndarray, axis: int, step: int, m: int, n_out: int) -> np.ndarray:
     """``out[..., k, ...] = max(blocks[..., k*step : k*step + m, ...])`` along ``axis``.
 
     One ``np.maximum`` per offset d in 0..m-1 over a strided view: m passes over the data
@@ -224,8 +224,8 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
         bar.close()
 
     blocks = blocks[:, :nb_r, :nb_c]
-    feats = _running_max(blocks, axis=1, step=step, m=m, n_out=n_r)    # (F, nR, nB_c)
-    feats = _running_max(feats, axis=2, step=step, m=m, n_out=n_c)     # (F, nR, nC)
+    feats = running_max(blocks, axis=1, step=step, m=m, n_out=n_r)    # (F, nR, nB_c)
+    feats = running_max(feats, axis=2, step=step, m=m, n_out=n_c)     # (F, nR, nC)
     feats = np.ascontiguousarray(feats.transpose(1, 2, 0))             # (nR, nC, F)
     if not np.isfinite(feats[valid]).all():  # every valid window must be fully computed
         raise AssertionError("internal error: a valid window touches a tile that was skipped")

@@ -1,4 +1,4 @@
-"""Every bad input gets a clear message; one bad file never costs the good ones (issue 14).
+"""Every bad input gets a clear message; one bad file never costs the good ones.
 
 Each row of the tables below makes one bad input on the fly (from the tiny phantom, a
 tiny model or a tiny store), runs the command line in-process and checks:

@@ -1,10 +1,10 @@
-"""find_clusters against a naive reference, and its cost on many calcifications (issue 14)."""
+"""find_clusters against a naive reference, and its cost on many calcifications."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shallowcnn.data.clusters import _link_by_windows, find_clusters
+from shallowcnn.data.clusters import link_by_windows, find_clusters
 from shallowcnn.data.inbreast import ROI_TYPE_POINT, make_roi
 
 
@@ -51,7 +51,7 @@ def test_links_match_the_naive_rule(seed):
     rng = np.random.default_rng(seed)
     size = int(rng.integers(3, 9))
     centres = rng.uniform(-5, 30, size=(int(rng.integers(0, 30)), 2))
-    clustered, groups = _link_by_windows(centres, size, 3)
+    clustered, groups = link_by_windows(centres, size, 3)
     want_clustered, want_roots = naive_links(centres, size)
     assert clustered.tolist() == want_clustered
     assert same_partition(groups.roots(), want_roots)
@@ -81,7 +81,7 @@ def test_many_calcifications_finish(extent):
     benchmarks/bench_clusters.py times it). Crowded, they form one cluster."""
     rng = np.random.default_rng(0)
     centres = rng.uniform(0, extent, size=(10_000, 2))
-    clustered, groups = _link_by_windows(centres, 144, 3)
+    clustered, groups = link_by_windows(centres, 144, 3)
     if extent == 144.0:
         assert clustered.all() and len(set(groups.roots())) == 1
     else:

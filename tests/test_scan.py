@@ -21,7 +21,7 @@ from shallowcnn.froc import ImageTruth, froc_curve, score_image
 from shallowcnn.data.clusters import Cluster
 from shallowcnn.kernels import get_backend, reference
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import _running_max, find_detections, scan_image, scan_patchwise, window_features, window_starts
+from shallowcnn.scan import running_max, find_detections, scan_image, scan_patchwise, window_features, window_starts
 from shallowcnn.storage import atomic_write_bytes
 
 try:
@@ -149,7 +149,7 @@ def test_running_max_is_a_sliding_window_max():
     blocks = rng.standard_normal((2, 23, 5))
     step, m = 3, 4
     n_out = (23 - m) // step + 1
-    got = _running_max(blocks, axis=1, step=step, m=m, n_out=n_out)
+    got = running_max(blocks, axis=1, step=step, m=m, n_out=n_out)
     expected = np.stack([blocks[:, k * step:k * step + m].max(axis=1) for k in range(n_out)], axis=1)
     np.testing.assert_array_equal(got, expected)
 

@@ -262,8 +262,10 @@ def test_heatmap_encoding_by_hand():
 def test_serve_command_refuses_bad_options_and_missing_models(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "none.npz")]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["serve", "--port", "0"]) == 2
-    assert "--port" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:            # refused when the command line is read
+        main(["serve", "--port", "0"])
+    assert stop.value.code == 2
+    assert "argument --port: must be a TCP port in 1..65535" in capsys.readouterr().err
 
 
 def test_serve_binds_localhost_by_default():

@@ -134,7 +134,7 @@ def _window_counts(rows: np.ndarray, cols: np.ndarray, size: int) -> tuple:
     return top_values, left_values, np.where(snug, counts, 0)
 
 
-def _link_by_windows(centres: np.ndarray, size: int, min_calcifications: int) -> tuple:
+def link_by_windows(centres: np.ndarray, size: int, min_calcifications: int) -> tuple:
     """For every calcification, its fullest size x size window; link that window's members.
 
     centres  (n, 2) float (row, col)
@@ -192,7 +192,7 @@ def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CA
     """
     centres = calcification_centres(rois)
     count = len(centres)
-    clustered, groups_of = _link_by_windows(centres, size, min_calcifications)
+    clustered, groups_of = link_by_windows(centres, size, min_calcifications)
     root = groups_of.root
 
     outlines = [roi.points for roi in rois if roi.kind == "cluster" and len(roi.points) >= 3]
@@ -229,8 +229,3 @@ def find_clusters(rois, size: int = PATCH_SIZE, min_calcifications: int = MIN_CA
                                     outline=outline))
     clusters.sort(key=lambda cl: (cl.centre[0], cl.centre[1]))
     return clusters
-
-
-def cluster_centres(rois, size: int = PATCH_SIZE) -> np.ndarray:
-    """(C, 2) float (row, col) centres of the true clusters of one image (for FROC)."""
-    return np.array([cl.centre for cl in find_clusters(rois, size)], dtype=np.float64).reshape(-1, 2)

@@ -307,10 +307,6 @@ class Case:
     birads: str | None = None
     acr: str | None = None
 
-    @property
-    def image_id(self) -> str:
-        return self.file_name
-
 
 def parse_dicom_name(name: str) -> dict:
     """``'20586908_6c613a14b80a8591_MG_R_CC_ANON.dcm'`` ->

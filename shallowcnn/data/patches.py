@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .. import __version__
 from ..constants import PATCH_SIZE, PIXEL_MM, pixels_to_input
@@ -269,8 +270,6 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
     returns dict of arrays: patches (M, size, size) uint8, labels (M,), patient, image,
     position (M, 2); plus ``clusters`` (number found) and ``images`` (number read)
     """
-    from tqdm import tqdm
-
     problems = problems if problems is not None else Problems()
     case_list = list_cases(folder)
     problems.merge(case_list.problems)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ..constants import PIXEL_MM
 from ..storage import atomic_write_bytes, atomic_write_text
@@ -481,8 +482,6 @@ def generate_phantom(out, cases: int = DEFAULT_CASES, seed: int = 0, size=DEFAUL
     size     (width, height) in pixels, or a string for :func:`parse_size`
     returns  list of :class:`PhantomImage` in file order, with the ROIs as written
     """
-    from tqdm import tqdm
-
     out = Path(out)
     width, height = parse_size(size)
     if cases < 1:

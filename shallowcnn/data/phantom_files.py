@@ -72,6 +72,7 @@ def dicom_bytes(pixels: np.ndarray, uid_seed: str, patient: str) -> bytes:
     UIDs come from ``uid_seed`` (so the same seed writes the same file); no dates or
     times are written. The header carries no laterality or view, like anonymised INbreast.
     """
+    # pydicom loads only when a phantom is written
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.filewriter import dcmwrite
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

@@ -27,7 +27,7 @@ def read_png(path, size: int = PATCH_SIZE) -> tuple:
     """One patch: ``(u8 (size, size), resized: bool)``. Raises ValueError naming the file,
     also for a file that is not a regular file or whose header declares more pixels than
     the readers' limits (checked before the pixels are decoded)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError     # Pillow loads only for PNG folders
 
     if not Path(path).is_file():
         raise ValueError(f"{path}: not a regular file")

@@ -42,7 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..model import ShallowCNN
 from . import require
+from .torch_twin import STATE_DICT_SUFFIXES, import_state_dict
 
 EXPECTED = "Conv2D 6 9x9 relu, Conv2D 16 9x9 relu, GlobalMaxPooling2D, Dropout 0.2, Dense 1 sigmoid"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -256,8 +258,6 @@ def import_keras(path):
     ``model.metadata["imported_from"]`` records the source (file, SHA-256, format, Keras
     version, layers); ``model.save(path, metadata=model.metadata)`` keeps it in the saved file.
     """
-    from ..model import ShallowCNN
-
     layers, info = read_keras_layers(path)
     architecture = check_architecture(layers, path)
     params = keras_to_params(layers, architecture, path)
@@ -279,8 +279,6 @@ def _sha256(path) -> str:
 def import_model(path, from_torch: bool | None = None):
     """Import a Keras file, or (``from_torch``, or a .safetensors/.pt/.pth name) the
     state_dict of the PyTorch twin. Returns a ShallowCNN with ``metadata["imported_from"]``."""
-    from .torch_twin import STATE_DICT_SUFFIXES, import_state_dict
-
     if from_torch is None:
         from_torch = Path(path).suffix.lower() in STATE_DICT_SUFFIXES
     if not from_torch:

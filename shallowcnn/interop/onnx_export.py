@@ -50,6 +50,7 @@ import numpy as np
 from .. import __version__
 from ..constants import PATCH_SIZE
 from ..scan import window_blocks
+from ..storage import atomic_write_bytes
 from . import require
 
 DEFAULT_OPSET = 13
@@ -146,7 +147,5 @@ def model_to_onnx(model, heatmap_stride: int | None = None, opset: int = DEFAULT
 def export_onnx(model, path, heatmap_stride: int | None = None, opset: int = DEFAULT_OPSET,
                 source: str | None = None) -> Path:
     """Write :func:`model_to_onnx`'s graph to ``path`` (atomically); returns the path."""
-    from ..storage import atomic_write_bytes
-
     onnx_model = model_to_onnx(model, heatmap_stride, opset, source)
     return atomic_write_bytes(path, onnx_model.SerializeToString())

@@ -35,7 +35,12 @@ import sys
 import time
 from pathlib import Path
 
+from .. import __version__
+from ..storage import atomic_write_text
 from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
+
+# numba, llvmlite and the kernels (tiles) are imported inside the functions that need
+# them: `shallowcnn tune`, and so every start of the command line, imports this module.
 
 ENV = "SHALLOWCNN_KERNEL_VARIANT"
 REPS = 3                      # timed samples per variant (the best is kept)
@@ -87,7 +92,6 @@ def isa_flags() -> list[str]:
 def identity() -> dict:
     """What a cached choice is valid for: this CPU model and these package versions."""
     import numba
-    from .. import __version__
     return {"cpu": cpu_model(), "llvm_target": llvm_target(), "shallowcnn": __version__,
             "numba": numba.__version__}
 
@@ -235,7 +239,6 @@ def _read_disk() -> dict:
 
 def _save(signature, rec):
     """Add one choice to the cache file (read again first: another process may have added some)."""
-    from ..storage import atomic_write_text
     global _disk
     _disk = None
     choices = dict(_read_disk())

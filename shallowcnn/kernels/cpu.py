@@ -25,8 +25,8 @@ the truth these kernels are tested against).  Three ideas make them fast.
    no padding; G*K + G + 1 = 31 of the 32 vector registers for K = 9, so no
    spills), and lays RB input rows side by side in a zero-padded buffer, each
    in a segment rounded up to 16 columns: one vectorised column loop then
-   serves RB output rows at once and never runs a scalar tail.  It reached
-   120 GFLOP/s against 68 for conv_tile on conv1 (batch 64, idle Zen 4).
+   serves RB output rows at once and never runs a scalar tail (nearly twice
+   conv_tile's rate on conv1: benchmarks/README.md, "Measurements behind the kernels").
 
 1c. Variants, chosen by measurement: :mod:`shallowcnn.kernels.autotune`
    How many independent sums a pass carries (FB filters x RP rows for the
@@ -71,9 +71,12 @@ import os
 import numpy as np
 
 from . import BackendUnavailable, autotune, check_shapes, winograd
-from .tiles import (ACC_F, ACC_ROW, RB, SMALL_F_VARIANTS, VL, _small_f_pass, conv_tile, fold_row_max,
-                    pack_bias, pack_weights, pack_weights_small, small_f_groups, small_f_width,
-                    taps, tile_width, variant_args)
+# The scanning kernel (conv2 + ReLU + block max) lives in its own file; it is part of this
+# backend's contract (kernels/__init__.py), so the backend offers it under its name.
+from .cpu_blockmax import conv_relu_blockmax  # noqa: F401
+from .tiles import (ACC_F, ACC_ROW, FM_FMA, RB, SMALL_F_VARIANTS, VL, conv_tile, fold_row_max, pack_bias,
+                    pack_weights, pack_weights_small, small_f_groups, small_f_pass, small_f_width, taps,
+                    tile_width, variant_args)
 
 try:
     import numba
@@ -83,9 +86,10 @@ except ImportError as _e:  # pragma: no cover - numba is a hard dependency
     _IMPORT_ERROR = _e
 else:
     _IMPORT_ERROR = None
-    # OpenMP's workers sleep between calls; on a busy machine waking one took a time slice:
-    # conv1 of a 60 x 60 batch (1.2 ms of work) took 7-16 ms (median), 1.3-2.3 ms with
-    # Numba's 'workqueue' layer, which we prefer unless NUMBA_THREADING_LAYER says otherwise.
+    # OpenMP's workers sleep between calls; on a busy machine waking one takes a time slice,
+    # several times a small conv1's work (benchmarks/README.md, "Measurements behind the
+    # kernels"). Numba's 'workqueue' layer does not, so we prefer it unless
+    # NUMBA_THREADING_LAYER says otherwise.
     # It serves one Python thread at a time (shallowcnn never calls kernels from several).
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "workqueue"
@@ -94,10 +98,9 @@ SMALL_F = 8   # conv2d_forward takes the few-filter path (_small_f_kernel) when 
               # (more filters, e.g. conv2's 16 x 6 channels: conv_tile's blocks pad
               # little and its C*K row passes per tile are many)
 
-# 'contract' lets LLVM fuse a*b+c into one FMA instruction without otherwise
-# reordering float arithmetic.  'reassoc' additionally lets it split a sum into
+# FM_FMA (tiles.py): 'contract' lets LLVM fuse a*b+c into one FMA instruction without
+# otherwise reordering float arithmetic.  'reassoc' additionally lets it split a sum into
 # vector lanes -- needed to vectorise the dot products of the weight gradient.
-_FM_FMA = {"contract"}
 _FM_SUM = {"contract", "reassoc"}
 
 
@@ -116,7 +119,7 @@ def _dtype(x, W):
 # forward kernels
 # ---------------------------------------------------------------------------
 
-@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
     """conv2d_forward for few filters (F <= 8, e.g. conv1: 6 filters, 1 channel).
 
@@ -133,7 +136,7 @@ def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
     (c, p), the rn input rows (c, i0 + r + p) are copied side by side into xb,
     segment r starting at r*S (S = jn + K - 1 rounded up to VL).  Output
     column j of row r needs xb[r*S + j + q] only, so ONE column loop over
-    rn*S positions (:func:`_small_f_pass`) serves all rn rows: the weights are
+    rn*S positions (:func:`small_f_pass`) serves all rn rows: the weights are
     set up once per rn*S columns, and there is no scalar tail.  The last
     S - jn positions of each segment compute garbage that is never
     stored (about 6% extra work for conv1: 144 positions for 136 outputs).
@@ -167,7 +170,7 @@ def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
                     for r in range(rn):
                         xb[r * S:r * S + xn] = x[n, c, i0 + r + p, j0:j0 + xn]
                     for g in range(ng):
-                        _small_f_pass(acc, g * G * ACC_F, xb, Ws[g, c, p], G, K, m)
+                        small_f_pass(acc, g * G * ACC_F, xb, Ws[g, c, p], G, K, m)
             for f in range(F):
                 for r in range(rn):
                     a = f * ACC_F + r * S
@@ -180,7 +183,7 @@ def _small_f_kernel(x, Ws, b, F, gt, kt, jt, relu):
     return out
 
 
-@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _conv_forward_kernel(x, Wp, bp, F, kt, ft, rt, jt, relu):
     # Wp, bp packed for FB = len(ft) filters per block; rt: the rows per pass (tiles.py)
     K = len(kt)
@@ -212,7 +215,7 @@ def _conv_forward_kernel(x, Wp, bp, F, kt, ft, rt, jt, relu):
     return out
 
 
-@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _conv_max_kernel(x, Wp, bp, F, kt, ft, rt, jt):
     K = len(kt)
     FB = len(ft)
@@ -300,7 +303,7 @@ def _conv_grad_w_kernel(dout, x, K):
     return dWp, dbp
 
 
-@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _sparse_grads_w_kernel(g, x, argmax, K, Wo):
     """dW[f,c,p,q] = sum_n g[n,f] x[n,c,i+p,j+q] with (i, j) = argmax[n,f].
 
@@ -322,7 +325,7 @@ def _sparse_grads_w_kernel(g, x, argmax, K, Wo):
     return dW
 
 
-@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _sparse_grad_x_kernel(g, W, argmax, Wo, dx):
     """dx[n,c,i+p,j+q] += g[n,f] W[f,c,p,q] with (i, j) = argmax[n,f]; dx comes zeroed.
 
@@ -496,7 +499,7 @@ def conv_relu_maxpool_backward(dpooled, x, W, argmax, pooled, need_dx=True):
 # the whole feature stack: conv1 -> ReLU -> fused conv2 + ReLU + max pool
 # ---------------------------------------------------------------------------
 
-@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, kt1):
     """conv1's weight and bias gradients straight from conv2's sparse gradient.
 
@@ -566,9 +569,3 @@ def features_backward(dpooled, ctx):
     db2 = g.sum(axis=0)
     dW1p, db1p = _sparse_conv1_grads_kernel(g, x, h1, W2, argmax, Wo2, taps(ctx["K1"]))
     return dW1p.sum(axis=0), db1p.sum(axis=0), dW2, db2
-
-
-# The scanning kernel (conv2 + ReLU + block max) lives in its own file; it is part of
-# this backend's contract (kernels/__init__.py) and is imported last because it uses
-# conv_tile and the packing helpers defined above.
-from .cpu_blockmax import conv_relu_blockmax  # noqa: E402,F401

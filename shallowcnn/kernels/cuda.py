@@ -14,7 +14,7 @@ Convolution is the valid, stride-1 cross-correlation of deep-learning libraries:
 How the work is split over threads
 ==================================
 
-Tiled convolution forward (:func:`_tiled_conv_kernel`, used by conv1, by
+Tiled convolution forward (:func:`tiled_conv_kernel`, used by conv1, by
 :func:`conv2d_forward` and, fused, by conv2)
     A thread block of ``BX x BY`` threads computes an output tile of
     ``BY`` rows by ``BX * R`` columns of one patch ``n``, for a group of up to
@@ -35,7 +35,7 @@ Tiled convolution forward (:func:`_tiled_conv_kernel`, used by conv1, by
     Instead each thread finds, per filter, the largest of its own pixels, the
     block reduces the ``(value, index)`` pairs in shared memory, and one
     partial maximum per (patch, filter, block) goes to global memory. A second
-    small kernel (:func:`_finish_maxpool_kernel`, one thread per (patch,
+    small kernel (:func:`finish_maxpool_kernel`, one thread per (patch,
     filter)) reduces those partials.
 
 Ties: the reference keeps the *first* maximum in row-major order. Comparing
@@ -70,7 +70,7 @@ conv1's weight gradient, straight from the sparse conv2 gradient
 
 Deterministic sums
     Every gradient that sums over patches is first written as per-patch (or
-    per-window) partials and then summed by :func:`_sum_rows_kernel` in a fixed
+    per-window) partials and then summed by :func:`sum_rows_kernel` in a fixed
     order (no ``cuda.atomic.add``), so two runs give bit-identical gradients.
 
 Intermediate buffers that do not outlive a call (partial maxima, partial
@@ -95,10 +95,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import BackendUnavailable, check_shapes
-from .cuda_kernels import (_MAXPOOL, _NONE, _RELU, _blockmax_kernel, _conv1_grad_partials_kernel,
-                           _dense_dx_kernel, _dense_grad_partials_kernel, _finish_maxpool_kernel,
-                           _sparse_dx_kernel, _sparse_grad_partials_kernel, _sum_rows_kernel,
-                           _tiled_conv_kernel)
+from .cuda_kernels import (MAXPOOL, NONE, RELU, blockmax_kernel, conv1_grad_partials_kernel,
+                           dense_dx_kernel, dense_grad_partials_kernel, finish_maxpool_kernel,
+                           sparse_dx_kernel, sparse_grad_partials_kernel, sum_rows_kernel,
+                           tiled_conv_kernel)
 
 try:  # numba-cuda is an optional extra: pip install "shallowcnn[cuda]"
     import numba
@@ -162,7 +162,7 @@ class LaunchConfig:
     conv_pixels: int = 4      # R: output pixels per thread, along the row
     conv_filters: int = 16    # FB: filters per thread (register accumulators FB * R)
     threads: int = 128        # block size of the one-dimensional kernels
-    reduce_x: int = 32        # _sum_rows_kernel block: columns ...
+    reduce_x: int = 32        # sum_rows_kernel block: columns ...
     reduce_y: int = 8         # ... times row lanes (a power of two)
 
 
@@ -171,10 +171,6 @@ _config = LaunchConfig()
 # Static + dynamic shared memory a block may use without opting in to more.
 _SHARED_LIMIT = 48 * 1024
 _MAX_GRID_Z = 65535
-
-
-def get_launch_config() -> LaunchConfig:
-    return _config
 
 
 def set_launch_config(config: LaunchConfig | None = None, **changes) -> LaunchConfig:
@@ -259,16 +255,16 @@ def _filters_per_thread(F, K, itemsize, maxpool) -> int:
 
 def _tiled_conv(x_d, W_d, b_d, epilogue, out_d=None):
     """Launch the tiled convolution. Returns ``out_d`` (N, F, Ho, Wo) for the
-    _NONE/_RELU epilogues, or device (pooled, argmax) (N, F) for _MAXPOOL."""
+    NONE/RELU epilogues, or device (pooled, argmax) (N, F) for MAXPOOL."""
     cfg = _config
     N, C, H, Wd = x_d.shape
     F, _, K, _ = W_d.shape
     Ho, Wo = H - K + 1, Wd - K + 1
     dtype = np.dtype(x_d.dtype)
-    maxpool = epilogue == _MAXPOOL
+    maxpool = epilogue == MAXPOOL
     FB = _filters_per_thread(F, K, dtype.itemsize, maxpool)
     BX, BY, R = cfg.conv_block_x, cfg.conv_block_y, cfg.conv_pixels
-    kernel = _tiled_conv_kernel(dtype.str, FB, BX, BY, R, epilogue)
+    kernel = tiled_conv_kernel(dtype.str, FB, BX, BY, R, epilogue)
     gx, gy = _blocks(Wo, BX * R), _blocks(Ho, BY)
     n_groups = _blocks(F, FB)
     shared = ((BY + K - 1) * (BX * R + K - 1) + FB * K * K) * dtype.itemsize
@@ -293,7 +289,7 @@ def _tiled_conv(x_d, W_d, b_d, epilogue, out_d=None):
         return out_d
     pooled_d = cuda.device_array((N, F), dtype)
     argmax_d = cuda.device_array((N, F), np.int64)
-    _finish_maxpool_kernel(dtype.str)[_blocks(N * F, cfg.threads), cfg.threads](
+    finish_maxpool_kernel(dtype.str)[_blocks(N * F, cfg.threads), cfg.threads](
         part_v, part_i, pooled_d, argmax_d)
     return pooled_d, argmax_d
 
@@ -304,7 +300,7 @@ def _sum_rows(parts_d, tag):
     cfg = _config
     E = parts_d.shape[1]
     out = _scratch_array(tag, (E,), parts_d.dtype)
-    kernel = _sum_rows_kernel(np.dtype(parts_d.dtype).str, cfg.reduce_x, cfg.reduce_y)
+    kernel = sum_rows_kernel(np.dtype(parts_d.dtype).str, cfg.reduce_x, cfg.reduce_y)
     kernel[_blocks(E, cfg.reduce_x), (cfg.reduce_x, cfg.reduce_y, 1)](parts_d, out)
     return out
 
@@ -316,7 +312,7 @@ def _sparse_dW_db(g_d, argmax_d, x_d, Wshape):
     N = x_d.shape[0]
     E = F * C * K * K
     parts = _scratch_array("sparse_parts", (N, E + F), x_d.dtype)
-    _sparse_grad_partials_kernel(np.dtype(x_d.dtype).str)[
+    sparse_grad_partials_kernel(np.dtype(x_d.dtype).str)[
         (N, _blocks(E + F, cfg.threads)), cfg.threads](g_d, argmax_d, x_d, K, parts)
     total = _sum_rows(parts, "sparse_sum").copy_to_host()
     return total[:E].reshape(Wshape), total[E:]
@@ -326,7 +322,7 @@ def _sparse_dx(g_d, argmax_d, W_d, xshape, dtype):
     cfg = _config
     dx_d = cuda.device_array(xshape, dtype)
     total = int(np.prod(xshape))
-    _sparse_dx_kernel(np.dtype(dtype).str)[_blocks(total, cfg.threads), cfg.threads](
+    sparse_dx_kernel(np.dtype(dtype).str)[_blocks(total, cfg.threads), cfg.threads](
         g_d, argmax_d, W_d, dx_d)
     return dx_d
 
@@ -352,7 +348,7 @@ def conv2d_forward(x, W, b):
     check_available()
     check_shapes(x, W)
     dt = _float_dtype(x, W, b)
-    out = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _NONE)
+    out = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), NONE)
     return out.copy_to_host()
 
 
@@ -378,14 +374,14 @@ def conv2d_backward(dout, x, W, need_dx=True):
     dout_d, x_d = _to_device(dout, dt), _to_device(x, dt)
     E = F * C * K * K
     parts = _scratch_array("dense_parts", (N, E + F), dt)
-    _dense_grad_partials_kernel(dt.str)[(N, _blocks(E + F, cfg.threads)), cfg.threads](
+    dense_grad_partials_kernel(dt.str)[(N, _blocks(E + F, cfg.threads)), cfg.threads](
         dout_d, x_d, K, parts)
     total = _sum_rows(parts, "dense_sum").copy_to_host()
     dW, db = total[:E].reshape(W.shape), total[E:]
     dx = None
     if need_dx:
         dx_d = cuda.device_array(x.shape, dt)
-        _dense_dx_kernel(dt.str)[_blocks(dx_d.size, cfg.threads), cfg.threads](
+        dense_dx_kernel(dt.str)[_blocks(dx_d.size, cfg.threads), cfg.threads](
             dout_d, _to_device(W, dt), dx_d)
         dx = dx_d.copy_to_host()
     return dx, dW, db
@@ -402,7 +398,7 @@ def conv_relu_maxpool_forward(x, W, b):
     check_available()
     check_shapes(x, W)
     dt = _float_dtype(x, W, b)
-    pooled_d, argmax_d = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _MAXPOOL)
+    pooled_d, argmax_d = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), MAXPOOL)
     return pooled_d.copy_to_host(), argmax_d.copy_to_host()
 
 
@@ -451,9 +447,9 @@ def features_forward(x, W1, b1, W2, b2):
     dt = _float_dtype(x, W1, b1, W2, b2)
     x_d = _to_device(x, dt)
     W2_d = _to_device(W2, dt)
-    a1_d = _tiled_conv(x_d, _to_device(W1, dt), _to_device(b1, dt), _RELU)
+    a1_d = _tiled_conv(x_d, _to_device(W1, dt), _to_device(b1, dt), RELU)
     check_shapes(a1_d, W2)
-    pooled_d, argmax_d = _tiled_conv(a1_d, W2_d, _to_device(b2, dt), _MAXPOOL)
+    pooled_d, argmax_d = _tiled_conv(a1_d, W2_d, _to_device(b2, dt), MAXPOOL)
     pooled = pooled_d.copy_to_host()
     argmax = argmax_d.copy_to_host()
     ctx = {"x": x_d, "a1": a1_d, "W2": W2_d, "argmax_d": argmax_d,
@@ -488,7 +484,7 @@ def features_backward(dpooled, ctx):
 
     E1 = F1 * C0 * K1 * K1
     parts = _scratch_array("conv1_parts", (N * F2, E1 + F1), dt)
-    _conv1_grad_partials_kernel(dt.str)[(N * F2, _blocks(E1 + F1, cfg.threads)), cfg.threads](
+    conv1_grad_partials_kernel(dt.str)[(N * F2, _blocks(E1 + F1, cfg.threads)), cfg.threads](
         g_d, ctx["argmax_d"], ctx["W2"], a1_d, x_d, K1, parts)
     total = _sum_rows(parts, "conv1_sum").copy_to_host()
     dW1, db1 = total[:E1].reshape(ctx["W1_shape"]), total[E1:]
@@ -516,7 +512,7 @@ def conv_relu_blockmax(x, W, b, g):
     if g < 1 or Ho < g or Wo < g:
         raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
     dt = _float_dtype(x, W, b)
-    z_d = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), _NONE)
+    z_d = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), NONE)
     out_d = cuda.device_array((x.shape[0], F, Ho // g, Wo // g), dt)
-    _blockmax_kernel(dt.str)[_blocks(out_d.size, _config.threads), _config.threads](z_d, g, out_d)
+    blockmax_kernel(dt.str)[_blocks(out_d.size, _config.threads), _config.threads](z_d, g, out_d)
     return out_d.copy_to_host()

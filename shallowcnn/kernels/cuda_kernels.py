@@ -21,7 +21,7 @@ except Exception:  # pragma: no cover - depends on the installation
     numba = cuda = None
 
 _NO_INDEX = 2**31 - 1        # index of "no pixel yet" in the argmax reduction
-_NONE, _RELU, _MAXPOOL = 0, 1, 2  # epilogues of the tiled convolution
+NONE, RELU, MAXPOOL = 0, 1, 2  # epilogues of the tiled convolution
 
 
 def _nbtype(dtype):
@@ -47,13 +47,13 @@ def _unravel4(k, B, C, D):
 
 
 @functools.lru_cache(maxsize=None)
-def _tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: int):
+def tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: int):
     """Tiled valid convolution of ``x`` (N, C, H, W) with ``W`` (F, C, K, K).
 
     Grid ``(ceil(Wo / (BX R)), ceil(Ho / BY), n_patches x ceil(F / FB))``,
     block ``(BX, BY)``; dynamic shared memory for one channel's input tile and
-    weights. ``epilogue``: _NONE writes z to ``out`` (N, F, Ho, Wo); _RELU
-    writes relu(z); _MAXPOOL writes, per (patch, filter, block), the block's
+    weights. ``epilogue``: NONE writes z to ``out`` (N, F, Ho, Wo); RELU
+    writes relu(z); MAXPOOL writes, per (patch, filter, block), the block's
     largest z and its flat index ``i * Wo + j`` to ``part_v``/``part_i``
     (N, F, n_blocks). ``n0`` is the first patch of this launch.
     """
@@ -61,7 +61,7 @@ def _tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: 
     NT = BX * BY                        # threads per block
     TW = BX * R                         # output tile width
     NACC = FB * R                       # accumulators per thread
-    RED = FB if epilogue == _MAXPOOL else 1
+    RED = FB if epilogue == MAXPOOL else 1
     HALF = 1                            # largest power of two below NT
     while HALF * 2 < NT:
         HALF *= 2
@@ -130,7 +130,7 @@ def _tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: 
                             acc[f * R + r] += w * xv[r]
 
         i = i0 + ty
-        if epilogue != _MAXPOOL:
+        if epilogue != MAXPOOL:
             if i < Ho:
                 for f in range(FB):
                     if f0 + f < F:
@@ -139,7 +139,7 @@ def _tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: 
                             j = j0 + tx + r * BX
                             if j < Wo:
                                 v = acc[f * R + r] + bf
-                                if epilogue == _RELU and not (v > 0):
+                                if epilogue == RELU and not (v > 0):
                                     out[n, f0 + f, i, j] = 0
                                 else:
                                     out[n, f0 + f, i, j] = v
@@ -191,7 +191,7 @@ def _tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: 
 
 
 @functools.lru_cache(maxsize=None)
-def _finish_maxpool_kernel(dtype: str):
+def finish_maxpool_kernel(dtype: str):
     """One thread per (patch, filter): reduce the block partials (N, F, B) to
     ``pooled = relu(max z)`` (N, F) and ``argmax`` (N, F) int64."""
 
@@ -220,7 +220,7 @@ def _finish_maxpool_kernel(dtype: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _blockmax_kernel(dtype: str):
+def blockmax_kernel(dtype: str):
     """One thread per output (patch, filter, block row, block column): the largest
     z of its g x g block, then ReLU. ``z`` (N, F, Ho, Wo), ``out`` (N, F, Ho // g, Wo // g)."""
 
@@ -245,7 +245,7 @@ def _blockmax_kernel(dtype: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _sum_rows_kernel(dtype: str, RX: int, RY: int):
+def sum_rows_kernel(dtype: str, RX: int, RY: int):
     """``out[e] = sum_r parts[r, e]`` in a fixed order (deterministic).
 
     Block (RX, RY): RX neighbouring columns (coalesced reads) times RY row
@@ -279,7 +279,7 @@ def _sum_rows_kernel(dtype: str, RX: int, RY: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _dense_grad_partials_kernel(dtype: str):
+def dense_grad_partials_kernel(dtype: str):
     """Per-patch partials of the dense conv weight/bias gradient.
 
     Grid (N, ceil((E + F) / threads)); ``parts`` (N, E + F) with E = F C K K:
@@ -313,7 +313,7 @@ def _dense_grad_partials_kernel(dtype: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _dense_dx_kernel(dtype: str):
+def dense_dx_kernel(dtype: str):
     """``dx[n,c,y,x] = sum_{f,p,q} dout[n,f,y-p,x-q] W[f,c,p,q]`` (inside the
     output). One thread per input pixel gathers; no atomics, no races."""
     dt = _nbtype(dtype)
@@ -341,7 +341,7 @@ def _dense_dx_kernel(dtype: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _sparse_grad_partials_kernel(dtype: str):
+def sparse_grad_partials_kernel(dtype: str):
     """Per-patch partials of the sparse weight/bias gradient of the fused
     conv + ReLU + global max pool.
 
@@ -370,7 +370,7 @@ def _sparse_grad_partials_kernel(dtype: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _sparse_dx_kernel(dtype: str):
+def sparse_dx_kernel(dtype: str):
     """``dx[n,c,y,x] = sum_f g[n,f] W[f,c,y-i*,x-j*]`` over the filters whose
     K x K window at their argmax covers (y, x). One thread per input pixel."""
     dt = _nbtype(dtype)
@@ -396,7 +396,7 @@ def _sparse_dx_kernel(dtype: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _conv1_grad_partials_kernel(dtype: str):
+def conv1_grad_partials_kernel(dtype: str):
     """Per-window partials of conv1's weight and bias gradients (see the
     module docstring for the maths).
 

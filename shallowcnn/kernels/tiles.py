@@ -8,7 +8,7 @@ cache. The dense forward, the fused max pool (:mod:`shallowcnn.kernels.cpu`) and
 scan's block maxima (:mod:`shallowcnn.kernels.cpu_blockmax`) all call it and then read
 ``acc`` while it is hot.
 
-For one input row (c, p) a *pass* (:func:`_tile_pass`) adds its K taps to the tile:
+For one input row (c, p) a *pass* (:func:`tile_pass`) adds its K taps to the tile:
 the loop along the output row j is the innermost loop, which LLVM vectorises (16
 float32 lanes with AVX-512, 8 with AVX2); inside one column the running sums are
 scalars, kept in registers for all K taps (K is a compile-time constant, see
@@ -33,9 +33,9 @@ Which one is fastest depends on the CPU (and on what LLVM makes of it), so
 :mod:`shallowcnn.kernels.autotune` times them on the real shapes and remembers the
 winner. FB and RP reach the kernels as tuple *types* (like K, see :func:`taps`):
 each variant is its own compiled (and cached) specialisation, with no run-time
-branches in the inner loop. (FB = 8 with RP = 2, 16 chains, was 10x slower: the
-sums and weights no longer fit in registers, so it is not offered; so were 4 x 4
-and 6 x 2, 16 and 12 chains.) :mod:`shallowcnn.kernels.winograd` runs these same
+branches in the inner loop. (FB = 8 with RP = 2, 16 chains, is not offered: the
+sums and weights no longer fit in registers, and it ran many times slower; nor are
+4 x 4 and 6 x 2, 16 and 12 chains.) :mod:`shallowcnn.kernels.winograd` runs these same
 passes over Winograd-transformed rows, for half the multiply-adds of the fused conv2.
 
 No scalar tail: a vectorised loop over jn columns ends in jn % 16 columns of scalar
@@ -64,16 +64,16 @@ VL = 16      # columns are padded to a multiple of this (float32 lanes of AVX-51
 # FB = 4 rows of acc apart, would lie exactly 4 KB apart. A CPU first compares only
 # the low 12 bits of addresses to see whether a load depends on an earlier store
 # ("4K aliasing"), so the load of one row's sum stalled behind the store of the
-# other's. One vector of padding moved the fused conv2 from 305-324 to 336-346 GFLOP/s
-# at 144 x 144 and from 246-262 to 272-281 at 60 x 60 (Zen 5, three runs each); the
-# rows stay 64-byte aligned relative to each other.
+# other's. One vector of padding removes the stall (about 10% on the fused conv2:
+# benchmarks/README.md, "Measurements behind the kernels"); the rows stay 64-byte
+# aligned relative to each other.
 ACC_ROW = JT + VL
 
 # TILE_VARIANTS: name -> (FB filters per block, RP output rows per pass), in variants.py
 
 # 'contract' lets LLVM fuse a*b+c into one FMA instruction without otherwise
 # reordering float arithmetic.
-_FM_FMA = {"contract"}
+FM_FMA = {"contract"}
 
 
 def taps(K):
@@ -82,7 +82,7 @@ def taps(K):
     range(K)`` gets a fixed trip count that LLVM unrolls.  Numba compiles one
     version per K through its ordinary (fast) type dispatch and caches it on
     disk -- unlike ``numba.literally``, which re-enters the compiler's dispatch
-    on every call (about 15 ms a call, more than a whole batch-1 conv1).
+    on every call (costing more than a whole batch-1 conv1).
     The variants' FB and RP travel the same way."""
     return (0,) * int(K)
 
@@ -123,8 +123,8 @@ def tile_width(Wo):
     return -(-Wo // nchunks)
 
 
-@njit(fastmath=_FM_FMA, cache=True, inline="always")
-def _tile_pass(acc, a, x0, x1, w, K, FB, TWO, jn):
+@njit(fastmath=FM_FMA, cache=True, inline="always")
+def tile_pass(acc, a, x0, x1, w, K, FB, TWO, jn):
     """One input row into one tile row, or two input rows into two tile rows.
 
     acc[a + f*ACC_ROW + j]       += sum_q w[f*K + q] * x0[j + q]
@@ -184,7 +184,7 @@ def _tile_pass(acc, a, x0, x1, w, K, FB, TWO, jn):
             acc[b + 3 * ACC_ROW + j] = t3
 
 
-@njit(fastmath=_FM_FMA, cache=True)
+@njit(fastmath=FM_FMA, cache=True)
 def conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn):
     """Pre-activations of one tile: FB filters x rn (<= RB) output rows x jn columns.
 
@@ -222,10 +222,10 @@ def conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn):
                 while r + 1 < rn:
                     # (x0[j + q] indices provably >= 0: LLVM vectorises; xf[o + j + q]
                     # with an unknown offset o needs a wrap-around test per element)
-                    _tile_pass(acc, r * FB * ACC_ROW, xf[row + r * Wd:], xf[row + (r + 1) * Wd:], w, K, FB, True, jv)
+                    tile_pass(acc, r * FB * ACC_ROW, xf[row + r * Wd:], xf[row + (r + 1) * Wd:], w, K, FB, True, jv)
                     r += 2
             while r < rn:
-                _tile_pass(acc, r * FB * ACC_ROW, xf[row + r * Wd:], xf[row + r * Wd:], w, K, FB, False, jv)
+                tile_pass(acc, r * FB * ACC_ROW, xf[row + r * Wd:], xf[row + r * Wd:], w, K, FB, False, jv)
                 r += 1
 
 
@@ -280,7 +280,7 @@ def small_f_groups(F, gmax):
     2 x 3 with one zero filter; gmax 2: 3 x 2).  gmax is the variant (see
     SMALL_F_VARIANTS).  Why not all 6 at once?  6 sums x 9 taps = 54 weights do
     not fit in 32 vector registers; LLVM then reloads spilled weights in the
-    inner loop, and conv1 ran at 92 GFLOP/s against 121 with groups of 3 (Zen 4)."""
+    inner loop, and conv1 ran about a quarter slower than with groups of 3."""
     ng = -(-F // gmax)
     return ng, -(-F // ng)
 
@@ -307,12 +307,12 @@ def small_f_width(Wo, K):
     return jt
 
 
-@njit(fastmath=_FM_FMA, cache=True, inline="always")
-def _small_f_pass(acc, a0, xb, w, G, K, m):
+@njit(fastmath=FM_FMA, cache=True, inline="always")
+def small_f_pass(acc, a0, xb, w, G, K, m):
     """acc[a0 + f*ACC_F + j] += sum_q w[q*G + f] * xb[j + q]  for f < G <= 4, j < m.
 
     The G running sums of one column are scalars: in registers for all K taps,
-    and one load of xb[j + q] feeds G FMAs (as in :func:`_tile_pass`).  G and K
+    and one load of xb[j + q] feeds G FMAs (as in :func:`tile_pass`).  G and K
     are compile-time constants (tuple lengths, see :func:`taps`), so the
     ``if G > k`` tests vanish at compile time and a group of 3 computes exactly
     3 sums.  m is a multiple of VL: the vectorised j loop has no scalar tail.

@@ -19,7 +19,7 @@ rows of which F(4, 3) computes from six input rows:
 Per 4 output rows that is 6 "rows" a of 6 x 3 x 9 = 162 multiply-adds instead of 4 of
 6 x 9 x 9 = 486: 972 against 1,944, half. And each of the 6 x 3 x 6 passes (c, k, a)
 is exactly a row pass of the direct kernel -- 9 taps q along one row of V, 4 filters
-at a time, the columns as the vector loop -- so :func:`tiles._tile_pass` does the
+at a time, the columns as the vector loop -- so :func:`tiles.tile_pass` does the
 work, with the register blocking, padding and variants explained there; two groups
 of 4 rows (8 output rows) share each pass, as the two rows of ``f4r2`` do.
 
@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .tiles import ACC_ROW, VL, _tile_pass, fold_row_max, pack_bias, taps, tile_width
+from .tiles import ACC_ROW, FM_FMA, VL, fold_row_max, pack_bias, taps, tile_pass, tile_width
 
 # F(4, 3): z = AT [(G w) * (BT d)] for 6 inputs d, 3 taps w, 4 outputs z.
 BT = np.array([[4, 0, -5, 0, 1, 0],
@@ -60,8 +60,6 @@ AT = np.array([[1, 1, 1, 1, 1, 0],
                [0, 1, 1, 4, 4, 0],
                [0, 1, -1, 8, -8, 1]], dtype=np.float64)
 FB = 4          # filters per pass (4 chains per row, 8 with the two groups of rows)
-
-_FM_FMA = {"contract"}
 
 
 def usable(K) -> bool:
@@ -84,7 +82,7 @@ def pack_weights(W, dtype):
     return np.ascontiguousarray(Up.reshape(nfb, C, K // 3, 6, FB * K).astype(dtype))
 
 
-@njit(fastmath=_FM_FMA, cache=True)
+@njit(fastmath=FM_FMA, cache=True)
 def _input_transform(x, n, r0, V, s, c, k, Wd):
     """V[s, c, k, a, :Wd] = sum_rho BT[a, rho] x[n, c, r0 + rho, :Wd]  (BT written out)."""
     for j in range(Wd):
@@ -102,7 +100,7 @@ def _input_transform(x, n, r0, V, s, c, k, Wd):
         V[s, c, k, 5, j] = 4 * d1 - 5 * d3 + d5
 
 
-@njit(parallel=True, fastmath=_FM_FMA, cache=True)
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _wino_max_kernel(x, Up, bp, F, kt, jt):
     """The maximum of z over the whole groups of 4 output rows (rows 4*(Ho//4) and up
     are not looked at) and its first position, per (patch, filter): zmax (N, F),
@@ -144,9 +142,9 @@ def _wino_max_kernel(x, Up, bp, F, kt, jt):
                                 w = Up[blk, c, k, a]
                                 o = a * 2 * FB * ACC_ROW
                                 if ng == 2:
-                                    _tile_pass(acc, o, V[0, c, k, a, j0:], V[1, c, k, a, j0:], w, K, FB, True, jv)
+                                    tile_pass(acc, o, V[0, c, k, a, j0:], V[1, c, k, a, j0:], w, K, FB, True, jv)
                                 else:
-                                    _tile_pass(acc, o, V[0, c, k, a, j0:], V[0, c, k, a, j0:], w, K, FB, False, jv)
+                                    tile_pass(acc, o, V[0, c, k, a, j0:], V[0, c, k, a, j0:], w, K, FB, False, jv)
                     # output transform (z = b + AT M), then each row folded into the running maxima
                     for s in range(ng):
                         for f in range(nf):
