@@ -32,7 +32,8 @@ import numpy as np
 
 from shallowcnn.data.breast import breast_mask, largest_component, to_uint8
 from shallowcnn.data.images import ScanImage
-from shallowcnn.data.phantom import ImagePlan, parse_size, render_image
+from shallowcnn.data.phantom import parse_size
+from shallowcnn.data.phantom_render import ImagePlan, render_image
 from shallowcnn.model import ShallowCNN
 from shallowcnn.scan import scan_image, scan_patchwise
 

@@ -37,7 +37,8 @@ import numpy as np
 
 
 def write_dicom(folder: Path, size: str, seed: int) -> Path:
-    from shallowcnn.data.phantom import ImagePlan, parse_size, render_image
+    from shallowcnn.data.phantom import parse_size
+    from shallowcnn.data.phantom_render import ImagePlan, render_image
     from shallowcnn.data.phantom_files import dicom_bytes
     from shallowcnn.storage import atomic_write_bytes
 

@@ -11,14 +11,12 @@ Around it, :class:`Trainer` runs epochs (a new order of the samples each time,
 drawn from the seed), validates after each one, keeps the epoch with the best
 validation accuracy (the paper's rule), and -- given a run folder -- writes a
 checkpoint after every epoch from which ``resume`` continues bit for bit as if
-never interrupted. :func:`fit` is the short form for arrays in memory;
+never interrupted (what a checkpoint holds, and the checks on reading one back:
+:mod:`shallowcnn.checkpoint`). :func:`fit` is the short form for arrays in memory;
 :func:`train_run` is what ``shallowcnn train`` calls.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import math
 import signal
@@ -32,16 +30,14 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
+from .checkpoint import CHECKPOINT_KIND, HISTORY_COLUMNS, history_to_csv, read_checkpoint, store_fingerprint
 from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
-from .model import ShallowCNN, check_weights
+from .model import ShallowCNN
 from .optim import Adam
 from .recipe import PAPER
-from .storage import StoreError, atomic_write_text, check_writable_dir, load_npz, save_npz
+from .storage import atomic_write_text, check_writable_dir, save_npz
 
-CHECKPOINT_KIND = "shallowcnn.checkpoint"
-CHECKPOINT_MAX_BYTES = 256 << 20   # per array of a checkpoint; the paper's holds ~130 KB
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,15 +82,6 @@ class StopOnCtrlC:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
-
-
-def store_fingerprint(store) -> str:
-    """A short hash of what identifies a patch store (labels, splits, sources, shapes), so
-    that a resumed run can tell that the store under a run changed."""
-    digest = hashlib.sha256(str(store.patches.shape).encode())
-    for name in ("labels", "split", "image", "position"):
-        digest.update(np.ascontiguousarray(getattr(store, name)).tobytes())
-    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -300,51 +287,9 @@ class Trainer:
         Every part is checked first; a damaged or foreign checkpoint raises StoreError
         naming the file and what is wrong, and nothing is changed.
         """
-        path = self.run_dir / "checkpoint.npz"
-        arrays, meta = load_npz(path, kind=CHECKPOINT_KIND, max_bytes=CHECKPOINT_MAX_BYTES)
-        missing = [k for k in ("architecture", "config", "history", "best", "shuffle_rng", "dropout_rng")
-                   if k not in meta]
-        if missing:
-            raise StoreError(f"{path}: checkpoint metadata lacks {', '.join(missing)}")
-        if meta["architecture"] != self.model.architecture():
-            raise StoreError(f"{path}: was made for another architecture {str(meta['architecture'])[:200]}")
-        config = meta["config"] if isinstance(meta["config"], dict) else {}
-        for key in ("batch_size", "lr", "beta1", "beta2", "eps", "p_drop", "seed"):
-            if config.get(key) != getattr(self.config, key):
-                raise StoreError(f"{path}: was made with {key}={str(config.get(key))[:40]}, "
-                                 f"not {getattr(self.config, key)}; resume with the same settings")
-        saved_store, store = meta.get("store_fingerprint"), self.extra_metadata.get("store_fingerprint")
-        if saved_store is not None and store is not None and saved_store != store:
-            raise StoreError(f"{path}: was trained on another patch store ({str(meta.get('patches'))[:200]}); "
-                             f"resume with that store, or start a new run in another folder")
+        arrays, meta, shuffle_rng, dropout_rng = read_checkpoint(
+            self.run_dir / "checkpoint.npz", self.model, self.config, self.extra_metadata.get("store_fingerprint"))
         history, best = meta["history"], meta["best"]
-        if (not isinstance(history, dict) or any(not isinstance(history.get(k), list) for k in HISTORY_COLUMNS)
-                or len({len(history[k]) for k in HISTORY_COLUMNS}) != 1):
-            raise StoreError(f"{path}: history lacks columns or their lengths differ "
-                             f"(expected {', '.join(HISTORY_COLUMNS)})")
-        if not isinstance(best, dict) or not isinstance(best.get("epoch"), int) \
-                or not isinstance(best.get("val_accuracy"), (int, float)):
-            raise StoreError(f"{path}: 'best' is not {{epoch, val_accuracy}}")
-        check_weights(path, arrays, self.model, prefix="model.")
-        check_weights(path, arrays, self.model, prefix="best.")
-        adam_keys = ["adam.t"] + [f"adam.{m}.{name}" for m in ("m", "v") for name in self.model.params]
-        absent = [k for k in adam_keys if k not in arrays]
-        if absent:
-            raise StoreError(f"{path}: optimiser state lacks {', '.join(absent[:4])}")
-        t = arrays["adam.t"]
-        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
-            raise StoreError(f"{path}: adam.t is not a step count")
-        for name, value in self.model.params.items():
-            for m in ("m", "v"):
-                moment = arrays[f"adam.{m}.{name}"]
-                if moment.shape != value.shape or moment.dtype.kind != "f" or not np.all(np.isfinite(moment)):
-                    raise StoreError(f"{path}: adam.{m}.{name} is not a finite array of shape {value.shape}")
-        shuffle_rng, dropout_rng = np.random.default_rng(), np.random.default_rng()
-        try:
-            shuffle_rng.bit_generator.state = meta["shuffle_rng"]
-            dropout_rng.bit_generator.state = meta["dropout_rng"]
-        except (TypeError, ValueError, KeyError) as e:
-            raise StoreError(f"{path}: random generator state is damaged ({type(e).__name__}: {str(e)[:80]})") from None
         # Everything checked: now change the trainer.
         self.model.set_params({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
         self.best_params = {k[len("best."):]: v.astype(self.model.dtype) for k, v in arrays.items()
@@ -357,15 +302,6 @@ class Trainer:
         if self.best["epoch"] >= 1:
             self.save_best(self.run_dir / "model.npz")   # the model that goes with this checkpoint
         return len(self.history["epoch"])
-
-
-def history_to_csv(history) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
-    for row in zip(*(history[k] for k in HISTORY_COLUMNS)):
-        writer.writerow([row[0]] + [f"{v:.6f}" for v in row[1:]])
-    return buf.getvalue()
 
 
 def fit(model, x, y, epochs=10, batch_size=PAPER.batch_size, lr=PAPER.lr, seed=0, x_val=None, y_val=None,

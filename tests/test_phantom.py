@@ -11,7 +11,8 @@ from shallowcnn.cli import main
 from shallowcnn.data.breast import breast_mask
 from shallowcnn.data.clusters import find_clusters
 from shallowcnn.data.inbreast import ROI_KEYS, read_dicom
-from shallowcnn.data.phantom import generate_phantom, parse_size, power_law_textures
+from shallowcnn.data.phantom import generate_phantom, parse_size
+from shallowcnn.data.phantom_render import power_law_textures
 
 
 def test_same_seed_same_files(tmp_path):

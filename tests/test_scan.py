@@ -15,7 +15,7 @@ import pytest
 from shallowcnn.cli import main
 from shallowcnn.data.breast import breast_mask, largest_component, to_uint8, window_fraction
 from shallowcnn.data.images import ScanError, ScanImage, load_image
-from shallowcnn.data.phantom import ImagePlan, render_image
+from shallowcnn.data.phantom_render import ImagePlan, render_image
 from shallowcnn.data.phantom_files import dicom_bytes, roi_plist_entry, xml_bytes
 from shallowcnn.froc import ImageTruth, froc_curve, score_image
 from shallowcnn.data.clusters import Cluster
