@@ -292,9 +292,9 @@ def main(argv=None):
           f"median of {args.reps} reps after {args.warmup} warm-up")
     print(f"FLOPs per patch: inference {fwd / 1e6:.0f} M (forward convolutions); "
           f"training {3 * fwd / 1e6:.0f} M (dense-equivalent: 3 x forward)")
-    from shallowcnn.kernels import autotune
-    machine = {"cpu": autotune.cpu_model(), "llvm_target": autotune.llvm_target(),
-               "isa": autotune.isa_flags(), "cpu_count": os.cpu_count()}
+    from shallowcnn.kernels import autotune_cache
+    machine = {"cpu": autotune_cache.cpu_model(), "llvm_target": autotune_cache.llvm_target(),
+               "isa": autotune_cache.isa_flags(), "cpu_count": os.cpu_count()}
     print(f"CPU {machine['cpu']} ({machine['cpu_count']} logical CPUs), LLVM target "
           f"{machine['llvm_target']}; vector ISA: {' '.join(machine['isa']) or 'unknown'}")
     load0 = _loadavg()

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from shallowcnn.kernels import autotune  # noqa: E402
+from shallowcnn.kernels import autotune, autotune_cache  # noqa: E402
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def fresh(tmp_path, monkeypatch):
     """No pin, an empty cache file in tmp_path and no choices in memory."""
     monkeypatch.delenv(autotune.ENV, raising=False)
     path = tmp_path / "choices.json"
-    monkeypatch.setattr(autotune, "cache_path", lambda: path)
+    monkeypatch.setattr(autotune_cache, "cache_path", lambda: path)
     autotune.forget_choices()
     return path
 

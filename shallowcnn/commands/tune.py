@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from ..kernels import autotune, get_backend
+from ..kernels.autotune_cache import cache_path
 from ..model import ShallowCNN
 from ..scan import DEFAULT_STRIDE, DEFAULT_TILE
 from .common import input_side
@@ -55,12 +56,12 @@ def add_command(subparsers):
 def run_command(args):
     if args.show:
         rows = autotune.saved_choices()
-        print(f"{autotune.cache_path()}:" if rows else f"no saved choices ({autotune.cache_path()})")
+        print(f"{cache_path()}:" if rows else f"no saved choices ({cache_path()})")
     else:
         if os.environ.get(autotune.ENV):
             print(f"tune: ignoring {autotune.ENV}={os.environ[autotune.ENV]!r} while timing", file=sys.stderr)
         rows = retune(args.size or [144, 60], args.dtype, scan=not args.no_scan)
-        print(f"saved to {autotune.cache_path()}")
+        print(f"saved to {cache_path()}")
     ident = autotune.identity()
     print(f"CPU {ident['cpu']} (LLVM target {ident['llvm_target']}), shallowcnn {ident['shallowcnn']}, "
           f"numba {ident['numba']}")

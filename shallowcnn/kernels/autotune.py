@@ -10,7 +10,7 @@ a table of CPU names would be wrong on the next CPU. So we measure:
    a small slice of the real input once per variant (this compiles it; Numba
    caches it on disk), then times each a few times and keeps the fastest.
 2. The choice is saved in a small JSON file beside Numba's cache, named after this
-   CPU model, LLVM's name for it and the package versions. Later runs (any
+   CPU model, LLVM's name for it and the package versions (:mod:`.autotune_cache`). Later runs (any
    process) read it and start with the right variant at once.
 3. ``shallowcnn tune`` re-times them (after a hardware or software change, or on
    a quiet machine) and prints the table.
@@ -28,19 +28,16 @@ Tests and CI pin the variants instead of timing them: the environment variable
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
-from .. import __version__
-from ..storage import atomic_write_text
+from . import autotune_cache
+from .autotune_cache import identity, isa_flags
 from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
 
-# numba, llvmlite and the kernels (tiles) are imported inside the functions that need
-# them: `shallowcnn tune`, and so every start of the command line, imports this module.
+# numba is imported inside the functions that need it: `shallowcnn tune`, and so every
+# start of the command line, imports this module.
 
 ENV = "SHALLOWCNN_KERNEL_VARIANT"
 REPS = 3                      # timed samples per variant (the best is kept)
@@ -50,64 +47,7 @@ SAMPLE_S = 0.005              # CPU seconds per sample at least (short runs are 
 FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": tuple(SMALL_F_VARIANTS)}
 
 _chosen: dict = {}            # signature -> record, for this process
-_disk: dict | None = None     # the cache file's choices, read once
 _force = False                # True inside timing_everything() (`shallowcnn tune`)
-
-
-# ---------------------------------------------------------------- the machine
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``model name`` in /proc/cpuinfo), or what Python knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def llvm_target() -> str:
-    """The CPU name LLVM compiles the kernels for (``NUMBA_CPU_NAME`` overrides the host's)."""
-    import llvmlite.binding as ll
-    import numba
-    return numba.config.CPU_NAME or ll.get_host_cpu_name()
-
-
-def isa_flags() -> list[str]:
-    """The vector instruction sets the CPU reports (avx*, fma, sse4*), sorted."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return sorted(w for w in line.split(":", 1)[1].split()
-                                  if w.startswith(("avx", "sse4", "fma", "amx")))
-    except OSError:
-        pass
-    return []
-
-
-def identity() -> dict:
-    """What a cached choice is valid for: this CPU model and these package versions."""
-    import numba
-    return {"cpu": cpu_model(), "llvm_target": llvm_target(), "shallowcnn": __version__,
-            "numba": numba.__version__}
-
-
-def cache_path() -> Path:
-    """The JSON file of choices, beside Numba's cache of the kernels.
-
-    That is ``NUMBA_CACHE_DIR`` when set, else where Numba keeps the compiled kernels
-    (``shallowcnn/kernels/__pycache__``, or a per-user folder when that is read-only).
-    """
-    from . import tiles
-    folder = getattr(getattr(tiles.conv_tile, "_cache", None), "_cache_path", None)
-    folder = folder or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
-    ident = identity()
-    tag = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(folder) / f"shallowcnn-autotune-{tag}.json"
 
 
 # ---------------------------------------------------------------- pins
@@ -187,7 +127,7 @@ def choose(family: str, signature: str, run) -> str:
         return pinned
     rec = None if _force else _chosen.get(signature)
     if rec is None and not _force:
-        rec = _read_disk().get(signature)
+        rec = autotune_cache.read_choices().get(signature)
         # a choice made among other variants (an older version's) is made again
         if rec is not None and set(rec.get("cpu_ms", ())) == set(FAMILIES[family]):
             rec = dict(rec, how="cached")
@@ -195,7 +135,7 @@ def choose(family: str, signature: str, run) -> str:
             rec = None
     if rec is None:
         rec = _time_variants(family, signature, run)
-        _save(signature, rec)
+        autotune_cache.save_choice(signature, rec)
     _chosen[signature] = rec
     return rec["variant"]
 
@@ -224,34 +164,6 @@ def _time_variants(family, signature, run) -> dict:
     return {"variant": winner, "how": "timed", "cpu_ms": {k: round(v, 3) for k, v in times.items()}}
 
 
-def _read_disk() -> dict:
-    global _disk
-    if _disk is None:
-        _disk = {}
-        try:
-            data = json.loads(cache_path().read_text(encoding="utf-8"))
-            if data.get("identity") == identity():
-                _disk = dict(data.get("choices", {}))
-        except (OSError, ValueError, AttributeError):
-            pass                               # no file, or an unreadable one: time again
-    return _disk
-
-
-def _save(signature, rec):
-    """Add one choice to the cache file (read again first: another process may have added some)."""
-    global _disk
-    _disk = None
-    choices = dict(_read_disk())
-    choices[signature] = {k: v for k, v in rec.items() if k != "how"}
-    _disk = choices
-    try:
-        atomic_write_text(cache_path(), json.dumps({"identity": identity(), "choices": choices},
-                                                   indent=1, sort_keys=True))
-    except OSError as e:                       # a read-only install: choose again next time
-        print(f"shallowcnn: could not save the kernel choice to {cache_path()}: {e}",
-              file=sys.stderr)
-
-
 @contextlib.contextmanager
 def timing_everything():
     """Within this block every choice is timed again, pins and saved choices ignored
@@ -266,14 +178,13 @@ def timing_everything():
 
 def forget_choices() -> None:
     """Forget this process's choices and the cache file read so far (as a new process would)."""
-    global _disk
     _chosen.clear()
-    _disk = None
+    autotune_cache.forget()
 
 
 def saved_choices() -> dict:
     """signature -> record of the cache file for this machine ({} when there is none)."""
-    return dict(_read_disk())
+    return dict(autotune_cache.read_choices())
 
 
 def chosen() -> dict:

@@ -1,0 +1,115 @@
+"""The autotuner's memory: the chosen kernel variants, saved per machine in a JSON file.
+
+A choice is valid for one CPU model, one LLVM target and one version of shallowcnn and
+Numba (:func:`identity`); the file is named after them and lies beside Numba's cache of
+the compiled kernels (:func:`cache_path`). :mod:`shallowcnn.kernels.autotune` reads it
+before timing anything and adds each new choice to it.
+
+numba, llvmlite and the kernels (tiles) are imported inside the functions that need them:
+`shallowcnn tune`, and so every start of the command line, imports this module.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from .. import __version__
+from ..storage import atomic_write_text
+
+_disk: dict | None = None     # the cache file's choices, read once
+
+
+# ---------------------------------------------------------------- the machine
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``model name`` in /proc/cpuinfo), or what Python knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def llvm_target() -> str:
+    """The CPU name LLVM compiles the kernels for (``NUMBA_CPU_NAME`` overrides the host's)."""
+    import llvmlite.binding as ll
+    import numba
+    return numba.config.CPU_NAME or ll.get_host_cpu_name()
+
+
+def isa_flags() -> list[str]:
+    """The vector instruction sets the CPU reports (avx*, fma, sse4*), sorted."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return sorted(w for w in line.split(":", 1)[1].split()
+                                  if w.startswith(("avx", "sse4", "fma", "amx")))
+    except OSError:
+        pass
+    return []
+
+
+def identity() -> dict:
+    """What a cached choice is valid for: this CPU model and these package versions."""
+    import numba
+    return {"cpu": cpu_model(), "llvm_target": llvm_target(), "shallowcnn": __version__,
+            "numba": numba.__version__}
+
+
+def cache_path() -> Path:
+    """The JSON file of choices, beside Numba's cache of the kernels.
+
+    That is ``NUMBA_CACHE_DIR`` when set, else where Numba keeps the compiled kernels
+    (``shallowcnn/kernels/__pycache__``, or a per-user folder when that is read-only).
+    """
+    from . import tiles
+    folder = getattr(getattr(tiles.conv_tile, "_cache", None), "_cache_path", None)
+    folder = folder or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    ident = identity()
+    tag = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(folder) / f"shallowcnn-autotune-{tag}.json"
+
+
+# ---------------------------------------------------------------- the file
+
+def read_choices() -> dict:
+    """signature -> record of this machine's cache file (read once per process; {} if none)."""
+    global _disk
+    if _disk is None:
+        _disk = {}
+        try:
+            data = json.loads(cache_path().read_text(encoding="utf-8"))
+            if data.get("identity") == identity():
+                _disk = dict(data.get("choices", {}))
+        except (OSError, ValueError, AttributeError):
+            pass                               # no file, or an unreadable one: time again
+    return _disk
+
+
+def save_choice(signature, rec):
+    """Add one choice to the cache file (read again first: another process may have added some)."""
+    global _disk
+    _disk = None
+    choices = dict(read_choices())
+    choices[signature] = {k: v for k, v in rec.items() if k != "how"}
+    _disk = choices
+    try:
+        atomic_write_text(cache_path(), json.dumps({"identity": identity(), "choices": choices},
+                                                   indent=1, sort_keys=True))
+    except OSError as e:                       # a read-only install: choose again next time
+        print(f"shallowcnn: could not save the kernel choice to {cache_path()}: {e}",
+              file=sys.stderr)
+
+
+def forget() -> None:
+    """Read the file again next time (as a new process would)."""
+    global _disk
+    _disk = None
