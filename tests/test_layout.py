@@ -1,6 +1,11 @@
 """The layout rules of docs/design.md that a change could break without noticing."""
 import ast
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "shallowcnn"
 FAST_KERNELS = {"kernels/cpu.py", "kernels/cuda.py"}      # at most 800 lines; the rest 600
@@ -180,3 +185,12 @@ def test_every_command_module_is_listed_and_complete():
         if path.stem not in ("__init__", "common"):
             defined = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)}
             assert {"add_command", "run_command"} <= defined, path.name
+
+
+def test_ruff_passes():
+    """The project's lint rules ([tool.ruff] in pyproject.toml) hold on the whole checkout."""
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (it comes with the [test] extra)")
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=PACKAGE.parent,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
