@@ -251,7 +251,8 @@ def main(argv=None):
 
     ours = bench_shallowcnn(args, x, y, channels, kernel_size)
     print(f"shallowcnn cuda:  train {ours['train']:10.1f} patches/s   infer {ours['infer']:10.1f} patches/s")
-    print(f"                  feature stack fwd+bwd, data on GPU: {ours['features fwd+bwd, data on GPU']:10.1f} patches/s")
+    print(f"                  feature stack fwd+bwd, data on GPU: "
+          f"{ours['features fwd+bwd, data on GPU']:10.1f} patches/s")
     resources = kernel_resources()
     if not simulated:
         print("kernel resources:", *resources, sep="\n")

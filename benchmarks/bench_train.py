@@ -47,7 +47,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_BACKENDS = ("numba", "numpy", "torch", "tf")
-LABELS = {"numba": "shallowcnn numba", "numpy": "shallowcnn numpy", "torch": "PyTorch CPU", "tf": "TensorFlow/Keras CPU"}
+LABELS = {"numba": "shallowcnn numba", "numpy": "shallowcnn numpy", "torch": "PyTorch CPU",
+          "tf": "TensorFlow/Keras CPU"}
 
 
 def forward_flops(size, K=9, c1=6, c2=16):

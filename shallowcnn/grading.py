@@ -72,7 +72,8 @@ def compare(exercise: str, name: str, got, want, suspects=(), rtol: float = RTOL
         lines.append("Likely cause: " + causes[0])
     elif got_arr.size > 1 and np.ptp(want) > 0 and _close(got_arr, want * (got_arr.ravel() @ want.ravel())
                                                              / (want.ravel() @ want.ravel())):
-        lines.append(f"Likely cause: your answer is the right one times {got_arr.ravel() @ want.ravel() / (want.ravel() @ want.ravel()):.6g}"
+        factor = got_arr.ravel() @ want.ravel() / (want.ravel() @ want.ravel())
+        lines.append(f"Likely cause: your answer is the right one times {factor:.6g}"
                      " -- a missing or extra factor (1/N? 2? a learning rate?).")
     if hint:
         lines.append(hint)

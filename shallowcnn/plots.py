@@ -248,7 +248,8 @@ def plot_search(n_params, val_accuracy, lr, path, best=None, paper_params=8301,
     n_params, val_accuracy, lr = (np.asarray(a, dtype=float) for a in (n_params, val_accuracy, lr))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     if len(lr):
-        dots = ax.scatter(n_params, val_accuracy, c=lr, cmap="viridis", norm=LogNorm(lr.min(), max(lr.max(), lr.min() * 1.01)),
+        dots = ax.scatter(n_params, val_accuracy, c=lr, cmap="viridis",
+                          norm=LogNorm(lr.min(), max(lr.max(), lr.min() * 1.01)),
                           s=36, edgecolors="black", linewidths=0.4)
         fig.colorbar(dots, ax=ax, label="learning rate")
     if best is not None:

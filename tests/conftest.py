@@ -54,7 +54,8 @@ def small_store(tiny_store, tmp_path_factory):
     training takes seconds."""
     _, store = tiny_store
     rng = np.random.default_rng(0)
-    keep = np.concatenate([rng.permutation(store.indices(s))[:n] for s, n in (("train", 48), ("val", 16), ("test", 16))])
+    keep = np.concatenate([rng.permutation(store.indices(s))[:n]
+                           for s, n in (("train", 48), ("val", 16), ("test", 16))])
     small = PatchStore(**{k: getattr(store, k)[keep] for k in PatchStore.ARRAY_NAMES}, metadata=store.metadata)
     return small.save(tmp_path_factory.mktemp("small") / "small.npz"), small
 

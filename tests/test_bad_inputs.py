@@ -449,7 +449,8 @@ OPTION_CASES = [
     ("evaluate", "--threshold", "nan"), ("evaluate", "--threshold", "-1"),
     ("phantom", "--size", "60000x60000"), ("phantom", "--size", "abc"), ("phantom", "--cases", "0"),
     ("phantom", "--seed", "-1"), ("demo", "--epochs", "0"), ("demo", "--size", "60000x60000"),
-    ("demo", "--backend", "gpu"), ("demo", "--cases", "-2"), ("gradcheck", "--seed", "-1"), ("gradcheck", "--size", "5"),
+    ("demo", "--backend", "gpu"), ("demo", "--cases", "-2"), ("gradcheck", "--seed", "-1"),
+    ("gradcheck", "--size", "5"),
     ("gradcheck", "--entries", "-1"), ("gradcheck", "--backend", "gpu"),
 ]
 

@@ -306,7 +306,8 @@ def test_truncated_keras_files(keras_files, tmp_path, capsys):
             (tmp_path / name).write_bytes(data[:cut])
             assert main(["import-keras", str(tmp_path / name), "-o", str(tmp_path / "m.npz")]) == 2
             err = capsys.readouterr().err
-            assert err.startswith(f"shallowcnn import-keras: error: {tmp_path / name}: damaged or truncated Keras file"), err
+            expected = f"shallowcnn import-keras: error: {tmp_path / name}: damaged or truncated Keras file"
+            assert err.startswith(expected), err
 
 
 def test_export_bad_input_and_options(tmp_path, capsys):

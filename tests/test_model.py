@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from shallowcnn.gradcheck import KINK_BOUND, check_model
-from shallowcnn.kernels import BackendUnavailable, get_backend
 from shallowcnn.model import ShallowCNN
 from shallowcnn.storage import StoreError, save_npz
 from shallowcnn.train import fit

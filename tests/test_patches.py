@@ -8,7 +8,7 @@ from PIL import Image
 from shallowcnn.cli import main
 from shallowcnn.data.augment import TRANSFORMS, apply_transform, augment, undo_transform
 from shallowcnn.data.breast import breast_mask, to_uint8
-from shallowcnn.data.clusters import calcification_centres, find_clusters
+from shallowcnn.data.clusters import calcification_centres
 from shallowcnn.data.inbreast import read_dicom
 from shallowcnn.data.patches import load_patches, make_patches
 from shallowcnn.data.split import split_by_patient
@@ -79,7 +79,7 @@ def test_store_arrays_and_api(tiny_store):
     assert 0.0 <= x.min() and x.max() <= 1.0 and set(np.unique(y)) <= {0.0, 1.0}
     assert len(loaded.arrays(None)[0]) == len(loaded)
     np.testing.assert_array_equal(x[0, 0], loaded.patches[loaded.split == "train"][0] / np.float32(255))
-    for name, row in loaded.counts().items():  # balanced within each split
+    for row in loaded.counts().values():  # balanced within each split
         assert row["positive"] == row["negative"] or row["positive"] * row["negative"] == 0
     with pytest.raises(ValueError):
         loaded.arrays("training")

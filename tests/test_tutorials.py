@@ -133,7 +133,8 @@ def _run_until_error(nb, tmp_path):
     from nbclient.exceptions import CellExecutionError
 
     with pytest.raises(CellExecutionError) as err:
-        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
     failed = next(c for c in _code(nb) if any(o.get("output_type") == "error" for o in c.outputs))
     return err.value, failed
 
@@ -158,7 +159,8 @@ def test_a_planted_wrong_answer_fails_its_check_cell_with_the_cause(tmp_path, mo
     cell.source = (cell.source.split("    # Exercise 2.1")[0] +
                    "    for n in range(N):\n        for f in range(F):\n"
                    "            for i in range(H - K + 1):\n                for j in range(Wd - K + 1):\n"
-                   "                    out[n, f, i, j] = b[f] + np.sum(W[f].transpose(0, 2, 1) * x[n, :, i:i + K, j:j + K])\n"
+                   "                    out[n, f, i, j] = b[f] + "
+                   "np.sum(W[f].transpose(0, 2, 1) * x[n, :, i:i + K, j:j + K])\n"
                    "    return out\n")
     error, failed = _run_until_error(nb, tmp_path)
     assert "check" in failed.metadata.get("tags", [])

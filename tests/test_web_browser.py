@@ -4,7 +4,8 @@ Playwright with ``executable_path`` (Playwright's own browser download does not 
 It starts the server on 127.0.0.1 (a free port, in a thread), opens the page, uploads a
 phantom DICOM through the file input, waits for the result and checks that the detection
 list, the mammogram and the heatmap appear and that clicking a detection shows its
-144 x 144 window (and that a file dropped on the drop zone is chosen). A screenshot is always saved into pytest's tmp folder; with
+144 x 144 window (and that a file dropped on the drop zone is chosen). A screenshot is always saved
+into pytest's tmp folder; with
 ``SHALLOWCNN_SCREENSHOT=docs`` it is also written to docs/serve_page.png for the README.
 """
 from __future__ import annotations

@@ -15,7 +15,8 @@ def add_command(subparsers):
     p = subparsers.add_parser(
         "evaluate", help="accuracy, sensitivity, specificity, ROC AUC... of a model on a patch store",
         description="Evaluate a model on one split of a patch store (or on every patch of a folder of "
-                    "PNG patches with class subfolders 0/ and 1/: all in the test split) at the paper's 0.5 threshold. Prints a "
+                    "PNG patches with class subfolders 0/ and 1/: all in the test split) at the paper's 0.5 "
+                    "threshold. Prints a "
                     "table and writes metrics.json, roc.png and mistakes.png.")
     p.add_argument("model", help="model file (RUN_DIR/model.npz)")
     p.add_argument("patches", help="patch store (.npz) or folder of PNG patches with 0/ and 1/ "
@@ -23,7 +24,8 @@ def add_command(subparsers):
     p.add_argument("--split", default="test", choices=SPLITS, help="which patches to score (default test)")
     p.add_argument("--threshold", type=probability, default=PAPER.threshold,
                    help=f"decision threshold, in [0, 1] (default {PAPER.threshold}, the paper's)")
-    p.add_argument("-o", "--output", default=None, help="folder for metrics.json and figures (default: the model's folder)")
+    p.add_argument("-o", "--output", default=None,
+                   help="folder for metrics.json and figures (default: the model's folder)")
     p.set_defaults(func=run_command)
 
 

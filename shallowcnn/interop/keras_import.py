@@ -215,7 +215,7 @@ def check_architecture(layers, path="model") -> dict:
                      ["Conv2D", "Conv2D", "GlobalMaxPooling2D", "Dense"]):
         problem = "other layers"
     else:
-        conv1, conv2, dense = layers[0]["config"], layers[1]["config"], layers[-1]["config"]
+        conv1, conv2 = layers[0]["config"], layers[1]["config"]
         for i, conv in enumerate((conv1, conv2), 1):
             k = _pair(conv.get("kernel_size"))
             if _describe(layers[i - 1]) != f"Conv2D {conv.get('filters')} {k[0]}x{k[1]} relu":

@@ -125,7 +125,8 @@ def from_state_dict(state: dict, architecture: dict | None = None, source: str =
     if len(w1) != 4 or len(w2) != 4:
         raise ValueError(f"{source}: conv weights must be (F, C, K, K), got {w1} and {w2}")
     arch = {"channels": [w1[0], w2[0]], "kernel_size": w1[2], "p_drop": PAPER.p_drop}
-    arch.update({k: architecture[k] for k in ("channels", "kernel_size", "p_drop") if architecture and k in architecture})
+    arch.update({k: architecture[k] for k in ("channels", "kernel_size", "p_drop")
+                 if architecture and k in architecture})
     try:
         model = ShallowCNN(channels=arch["channels"], kernel_size=arch["kernel_size"], p_drop=arch["p_drop"])
         ours = {name: np.asarray(state[key]) for name, key in TORCH_NAMES.items()}

@@ -1,9 +1,9 @@
 """The numba backend's block max for scanning: conv2 + ReLU + g x g block maxima in one pass.
 
 Scanning needs, of the 16-channel conv2 map of a tile, only its g x g block maxima
-(:mod:`shallowcnn.scan`; the contract is in :mod:`shallowcnn.kernels`). Computing the map with ``conv2d_forward`` and reducing it
-afterwards writes and re-reads 16 x T x T floats (16 MB for a 512 x 512 tile); here each
-small tile of the map is reduced while it is still in the L1 cache, and the full map
+(:mod:`shallowcnn.scan`; the contract is in :mod:`shallowcnn.kernels`). Computing the map with
+``conv2d_forward`` and reducing it afterwards writes and re-reads 16 x T x T floats (16 MB for a
+512 x 512 tile); here each small tile of the map is reduced while it is still in the L1 cache, and the full map
 never exists.
 
     z[n, f, i, j]      = b[f] + sum_{c, p, q} W[f, c, p, q] x[n, c, i + p, j + q]
@@ -12,9 +12,9 @@ never exists.
 The arithmetic is the register-blocked tile of the CPU backend,
 :func:`shallowcnn.kernels.tiles.conv_tile` (FB filters x RB rows x up to JT columns;
 :mod:`shallowcnn.kernels.tiles` explains the blocking and its variants, and
-:mod:`shallowcnn.kernels.autotune` picks the variant, as for the other kernels). This module only decides which tiles to compute and
-how to reduce them. One parallel task per (tile n, block row bi) -- disjoint outputs, so
-no two threads ever write the same element.
+:mod:`shallowcnn.kernels.autotune` picks the variant, as for the other kernels). This module only
+decides which tiles to compute and how to reduce them. One parallel task per (tile n, block row bi)
+-- disjoint outputs, so no two threads ever write the same element.
 
 Tested against the reference (``conv2d_forward`` then block max) in
 tests/test_kernels_cpu.py and tests/test_scan.py. :mod:`shallowcnn.kernels.cpu` imports
@@ -34,7 +34,6 @@ def _conv_relu_blockmax(x, Wp, bp, kt, ft, rt, g, jt, out):
     # Wp, bp: filters packed and zero-padded to blocks of FB = len(ft) (tiles.pack_weights);
     # rt: rows per pass (the variant, see tiles.py); out has the real F.
     # "contract" lets LLVM fuse a * b + c into one FMA instruction.
-    K = len(kt)
     FB = len(ft)
     N = x.shape[0]
     F = out.shape[1]

@@ -132,7 +132,8 @@ def tile_pass(acc, a, x0, x1, w, K, FB, TWO, jn):
 
     for f < FB, j < jn.  x0 and x1 are views of flattened x from the first
     column of each input row on (reads may run into the next row: see the
-    padding above).  TWO goes with FB = 4 only (f8r2 is not a variant).  FB (4 or 8) and TWO are compile-time constants, so the
+    padding above).  TWO goes with FB = 4 only (f8r2 is not a variant).  FB (4 or 8) and TWO are
+    compile-time constants, so the
     ``if`` tests vanish and the sums s*, t* not used are never computed (they
     copy s0 so that every name has x's dtype).  Within a column the 4 or 8
     sums are independent chains of K FMAs each.

@@ -158,6 +158,7 @@ def write_report(out, settings: dict, records: dict, wall_seconds: float | None)
     problems = [r for r in rows if r["status"] != "ok"]
     if problems:
         lines += ["", "## Trials that did not finish", ""]
-        lines += [f"- trial {r['trial']}: {r['status']}: {r['message']}" for r in sorted(problems, key=lambda r: r['trial'])]
+        lines += [f"- trial {r['trial']}: {r['status']}: {r['message']}"
+                  for r in sorted(problems, key=lambda r: r['trial'])]
     lines += ["", "Figure: `search.png` (validation accuracy against parameter count, coloured by learning rate)."]
     return atomic_write_text(Path(out) / "report.md", "\n".join(lines) + "\n")

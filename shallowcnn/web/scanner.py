@@ -27,7 +27,7 @@ import numpy as np
 from ..constants import PATCH_SIZE
 from ..data.images import ScanError, load_image
 from ..plots import scan_overlay_png
-from ..scan import DEFAULT_THRESHOLD, scan_image
+from ..scan import scan_image
 
 CANDIDATE_MIN_PROBABILITY = 0.01   # peaks kept for the page's threshold slider
 MAX_CANDIDATES = 300               # ... at most this many (strongest first)
