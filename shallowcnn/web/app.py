@@ -38,8 +38,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ..scan import DEFAULT_THRESHOLD
 from .jobs import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WAITING, DEFAULT_WORKERS, QueueFull, ResultStore, ScanQueue
-from .scanner import DEFAULT_THRESHOLD, UploadRejected, png_bytes, scan_upload
+from .scanner import UploadRejected, png_bytes, scan_upload
 from .uploads import drain, receive_upload
 
 STATIC = Path(__file__).with_name("static")
