@@ -42,10 +42,10 @@ def history_to_csv(history) -> str:
     return buf.getvalue()
 
 
-def read_checkpoint(path, model, config, store_fingerprint=None) -> tuple:
+def read_checkpoint(path, model, train_config, fingerprint=None) -> tuple:
     """``(arrays, meta, shuffle_rng, dropout_rng)`` of the checkpoint at ``path``, every
-    part checked against ``model`` (a ShallowCNN), ``config`` (a TrainConfig) and the
-    store's fingerprint (None: not checked). Raises StoreError naming the file and what
+    part checked against ``model`` (a ShallowCNN), ``train_config`` (a TrainConfig) and the
+    store's ``fingerprint`` (None: not checked). Raises StoreError naming the file and what
     is wrong; changes nothing.
     """
     arrays, meta = load_npz(path, kind=CHECKPOINT_KIND, max_bytes=CHECKPOINT_MAX_BYTES)
@@ -57,10 +57,10 @@ def read_checkpoint(path, model, config, store_fingerprint=None) -> tuple:
         raise StoreError(f"{path}: was made for another architecture {str(meta['architecture'])[:200]}")
     config = meta["config"] if isinstance(meta["config"], dict) else {}
     for key in ("batch_size", "lr", "beta1", "beta2", "eps", "p_drop", "seed"):
-        if config.get(key) != getattr(config, key):
+        if config.get(key) != getattr(train_config, key):
             raise StoreError(f"{path}: was made with {key}={str(config.get(key))[:40]}, "
-                             f"not {getattr(config, key)}; resume with the same settings")
-    saved_store, store = meta.get("store_fingerprint"), store_fingerprint
+                             f"not {getattr(train_config, key)}; resume with the same settings")
+    saved_store, store = meta.get("store_fingerprint"), fingerprint
     if saved_store is not None and store is not None and saved_store != store:
         raise StoreError(f"{path}: was trained on another patch store ({str(meta.get('patches'))[:200]}); "
                          f"resume with that store, or start a new run in another folder")
