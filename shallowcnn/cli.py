@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "shallowcnn.web.serve",
     "shallowcnn.kernels.autotune",
     "shallowcnn.search.command",
+    "shallowcnn.commands.grade",
 ]
 
 
