@@ -179,10 +179,10 @@ def build(src: Path, student: bool = False) -> nbformat.NotebookNode:
         _check_labels(src, nb.cells, exercises)
     if student:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-            f"*Student version.* Each exercise is a function whose body raises `NotImplementedError`: "
-            f"write it, run its cell, then run the **check** cell after it, which grades your answer "
-            f"and says what is wrong. Your instructor grades the notebook with `shallowcnn grade`, which "
-            f"runs the same checks on your functions (editing or deleting a check cell changes nothing)."))
+            "*Student version.* Each exercise is a function whose body raises `NotImplementedError`: "
+            "write it, run its cell, then run the **check** cell after it, which grades your answer "
+            "and says what is wrong. Your instructor grades the notebook with `shallowcnn grade`, which "
+            "runs the same checks on your functions (editing or deleting a check cell changes nothing)."))
     # Stable cell ids, so that rebuilding does not rewrite every cell.
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"{src.stem[:2]}-{i:03d}"

@@ -21,7 +21,13 @@ def add_command(subparsers) -> None:
 
 
 def run_command(args) -> int:
-    from ..grading.notebook import DEFAULT_TIMEOUT_S, NotebookError, csv_text, format_table, grade_notebook
+    from ..grading.notebook import (
+        DEFAULT_TIMEOUT_S,
+        NotebookError,
+        csv_text,
+        format_table,
+        grade_notebook,
+    )
     from ..storage import atomic_write_text
 
     timeout = DEFAULT_TIMEOUT_S if args.timeout is None else args.timeout

@@ -124,10 +124,10 @@ def check_network_gradients(fn, exercise="10.1"):
             if err > worst[0]:
                 worst = (err, f"{k}{list(idx)}: yours {float(grads[k][idx]):.8g}, centred difference {numeric:.8g}")
     if worst[0] > 1e-5:
-        _fail(exercise, [f"the gradient check of the whole network fails: relative error {worst[0]:.2e} at {worst[1]} "
-                         "(allowed 1e-5).",
-                         "Check each piece's place in the chain: dense_backward gets dlogits as an (N, 1) array, "
-                         "the sparse backward gets dpooled (times the dropout mask), and every gradient is returned."])
+        _fail(exercise, [(f"the gradient check of the whole network fails: relative error {worst[0]:.2e} at {worst[1]} "
+                         "(allowed 1e-5)."),
+                         ("Check each piece's place in the chain: dense_backward gets dlogits as an (N, 1) array, "
+                         "the sparse backward gets dpooled (times the dropout mask), and every gradient is returned.")])
     # 2. The same numbers as the oracle (a consistent but wrong loss would pass step 1).
     want_loss, want = network_oracle(params, x, y)
     compare(exercise, "loss", loss, want_loss, [(want_loss * len(y), "the loss is summed; average it.")])
@@ -153,14 +153,14 @@ def check_network_overfits(fn, exercise="10.2", steps=150, target=0.05):
     if losses is None or len(losses) == 0:
         _fail(exercise, ["train_network returned no losses: return the list of the batch losses, one per step."])
     if all(np.array_equal(params[k], start[k]) for k in params):
-        _fail(exercise, ["no parameter moved: adam_step must update params[k] in place, with the moments m[k] "
-                         "and v[k] kept between steps and t counting the steps from 1."])
+        _fail(exercise, [("no parameter moved: adam_step must update params[k] in place, with the moments m[k] "
+                         "and v[k] kept between steps and t counting the steps from 1.")])
     if len(losses) != steps:
         _fail(exercise, [f"{len(losses)} losses for {steps} epochs of one batch: return one loss per step."])
     first = network_oracle(start, x, y)[0]
     if abs(float(losses[0]) - first) > 1e-9 * max(1.0, first):
-        _fail(exercise, [f"the first loss is {float(losses[0]):.8g}, the network's loss at the start is {first:.8g}: "
-                         "return the loss computed before each update (as network_loss_and_grads gives it)."])
+        _fail(exercise, [(f"the first loss is {float(losses[0]):.8g}, the network's loss at the start is {first:.8g}: "
+                         "return the loss computed before each update (as network_loss_and_grads gives it).")])
     return check_overfits(losses, target=target, exercise=exercise)
 
 
@@ -195,9 +195,9 @@ def check_phantom_accuracy(train, predict, exercise="10.3", data=None):
     p = np.asarray(predict(params, x_te), np.float64)
     accuracy = float(np.mean((p > 0.5) == (y_te > 0.5)))
     if not accuracy >= ACCURACY_TARGET:
-        _fail(exercise, [f"accuracy {accuracy:.3f} on {len(y_te)} patches of unseen patients after {TRAIN_EPOCHS} "
+        _fail(exercise, [(f"accuracy {accuracy:.3f} on {len(y_te)} patches of unseen patients after {TRAIN_EPOCHS} "
                          f"epochs (needed {ACCURACY_TARGET}); the training loss went from "
-                         f"{float(losses[0]):.3f} to {float(np.mean(losses[-5:])):.3f}.",
-                         "If 10.1 and 10.2 pass, look at the batches: a new permutation every epoch, and "
-                         "every patch used once per epoch."])
+                         f"{float(losses[0]):.3f} to {float(np.mean(losses[-5:])):.3f}."),
+                         ("If 10.1 and 10.2 pass, look at the batches: a new permutation every epoch, and "
+                         "every patch used once per epoch.")])
     return accuracy

@@ -55,8 +55,8 @@ def compare(exercise: str, name: str, got, want, suspects=(), rtol: float = RTOL
     bad = ~np.isfinite(got_arr)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        _fail(exercise, [f"{name}: {int(bad.sum())} entries are NaN or infinite, the first at index {idx} "
-                         f"(expected {want[idx]:.6g}). Something overflowed or divided by zero."]
+        _fail(exercise, [(f"{name}: {int(bad.sum())} entries are NaN or infinite, the first at index {idx} "
+                         f"(expected {want[idx]:.6g}). Something overflowed or divided by zero.")]
               + [hint] * bool(hint))
     scale = np.maximum(np.abs(want), 1e-3 * (np.abs(want).max() + 1e-300))
     rel = np.abs(got_arr - want) / scale
@@ -65,9 +65,9 @@ def compare(exercise: str, name: str, got, want, suspects=(), rtol: float = RTOL
         return float(rel.max()) if rel.size else 0.0
     idx = tuple(int(i) for i in np.argwhere(wrong)[0])
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(rel)), rel.shape)) if rel.ndim else ()
-    lines = [f"{name}: {int(wrong.sum())} of {wrong.size} entries are wrong. The first at index {idx}: "
+    lines = [(f"{name}: {int(wrong.sum())} of {wrong.size} entries are wrong. The first at index {idx}: "
              f"got {got_arr[idx]:.8g}, expected {want[idx]:.8g}; largest relative error {rel.max():.2e} "
-             f"at index {worst} (allowed {rtol:.0e})."]
+             f"at index {worst} (allowed {rtol:.0e}).")]
     causes = [cause for answer, cause in suspects if _close(got_arr, answer)]
     if causes:
         lines.append("Likely cause: " + causes[0])
@@ -108,13 +108,13 @@ def check_conv2d_forward(fn, exercise="2.1"):
     x, W, b = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     got = fn(x.copy(), W.copy(), b.copy())
     suspects = [(conv2d_oracle(x, W[:, :, ::-1, ::-1], b),
-                 "you flipped the kernel (a mathematician's convolution, x[i-p, j-q]); the layer computes "
-                 "x[i+p, j+q] with the filter as it is."),
+                 ("you flipped the kernel (a mathematician's convolution, x[i-p, j-q]); the layer computes "
+                 "x[i+p, j+q] with the filter as it is.")),
                 (conv2d_oracle(x, W.transpose(0, 1, 3, 2), b),
                  "the kernel is transposed: W[f, c, p, q] pairs with x[n, c, i+p, j+q] (p with rows, q with columns)."),
                 (conv2d_oracle(x, W, 0 * b), "the bias b[f] is missing."),
-                (conv2d_oracle(x, W, b) - b[None, :, None, None] + b.sum(), "the bias of every filter is added "
-                 "to every map (b.sum() instead of b[f])."),
+                (conv2d_oracle(x, W, b) - b[None, :, None, None] + b.sum(), ("the bias of every filter is added "
+                 "to every map (b.sum() instead of b[f]).")),
                 (conv2d_oracle(x[:, :1].repeat(3, 1), W, b), "only channel 0 is used: sum over c as well.")]
     return compare(exercise, "out", got, conv2d_oracle(x, W, b), suspects)
 
@@ -162,8 +162,8 @@ def check_conv2d_dx(fn, exercise="3.2"):
     dx = conv2d_dx_oracle(dout, W)
     return compare(exercise, "dx", got, dx, [
         (conv2d_dx_oracle(dout, W[:, :, ::-1, ::-1]),
-         "the filters are flipped: window (i, j) of dx receives dout[n, f, i, j] * W[f] exactly as W is "
-         "(a flip appears only if you write dx as a correlation of the padded dout)."),
+         ("the filters are flipped: window (i, j) of dx receives dout[n, f, i, j] * W[f] exactly as W is "
+         "(a flip appears only if you write dx as a correlation of the padded dout).")),
         (conv2d_dx_oracle(dout, W.transpose(0, 1, 3, 2)), "the kernel is transposed in (p, q).")])
 
 
@@ -200,8 +200,8 @@ def check_global_maxpool_backward(fn, exercise="3.4"):
     ties = (x == x.max(axis=(2, 3), keepdims=True)) * dpooled[:, :, None, None]
     return compare(exercise, "dx", got, want, [
         (ties, "every tied maximum receives the gradient; send it to the first one only (argmax)."),
-        (np.broadcast_to(dpooled[:, :, None, None], x.shape), "dpooled[n, c] went to every position of the "
-         "map; only the position of the maximum influenced the output, so only it receives the gradient."),
+        (np.broadcast_to(dpooled[:, :, None, None], x.shape), ("dpooled[n, c] went to every position of the "
+         "map; only the position of the maximum influenced the output, so only it receives the gradient.")),
         (np.broadcast_to(dpooled[:, :, None, None] / 20, x.shape), "that is the backward of *average* pooling."),
         (maxpool_backward_oracle(np.ones_like(dpooled), x), "the one-hot mask alone: put dpooled[n, c] there.")])
 
@@ -212,7 +212,7 @@ def check_sparse_backward(fn, exercise="3.5"):
     x, W, b = rng.standard_normal((3, 2, 8, 9)), rng.standard_normal((5, 2, 3, 3)), rng.standard_normal(5)
     z = conv2d_oracle(x, W, b)
     z[0, 1] = -np.abs(z[0, 1]) - 0.1                                 # one map the ReLU closes
-    N, F, Ho, Wo = z.shape
+    N, F, _, _ = z.shape
     argmax, pooled = z.reshape(N, F, -1).argmax(2), np.maximum(z.reshape(N, F, -1).max(2), 0)
     dpooled = rng.standard_normal((N, F))
     dz = maxpool_backward_oracle(dpooled * (pooled > 0), z)
@@ -224,8 +224,8 @@ def check_sparse_backward(fn, exercise="3.5"):
     wants = (conv2d_dx_oracle(dz, W), conv2d_dW_oracle(dz, x, 3), dz.sum(axis=(0, 2, 3)))
     opened = (conv2d_dx_oracle(dz_open, W), conv2d_dW_oracle(dz_open, x, 3), dz_open.sum(axis=(0, 2, 3)))
     for name, g, w, o in zip(names, got, wants, opened):
-        compare(exercise, name, g, w, [(o, "a map whose maximum is <= 0 was closed by the ReLU: skip it "
-                                           "(pooled[n, f] <= 0).")])
+        compare(exercise, name, g, w, [(o, ("a map whose maximum is <= 0 was closed by the ReLU: skip it "
+                                           "(pooled[n, f] <= 0)."))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,8 +298,8 @@ def check_rel_error(fn, exercise="5.1"):
         if got is None or not np.isscalar(got) and np.ndim(got) != 0:
             _fail(exercise, [f"rel_error({a!r}, {b!r}) must return one number (the worst entry), got {got!r}."])
         if not np.isfinite(got):
-            _fail(exercise, [f"rel_error({a!r}, {b!r}) = {got}: the floor max(1e-8, |a| + |b|) keeps the "
-                             "denominator away from zero."])
+            _fail(exercise, [(f"rel_error({a!r}, {b!r}) = {got}: the floor max(1e-8, |a| + |b|) keeps the "
+                             "denominator away from zero.")])
         if abs(got - want) > 1e-12 * max(1.0, want):
             a_, b_ = np.asarray(a, np.float64), np.asarray(b, np.float64)
             d = np.abs(a_ - b_)
@@ -325,13 +325,13 @@ def check_numerical_gradient(fn, exercise="5.2"):
     h = 1e-5
     got = fn(f, x, h)
     if not np.array_equal(x, x0):
-        _fail(exercise, ["x is not restored after the gradient: set x[idx] back to its old value after "
-                         "the two evaluations (the caller's array must be left as it was)."])
+        _fail(exercise, [("x is not restored after the gradient: set x[idx] back to its old value after "
+                         "the two evaluations (the caller's array must be left as it was).")])
     exact = np.cos(x0) * R
     if got is not None and np.shape(got) == x0.shape and not np.any(got):
         _fail(exercise, ["gradient: every entry is 0, so the loss never changed when you nudged x.",
-                         "Likely cause: you nudged a copy (x.copy(), np.array(x), x + h, ...); f() reads the "
-                         "caller's array, so change x[idx] itself, in place, and put it back afterwards."])
+                         ("Likely cause: you nudged a copy (x.copy(), np.array(x), x + h, ...); f() reads the "
+                         "caller's array, so change x[idx] itself, in place, and put it back afterwards.")])
     one_sided = np.zeros_like(x0)
     for idx in np.ndindex(x0.shape):
         xp = x0.copy()
@@ -380,21 +380,21 @@ def check_adam_step(fn, exercise="6.1"):
         path.append(w.copy())
     want = adam_oracle(w0, grads, lr, b1, b2, eps).reshape(len(grads), *shape)
     variants = [(adam_oracle(w0, grads, lr, b1, b2, eps, bias_correction=False),
-                 "no bias correction: multiply the step by sqrt(1 - beta2^t) / (1 - beta1^t); without it the "
-                 "first step is 3.2 times too large."),
+                 ("no bias correction: multiply the step by sqrt(1 - beta2^t) / (1 - beta1^t); without it the "
+                 "first step is 3.2 times too large.")),
                 (adam_oracle(w0, grads, lr, b1, b2, eps, eps_inside=True),
-                 "epsilon sits in the paper's place, m_hat / (sqrt(v_hat) + eps); use Keras' form "
-                 "lr_t * m / (sqrt(v) + eps), as the package does."),
+                 ("epsilon sits in the paper's place, m_hat / (sqrt(v_hat) + eps); use Keras' form "
+                 "lr_t * m / (sqrt(v) + eps), as the package does.")),
                 (adam_oracle(w0, grads, lr, b1, b2, eps, first_t=2),
-                 "the bias correction uses t + 1: the caller already counts the steps from t = 1, so use "
-                 "beta1 ** t and beta2 ** t as they are.")]
+                 ("the bias correction uses t + 1: the caller already counts the steps from t = 1, so use "
+                 "beta1 ** t and beta2 ** t as they are."))]
     got = np.array(path)
     if np.array_equal(got[-1], w0):
         _fail(exercise, ["w did not change: update it in place (w -= step), since the caller keeps its array."])
     suspects = [(a.reshape(got.shape), c) for a, c in variants]
     if np.allclose(m, 0) and np.allclose(v, 0):
-        _fail(exercise, ["m and v are still zero after four steps: update the moment arrays in place "
-                         "(m *= beta1; m += (1 - beta1) * g), so that they survive between steps."])
+        _fail(exercise, [("m and v are still zero after four steps: update the moment arrays in place "
+                         "(m *= beta1; m += (1 - beta1) * g), so that they survive between steps.")])
     return compare(exercise, "w after steps 1-4", got, want, suspects, rtol=1e-9,
                    hint="" if np.isfinite(got).all() else "With t = 1 the correction divides by 1 - beta1 ** t = 0.1; "
                    "a division by zero means t - 1 somewhere.")
@@ -409,15 +409,15 @@ def check_dropout(fn, exercise="6.2"):
     u = np.random.default_rng(7).random(x.shape)
     keep = u < 1 - p
     return compare(exercise, "out", got, np.where(keep, x / (1 - p), 0.0), [
-        (np.where(keep, x, 0.0), "the survivors are not scaled: inverted dropout divides them by 1 - p_drop, "
-                                 "so that the expected output equals x and inference needs no change."),
+        (np.where(keep, x, 0.0), ("the survivors are not scaled: inverted dropout divides them by 1 - p_drop, "
+                                 "so that the expected output equals x and inference needs no change.")),
         (np.where(keep, x / p, 0.0), "the survivors are divided by p_drop; divide by the keep probability 1 - p_drop."),
         (np.where(u < p, x / (1 - p), 0.0), "you keep the units with u < p_drop: keep those with u < 1 - p_drop."),
-        (np.where(u >= p, x / (1 - p), 0.0), "you keep the units with u >= p_drop: right in distribution, but not "
+        (np.where(u >= p, x / (1 - p), 0.0), ("you keep the units with u >= p_drop: right in distribution, but not "
          "the same units as the layer's u < 1 - p_drop, so the same generator gives another mask (and every "
-         "comparison with the package fails). Keep u < 1 - p_drop."),
-        (np.where(keep, x * (1 - p), 0.0), "that is 'standard' dropout's inference scaling; inverted dropout "
-                                           "divides by 1 - p_drop during training.")])
+         "comparison with the package fails). Keep u < 1 - p_drop.")),
+        (np.where(keep, x * (1 - p), 0.0), ("that is 'standard' dropout's inference scaling; inverted dropout "
+                                           "divides by 1 - p_drop during training."))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,11 +460,11 @@ def check_training_step(fn, exercise="7.1"):
               for _ in range(2)]
     if all(np.array_equal(mine.params[k], start[k]) for k in start):
         _fail(exercise, ["no parameter moved: call model.backward(loss_fn.backward()) and then opt.step(model.grads)."])
-    wrong = [(two_steps(step_first), "the optimiser step comes before backward, so every update uses the "
+    wrong = [(two_steps(step_first), ("the optimiser step comes before backward, so every update uses the "
                                      "previous batch's gradients (the first one none at all): backward first, then "
-                                     "opt.step(model.grads)."),
-             (two_steps(no_dropout), "the forward pass ran with training=False, so dropout was off: a training "
-                                     "step calls model.forward(xb, training=True).")]
+                                     "opt.step(model.grads).")),
+             (two_steps(no_dropout), ("the forward pass ran with training=False, so dropout was off: a training "
+                                     "step calls model.forward(xb, training=True)."))]
     compare(exercise, "the losses of two steps", [l for l, _ in losses], [l for _, l in losses],
             [(w_losses, cause) for (_, w_losses), cause in wrong],
             hint="The loss is loss_fn.forward(model.forward(xb, training=True), yb), computed before the update; "
@@ -482,8 +482,8 @@ def check_overfits(losses, target=0.05, exercise="7.2"):
         _fail(exercise, [f"the losses are not finite: {losses[-5:]}"])
     if min(losses) >= target:
         trend = "it does not fall at all" if losses[-1] >= 0.98 * losses[0] else "it falls, but too slowly"
-        _fail(exercise, [f"the loss on the batch went from {losses[0]:.4f} to {losses[-1]:.4f} in {len(losses)} steps "
-                         f"(lowest {min(losses):.4f}, needed < {target}): {trend}.",
-                         "A network that cannot memorise 16 patches has a broken step: check the sign of the "
-                         "update, that backward runs before the optimiser step, and the learning rate."])
+        _fail(exercise, [(f"the loss on the batch went from {losses[0]:.4f} to {losses[-1]:.4f} in {len(losses)} steps "
+                         f"(lowest {min(losses):.4f}, needed < {target}): {trend}."),
+                         ("A network that cannot memorise 16 patches has a broken step: check the sign of the "
+                         "update, that backward runs before the optimiser step, and the learning rate.")])
     return min(losses)
