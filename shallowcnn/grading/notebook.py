@@ -32,6 +32,8 @@ from .exercises import EXERCISES, Exercise, for_notebook
 DEFAULT_TIMEOUT_S = 120
 CAPSTONE = "10"
 CAPSTONE_SOURCES = ("02", "03", "04", "05", "06")      # the notebooks whose functions the capstone uses
+CAPSTONE_PIECES = ("conv2d_shifts", "conv_relu_maxpool_backward_sparse", "dense_backward", "bce_with_logits",
+                   "adam_step", "inverted_dropout")
 CSV_COLUMNS = ("notebook", "exercise", "passed", "points", "max_points", "message")
 
 
@@ -153,6 +155,10 @@ def run_exercise(path, exercise_id: str) -> tuple[bool, str]:
             namespace.update(student_functions(path.parent))
         except NotebookError as e:
             return False, f"the capstone uses your functions of notebooks {', '.join(CAPSTONE_SOURCES)}: {e}"
+        absent = [f for f in CAPSTONE_PIECES if f not in namespace]
+        if absent:
+            return False, (f"the capstone needs your {', '.join(absent)} from notebooks "
+                           f"{', '.join(CAPSTONE_SOURCES)} in the same folder ({path.parent}); not found there")
     problems += execute_definitions(parts, namespace, path.name)
     missing = [f for f in exercise.functions if not callable(namespace.get(f))]
     if missing:
