@@ -153,8 +153,9 @@ assert np.abs(linear).max() < 1e-12
 # %% [markdown]
 # ## 2.3 Vectorising: one matrix product per kernel offset
 #
-# Seven Python loops cost a few tenths of a microsecond per multiply-add (the timing below
-# prints it); one $144\times144$ patch needs 136 million of them: half a minute per patch. Swap the loop order: put the kernel offset $(p,q)$ outside,
+# Seven Python loops cost a few tenths of a microsecond per multiply-add on an idle machine
+# (the timing below prints it); one $144\times144$ patch needs 136 million of them: half a minute
+# or more per patch. Swap the loop order: put the kernel offset $(p,q)$ outside,
 #
 # $$\mathrm{out}[n,f,:,:] \;{+}{=}\; \sum_c W[f,c,p,q]\; x[n,c,\,p:p+H_o,\,q:q+W_o],$$
 #
