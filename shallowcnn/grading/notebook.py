@@ -89,10 +89,15 @@ def _source(cell) -> str:
     return "".join(src) if isinstance(src, list) else str(src)
 
 
+_CONSTANT = re.compile(r"^[A-Z][A-Z0-9_]*[A-Z][A-Z0-9_]*$")     # QUICK, ROOT_DIR; not W2
+_MODULES = {"os", "np", "math", "Path", "sys"}
+
+
 def definitions(nb: dict) -> tuple[list, list]:
-    """The top-level imports, defs, classes and UPPER_CASE constants of the code cells, in order,
-    as (label, source) pairs; and the problems met (a cell that does not parse)."""
-    parts, problems = [], []
+    """The top-level imports, defs, classes and UPPER_CASE constants (computed from modules and
+    earlier constants only) of the code cells, in order, as (label, source) pairs; and the
+    problems met (a cell that does not parse)."""
+    parts, problems, constants = [], [], set()
     for number, cell in enumerate(nb.get("cells", []), start=1):
         if cell.get("cell_type") != "code":
             continue
@@ -106,9 +111,13 @@ def definitions(nb: dict) -> tuple[list, list]:
             continue
         for node in tree.body:
             keep = isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            if isinstance(node, ast.Assign):
+            if isinstance(node, ast.Assign):      # a constant: QUICK = os.environ.get(...) == "1"
                 names = [t.id for t in node.targets if isinstance(t, ast.Name)]
-                keep = bool(names) and len(names) == len(node.targets) and all(n.isupper() for n in names)
+                used = {n.id for n in ast.walk(node.value) if isinstance(n, ast.Name)}
+                keep = (bool(names) and len(names) == len(node.targets) and all(_CONSTANT.match(n) for n in names)
+                        and used <= constants | _MODULES)
+                if keep:
+                    constants |= set(names)
             if keep:
                 parts.append((f"cell {number}, line {node.lineno}", ast.get_source_segment(text, node)))
     return parts, problems
@@ -208,12 +217,13 @@ def grade_notebook(path, timeout: float = DEFAULT_TIMEOUT_S) -> list:
 
 
 def format_table(grades) -> str:
-    """One notebook's grades as a plain-text table, with its total."""
+    """One notebook's grades as a plain-text table, with its total (the CSV has the full messages)."""
     if not grades:
         return ""
     lines = [grades[0].notebook, f"  {'exercise':<9}{'title':<46}{'result':<8}{'points':>7}  message"]
-    for g in grades:
-        message = g.message.splitlines()[0] if g.message else ""
+    for g in grades:               # the likely cause if the check named one, else the message's first line
+        said = g.message.splitlines()
+        message = next((line for line in said if line.startswith("Likely cause")), said[0] if said else "")
         lines.append(f"  {g.exercise.id:<9}{g.exercise.title[:45]:<46}{'passed' if g.passed else 'FAILED':<8}"
                      f"{g.points:>3}/{g.exercise.points:<3}  {message[:110]}")
     total, best = sum(g.points for g in grades), sum(g.exercise.points for g in grades)
