@@ -392,3 +392,9 @@ def test_student_notebooks_import_nothing_they_ask_for_and_hold_no_solution():
         assert f"../{path.name}" not in text and "](../" not in text, f"{path.name} links to the key"
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         assert "np.log1p(np.exp(-np.abs(" not in code and "** t)" not in code, f"{path.name} holds a worked answer"
+
+
+def test_grade_passes_over_a_tutorial_notebook_without_exercises(capsys):
+    status, out = _grade(capsys, ROOT / "tutorials" / "exercises" / "01_data.ipynb")
+    assert "a tutorial notebook without exercises" in out.out and not out.err
+    assert status == 1 and "0 of 0 exercises passed" in out.out      # nothing graded is not a pass

@@ -42,7 +42,7 @@ def run_command(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             bad.append(path)
             continue
-        print(format_table(grades), flush=True)
+        print(format_table(grades) if grades else f"{path}: a tutorial notebook without exercises", flush=True)
         all_grades += grades
     if args.output:
         atomic_write_text(args.output, csv_text(all_grades))

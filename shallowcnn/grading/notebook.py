@@ -71,11 +71,13 @@ def read_notebook(path) -> dict:
 
 
 def notebook_number(path, nb: dict) -> str:
-    """"03" for ``03_backward.ipynb``; else from the exercise ids in its metadata."""
+    """"03" for ``03_backward.ipynb`` (also "01" for a tutorial notebook without exercises, whose
+    metadata says so); else from the exercise ids in its metadata."""
     m = re.match(r"(\d\d)_", Path(path).name)
-    if m and for_notebook(m.group(1)):
+    listed = nb.get("metadata", {}).get("shallowcnn", {}).get("exercises")
+    if m and (for_notebook(m.group(1)) or listed == []):    # a tutorial notebook, with or without exercises
         return m.group(1)
-    listed = nb.get("metadata", {}).get("shallowcnn", {}).get("exercises", [])
+    listed = listed or []
     numbers = {f"{int(str(e.get('id', '0.0')).split('.')[0]):02d}" for e in listed if isinstance(e, dict)}
     numbers = {n for n in numbers if for_notebook(n)}
     if len(numbers) == 1:
