@@ -451,7 +451,8 @@ plt.show()
 # %%
 for name, (train_rate, infer_rate) in results.items():
     print(f"{name:<18} a training step costs {infer_rate / train_rate:.1f} forward passes")
-#
+
+# %% [markdown]
 # These numbers are smaller than the README's speed table, and should be: this cell times a
 # batch of 16 (the README: 64, in separate processes, with more repeats, on an otherwise idle
 # machine), and a notebook kernel shares the CPU with whatever else runs. Per-batch overheads
