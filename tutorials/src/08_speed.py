@@ -444,9 +444,10 @@ plt.show()
 # Where the sparse backward pays: a framework's training step costs about three forward passes
 # (forward, and the dense $dx$ and $dW$ of every convolution). shallowcnn's conv2 backward
 # nearly vanishes, because the max pool's gradient is almost all zeros, but its training step
-# still costs about two forward passes (the ratio printed below): the forward of a training
-# step also records where each maximum is, and conv1's weight gradient, dropout, Adam and the
-# per-batch overheads remain.
+# is not free either: the forward of a training step also records where each maximum is, and
+# conv1's weight gradient, dropout, Adam and the per-batch overheads remain. On an idle
+# two-core machine it costs about two forward passes (2.3 measured); the ratio printed below is
+# this run's, and on a busy machine it is mostly noise.
 
 # %%
 for name, (train_rate, infer_rate) in results.items():
