@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "shallowcnn.commands.tune",
     "shallowcnn.commands.search",
     "shallowcnn.commands.bundle",
+    "shallowcnn.commands.grade",
 ]
 
 

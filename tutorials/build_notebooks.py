@@ -179,9 +179,10 @@ def build(src: Path, student: bool = False) -> nbformat.NotebookNode:
         _check_labels(src, nb.cells, exercises)
     if student:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-            f"*Student version.* Each exercise is a function whose body raises `NotImplementedError`: "
-            f"write it, run its cell, then run the **check** cell after it, which grades your answer "
-            f"and says what is wrong. The worked version is [../{src.stem}.ipynb](../{src.stem}.ipynb)."))
+            "*Student version.* Each exercise is a function whose body raises `NotImplementedError`: "
+            "write it, run its cell, then run the **check** cell after it, which grades your answer "
+            "and says what is wrong. Your instructor grades the notebook with `shallowcnn grade`, which "
+            "runs the same checks on your functions (editing or deleting a check cell changes nothing)."))
     # Stable cell ids, so that rebuilding does not rewrite every cell.
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"{src.stem[:2]}-{i:03d}"
@@ -254,6 +255,8 @@ def execute(nb, quick: bool, timeout: int = 1200):
     settings = {"SHALLOWCNN_TUTORIAL_QUICK": "1" if quick else "0",
                 "MPLBACKEND": "module://matplotlib_inline.backend_inline",
                 "TF_CPP_MIN_LOG_LEVEL": "3",           # TensorFlow's start-up chatter (notebook 8's peers)
+                # notebook 10 reads the functions of notebooks 02-06 beside it: here, the key's
+                "SHALLOWCNN_NOTEBOOK_DIR": str(HERE),
                 # the kernel imports this checkout's package even when it is not installed
                 "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     before = {k: os.environ.get(k) for k in settings}

@@ -8,5 +8,5 @@ option names: ``commands/`` is the only layer that translates between them.
 
     common.py        checked option values, --backend, the Dask options, CommandError
     phantom.py  patches.py  train.py  evaluate.py  scan.py  demo.py  gradcheck.py
-    export.py  import_keras.py  serve.py  tune.py  search.py  bundle.py
+    export.py  import_keras.py  serve.py  tune.py  search.py  bundle.py  grade.py
 """

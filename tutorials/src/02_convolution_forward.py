@@ -28,8 +28,6 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from shallowcnn import grading
-from shallowcnn.kernels import reference
-from shallowcnn.layers import Conv2D
 
 QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: smaller sizes
 plt.rcParams.update({"figure.dpi": 80, "image.cmap": "gray"})
@@ -123,36 +121,47 @@ assert maps.shape == (1, 2, 5, 5)
 assert np.all(maps[0, 0] == 8) and np.all(maps[0, 1] == 0)
 
 # %% [markdown]
-# ## 2.2 The package's layer computes the same numbers
+# ## 2.2 Three properties every convolution has
 #
-# `shallowcnn.layers.Conv2D` holds `params["W"]` $(F, C, K, K)$ and `params["b"]` $(F,)$ and
-# hands the arithmetic to a *backend*; `backend="numpy"` is the readable reference in
-# `shallowcnn/kernels/reference.py`. We compare it with our loops on random numbers, with
-# several channels, filters and images so that no index can be swapped unnoticed.
+# Worked numbers check a few outputs; three properties check all of them, on random numbers
+# with several channels, filters and images, so that no index can be swapped unnoticed:
+#
+# * a **one-hot filter** -- a single 1 at channel $c$, row $p$, column $q$ -- copies channel $c$
+#   shifted by $(p, q)$: $\mathrm{out}[n, 0] = x[n, c, p:p+H_o, q:q+W_o]$;
+# * **shifting** the image by one column shifts the output by one column (away from the border);
+# * without the bias, the output is **linear** in $x$: $\mathrm{conv}(2x + 3x') = 2\,\mathrm{conv}(x) + 3\,\mathrm{conv}(x')$.
 
 # %%
 xr = rng.standard_normal((2, 3, 10, 11))
-conv = Conv2D(in_channels=3, out_channels=4, kernel_size=3, rng=rng, dtype=np.float64)
-conv.params["b"][...] = rng.standard_normal(4)
-ours = conv2d_loops(xr, conv.params["W"], conv.params["b"])
-theirs = conv.forward(xr)
-print(theirs.shape, np.abs(ours - theirs).max())
+Wr, br = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+ours = conv2d_loops(xr, Wr, br)
+one_hot = np.zeros((1, 3, 3, 3))
+one_hot[0, 2, 1, 2] = 1.0                                       # channel 2, row 1, column 2
+copied = conv2d_loops(xr, one_hot, np.zeros(1))[:, 0]
+shifted = conv2d_loops(xr[..., 1:], Wr, br)
+x2 = rng.standard_normal(xr.shape)
+no_b = np.zeros(4)
+linear = conv2d_loops(2 * xr + 3 * x2, Wr, no_b) - 2 * conv2d_loops(xr, Wr, no_b) - 3 * conv2d_loops(x2, Wr, no_b)
+print(ours.shape, np.abs(copied - xr[:, 2, 1:9, 2:11]).max(), np.abs(shifted - ours[..., 1:]).max(), np.abs(linear).max())
 
 # %% check
-assert theirs.shape == (2, 4, 8, 9)
-assert np.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+assert ours.shape == (2, 4, 8, 9)
+assert np.array_equal(copied, xr[:, 2, 1:9, 2:11])
+assert np.allclose(shifted, ours[..., 1:], rtol=1e-12, atol=1e-12)
+assert np.abs(linear).max() < 1e-12
 
 # %% [markdown]
 # ## 2.3 Vectorising: one matrix product per kernel offset
 #
-# Seven Python loops cost about a microsecond per multiply-add; one $144\times144$ patch needs
-# 136 million of them. Swap the loop order: put the kernel offset $(p,q)$ outside,
+# Seven Python loops cost a few tenths of a microsecond per multiply-add on an idle machine
+# (the timing below prints it); one $144\times144$ patch needs 136 million of them: half a minute
+# or more per patch. Swap the loop order: put the kernel offset $(p,q)$ outside,
 #
 # $$\mathrm{out}[n,f,:,:] \;{+}{=}\; \sum_c W[f,c,p,q]\; x[n,c,\,p:p+H_o,\,q:q+W_o],$$
 #
 # and for each of the $K^2$ offsets the remaining sum over $c$ is one matrix product of the
 # $(F, C)$ matrix $W[:,:,p,q]$ with a shifted view of the whole batch. That is exactly what
-# `reference.conv2d_forward` does (with `np.einsum`): $K^2 = 81$ big products instead of
+# the package's reference kernel, `shallowcnn.kernels.reference.conv2d_forward`, does (with `np.einsum`): $K^2 = 81$ big products instead of
 # $10^8$ tiny ones, and no copy of the input.
 #
 # **Exercise 2.2** (medium, 15 min) -- one matrix product per kernel offset. Fill in the two
@@ -175,7 +184,7 @@ def conv2d_shifts(x, W, b):
 
 # %% check
 grading.check_conv2d_forward(conv2d_shifts, "2.2")
-assert np.allclose(conv2d_shifts(xr, conv.params["W"], conv.params["b"]), ours, rtol=1e-12, atol=1e-12)
+assert np.allclose(conv2d_shifts(xr, Wr, br), ours, rtol=1e-12, atol=1e-12)        # your loops agree
 
 # %% [markdown]
 # ## 2.4 The other classic: im2col
@@ -204,7 +213,7 @@ def conv2d_im2col(x, W, b):
 
 # %% check
 grading.check_conv2d_forward(conv2d_im2col, "2.3")
-assert np.allclose(conv2d_im2col(xr, conv.params["W"], conv.params["b"]), ours, rtol=1e-12, atol=1e-12)
+assert np.allclose(conv2d_im2col(xr, Wr, br), ours, rtol=1e-12, atol=1e-12)
 
 # %% [markdown]
 # The copy is the catch. For conv2 of the paper ($C = 6$, $K = 9$, so $CK^2 = 486$ values per
@@ -270,8 +279,9 @@ bs = np.zeros(6, np.float32)
 t_loops = best_time(conv2d_loops, xs, Ws, bs, repeat=1)
 t_shift = best_time(conv2d_shifts, xs, Ws, bs)
 t_im2col = best_time(conv2d_im2col, xs, Ws, bs)
-print(f"loops {t_loops * 1e3:.0f} ms, shifted products {t_shift * 1e3:.2f} ms, im2col {t_im2col * 1e3:.2f} ms "
-      f"-> {t_loops / t_shift:.0f}x faster without Python loops")
+macs = Ws.size * (xs.shape[2] - 8) * (xs.shape[3] - 8)        # multiply-adds of this problem
+print(f"loops {t_loops * 1e3:.0f} ms ({t_loops / macs * 1e6:.2f} us per multiply-add), shifted products "
+      f"{t_shift * 1e3:.2f} ms, im2col {t_im2col * 1e3:.2f} ms -> {t_loops / t_shift:.0f}x faster without Python loops")
 
 # %% [markdown]
 # Do not be surprised if im2col wins here. On one small single-channel image each of the 81
@@ -283,8 +293,8 @@ print(f"loops {t_loops * 1e3:.0f} ms, shifted products {t_shift * 1e3:.2f} ms, i
 # %%
 batch = rng.random((4 if QUICK else 16, 6, 136, 136), dtype=np.float32)
 W2 = rng.standard_normal((16, 6, 9, 9)).astype(np.float32) * 0.05
-t = best_time(reference.conv2d_forward, batch, W2, np.zeros(16, np.float32), repeat=2)
-print(f"reference conv2 forward: {len(batch) * flop2 / t / 1e9:.1f} GFLOP/s "
+t = best_time(conv2d_shifts, batch, W2, np.zeros(16, np.float32), repeat=2)
+print(f"conv2d_shifts on conv2: {len(batch) * flop2 / t / 1e9:.1f} GFLOP/s "
       f"({len(batch) / t:.1f} patches/s on this machine)")
 
 # %% [markdown]
@@ -293,19 +303,19 @@ print(f"reference conv2 forward: {len(batch) * flop2 / t / 1e9:.1f} GFLOP/s "
 #
 # ## 2.6 The network's shapes, and its field of view
 #
-# The package's `Conv2D` on a batch of two paper-sized patches:
+# Your `conv2d_shifts` with the paper's two layers, on a batch of two paper-sized patches:
 
 # %%
-conv1 = Conv2D(1, 6, 9, rng=rng)
-conv2 = Conv2D(6, 16, 9, rng=rng)
+W1, b1 = (rng.standard_normal((6, 1, 9, 9)) * 0.1).astype(np.float32), np.zeros(6, np.float32)
+W2, b2 = (rng.standard_normal((16, 6, 9, 9)) * 0.05).astype(np.float32), np.zeros(16, np.float32)
 patches = rng.random((2, 1, 144, 144), dtype=np.float32)
-h1 = conv1.forward(patches)
-h2 = conv2.forward(h1)
-print(h1.shape, h2.shape, conv1.params["W"].size + 6, conv2.params["W"].size + 16)
+h1 = conv2d_shifts(patches, W1, b1)
+h2 = conv2d_shifts(h1, W2, b2)
+print(h1.shape, h2.shape, W1.size + b1.size, W2.size + b2.size)
 
 # %% check
 assert h1.shape == (2, 6, 136, 136) and h2.shape == (2, 16, 128, 128)
-assert conv1.params["W"].size + 6 == 492 and conv2.params["W"].size + 16 == 7792   # Table 2 of the paper
+assert W1.size + b1.size == 492 and W2.size + b2.size == 7792   # Table 2 of the paper
 
 # %% [markdown]
 # Each conv2 output sees a $9\times9$ window of conv1 maps, each of which sees a $9\times9$ window
@@ -316,11 +326,11 @@ assert conv1.params["W"].size + 6 == 492 and conv2.params["W"].size + 16 == 7792
 
 # %%
 probe = rng.random((1, 1, 48, 48))
-c1 = Conv2D(1, 6, 9, rng=rng, dtype=np.float64)
-c2 = Conv2D(6, 16, 9, rng=rng, dtype=np.float64)
-before = c2.forward(c1.forward(probe))
+P1, P2 = rng.standard_normal((6, 1, 9, 9)), rng.standard_normal((16, 6, 9, 9))
+two_layers = lambda img: conv2d_shifts(conv2d_shifts(img, P1, np.zeros(6)), P2, np.zeros(16))
+before = two_layers(probe)
 probe[0, 0, 24, 24] += 1.0
-after = c2.forward(c1.forward(probe))
+after = two_layers(probe)
 changed = np.any(np.abs(after - before) > 1e-12, axis=1)[0]      # (32, 32): which outputs moved
 rows, cols = np.nonzero(changed)
 print(changed.sum(), "outputs changed, rows", rows.min(), "to", rows.max())
@@ -371,7 +381,7 @@ r2 = (xx ** 2 + yy ** 2) / (2 * 1.5 ** 2)
 hat = (1 - r2) * np.exp(-r2)
 hat -= hat.mean()
 filters = np.stack([pad9(sobel_x), pad9(sobel_x.T), np.full((9, 9), 1 / 81), hat])[:, None].astype(np.float32)
-fmaps = reference.conv2d_forward(patch[None, None], filters, np.zeros(4, np.float32))[0]
+fmaps = conv2d_shifts(patch[None, None], filters, np.zeros(4, np.float32))[0]
 print(fmaps.shape)
 
 # %% [markdown]
@@ -381,7 +391,7 @@ print(fmaps.shape)
 # input pixel $(i + 4, j + 4)$.
 
 # %%
-flat = reference.conv2d_forward(np.full((1, 1, 20, 20), 0.7, np.float32), filters[3:], np.zeros(1, np.float32))
+flat = conv2d_shifts(np.full((1, 1, 20, 20), 0.7, np.float32), filters[3:], np.zeros(1, np.float32))
 peaks = []
 for cy, cx in centres:
     i0, j0 = int(round(cy)) - 4, int(round(cx)) - 4              # output index of the spot's centre

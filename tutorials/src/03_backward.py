@@ -6,13 +6,13 @@
 # $\partial L/\partial\,\mathrm{out}$ (the *upstream gradient*, `dout`), and returns
 # $\partial L/\partial\,\mathrm{in}$ plus the gradients of its own parameters. This notebook
 # derives the three backward passes of the feature stack -- convolution, ReLU, global max
-# pooling -- writes them as loops, checks the package against them, and then looks at the
+# pooling -- writes them as loops, checks them against the definition of a derivative, and then looks at the
 # remarkable thing the max pool does to the gradient: it makes it almost entirely zero.
 #
 # | | |
 # |---|---|
 # | **You will learn** | to derive and write the backward passes of convolution (dW, db, dx), ReLU and global max pooling; why the max pool's gradient is one-hot and what that sparsity saves |
-# | **You need** | the chain rule for sums; [notebook 2](02_convolution_forward.ipynb) (the forward convolution) |
+# | **You need** | the chain rule for sums; [notebook 2](02_convolution_forward.ipynb) done: this notebook runs your `conv2d_shifts` (Exercise 2.2) as its forward convolution |
 # | **Time** | about 2 hours with the five exercises (3.1-3.4 easy to medium, 3.5 hard) |
 # | **Previous / next** | [2. Convolution, forward](02_convolution_forward.ipynb) / [4. Dense, sigmoid and BCE](04_dense_sigmoid_bce.ipynb) |
 
@@ -24,9 +24,10 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from shallowcnn import grading
-from shallowcnn.kernels import reference
-from shallowcnn.layers import Conv2D, ConvReLUGlobalMaxPool, GlobalMaxPool2D, ReLU
+from shallowcnn.grading.notebook import student_functions
 
+# the forward convolution is yours: conv2d_shifts of notebook 2, read from the notebook beside this one
+conv2d_forward = student_functions(os.environ.get("SHALLOWCNN_NOTEBOOK_DIR", "."), ["02"])["conv2d_shifts"]
 QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it: smaller sizes
 plt.rcParams.update({"figure.dpi": 80, "image.cmap": "gray"})
 rng = np.random.default_rng(0)
@@ -128,48 +129,36 @@ assert np.array_equal(dW[0, 0], [[45, 54], [81, 90]])
 assert np.array_equal(dx[0, 0], np.outer(c, c))
 
 # %% [markdown]
-# Now random numbers with every dimension different, against the package: the reference
-# kernel `reference.conv2d_backward` (one matrix product per kernel offset, like the forward)
-# and the layer `Conv2D.backward`, which *overwrites* its `grads`.
+# Now random numbers with every dimension different, against the definition of a derivative:
+# with $L = \sum \mathrm{out}\cdot g$ (whose gradient with respect to `out` is exactly $g$), nudge
+# a few entries of $W$, $x$ and $b$ by $\pm h$ and difference the loss. Notebook 5 does this
+# properly, for every entry of every layer.
 
 # %%
 x = rng.standard_normal((2, 3, 9, 10))
-conv = Conv2D(3, 4, 3, rng=rng, dtype=np.float64)
-out = conv.forward(x)
-g = rng.standard_normal(out.shape)
-dx_loops, dW_loops, db_loops = conv2d_backward_loops(g, x, conv.params["W"])
-dx_pkg = conv.backward(g)
-print(max(np.abs(dx_pkg - dx_loops).max(), np.abs(conv.grads["W"] - dW_loops).max(),
-          np.abs(conv.grads["b"] - db_loops).max()))
+Wc, bc = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+g = rng.standard_normal(conv2d_forward(x, Wc, bc).shape)
+dx_loops, dW_loops, db_loops = conv2d_backward_loops(g, x, Wc)
 
-# %% check
-assert np.allclose(dx_pkg, dx_loops, atol=1e-12)
-assert np.allclose(conv.grads["W"], dW_loops, atol=1e-12)
-assert np.allclose(conv.grads["b"], db_loops, atol=1e-12)
-dx_ref, dW_ref, db_ref = reference.conv2d_backward(g, x, conv.params["W"])
-assert np.allclose(dW_ref, dW_loops, atol=1e-12) and np.allclose(dx_ref, dx_loops, atol=1e-12)
-
-# %% [markdown]
-# And one entry against the definition of a derivative, with $L = \sum \mathrm{out}\cdot g$
-# (whose gradient with respect to `out` is exactly $g$). Notebook 5 does this properly, for
-# every entry of every layer.
-
-# %%
 def L():
-    return float(np.sum(conv.forward(x) * g))
+    return float(np.sum(conv2d_forward(x, Wc, bc) * g))
 
-h = 1e-6
-w = conv.params["W"]
-w[1, 2, 0, 1] += h
-up = L()
-w[1, 2, 0, 1] -= 2 * h
-down = L()
-w[1, 2, 0, 1] += h
-numeric = (up - down) / (2 * h)
-print(numeric, dW_loops[1, 2, 0, 1])
+def centred(arr, idx, h=1e-6):
+    old = arr[idx]
+    arr[idx] = old + h
+    up = L()
+    arr[idx] = old - h
+    down = L()
+    arr[idx] = old
+    return (up - down) / (2 * h)
+
+pairs = [(centred(Wc, i), dW_loops[i]) for i in [(1, 2, 0, 1), (3, 0, 2, 2), (0, 1, 1, 0)]]
+pairs += [(centred(x, i), dx_loops[i]) for i in [(0, 0, 0, 0), (1, 2, 4, 5), (1, 1, 8, 9)]]
+pairs += [(centred(bc, (i,)), db_loops[i]) for i in range(4)]
+print(np.array(pairs))
 
 # %% check
-assert abs(numeric - dW_loops[1, 2, 0, 1]) < 1e-6 * max(1.0, abs(numeric))
+assert all(abs(num - mine) < 1e-6 * max(1.0, abs(num)) for num, mine in pairs)
 
 # %% [markdown]
 # ## 3.2 ReLU
@@ -191,17 +180,6 @@ def relu_backward(dout, z):
 # %% check
 grading.check_relu_backward(relu_backward, "3.3")
 assert np.array_equal(relu_backward(np.array([1.0, 2.0, 3.0, 4.0]), np.array([-2.0, -0.5, 0.5, 3.0])), [0, 0, 3, 4])
-
-# %% [markdown]
-# The package's layer remembers $z$ from its forward pass and does the same:
-
-# %%
-relu = ReLU()
-print(relu.forward(np.array([-2.0, -0.5, 0.5, 3.0])), relu.backward(np.array([1.0, 2.0, 3.0, 4.0])))
-
-# %% check
-assert np.array_equal(relu.forward(np.array([-2.0, -0.5, 0.5, 3.0])), [0, 0, 0.5, 3])
-assert np.array_equal(relu.backward(np.array([1.0, 2.0, 3.0, 4.0])), [0, 0, 3, 4])
 
 # %% [markdown]
 # ## 3.3 Global max pooling
@@ -235,16 +213,14 @@ def global_maxpool_backward(dpooled, x):
 grading.check_global_maxpool_backward(global_maxpool_backward, "3.4")
 
 # %% [markdown]
-# The package's layer:
+# The two worked examples:
 
 # %%
-pool = GlobalMaxPool2D()
 xs = np.array([[[[1.0, 5.0], [3.0, 2.0]], [[5.0, 5.0], [0.0, 0.0]]]])   # (1, 2, 2, 2)
-print(pool.forward(xs), pool.backward(np.array([[7.0, 7.0]])), sep="\n")
+print(xs.max(axis=(2, 3)), global_maxpool_backward(np.array([[7.0, 7.0]]), xs), sep="\n")
 
 # %% check
-assert np.array_equal(pool.forward(xs), [[5.0, 5.0]])
-assert np.array_equal(pool.backward(np.array([[7.0, 7.0]])), [[[[0, 7], [0, 0]], [[7, 0], [0, 0]]]])
+assert np.array_equal(global_maxpool_backward(np.array([[7.0, 7.0]]), xs), [[[[0, 7], [0, 0]], [[7, 0], [0, 0]]]])
 
 # %% [markdown]
 # ## 3.4 The gradient that the max pool leaves behind
@@ -269,13 +245,15 @@ def toy_patch(rng, size=144, n_spots=6):
 
 N = 2 if QUICK else 4
 patches = np.stack([toy_patch(np.random.default_rng(s)) for s in range(N)])[:, None]
-conv1, relu1 = Conv2D(1, 6, 9, rng=rng), ReLU()
-conv2, relu2, pool = Conv2D(6, 16, 9, rng=rng), ReLU(), GlobalMaxPool2D()
-conv1.params["b"][...] = 0.01                       # small positive biases: most maxima are > 0
-conv2.params["b"][...] = 0.01
-h1 = relu1.forward(conv1.forward(patches))
-pooled = pool.forward(relu2.forward(conv2.forward(h1)))
-dz2 = relu2.backward(pool.backward(np.ones_like(pooled)))   # (N, 16, 128, 128)
+# Glorot-uniform weights as the package draws them; small positive biases: most maxima are > 0
+W1 = rng.uniform(-np.sqrt(6 / (81 + 486)), np.sqrt(6 / (81 + 486)), (6, 1, 9, 9)).astype(np.float32)
+W2 = rng.uniform(-np.sqrt(6 / (486 + 1296)), np.sqrt(6 / (486 + 1296)), (16, 6, 9, 9)).astype(np.float32)
+b1, b2 = np.full(6, 0.01, np.float32), np.full(16, 0.01, np.float32)
+z1 = conv2d_forward(patches, W1, b1)
+h1 = np.maximum(z1, 0)
+z2 = conv2d_forward(h1, W2, b2)
+pooled = np.maximum(z2, 0).max(axis=(2, 3))
+dz2 = relu_backward(global_maxpool_backward(np.ones_like(pooled), np.maximum(z2, 0)), z2)   # (N, 16, 128, 128)
 per_patch = (dz2 != 0).reshape(N, -1).sum(axis=1)
 print(dz2.shape, "non-zero per patch:", per_patch, "of", dz2[0].size)
 
@@ -297,7 +275,7 @@ assert np.all(per_patch <= 16) and per_patch.sum() > 0
 # this one touches $N \cdot 16$ windows: $128^2 = 16{,}384$ times less work for $dW_2$ and
 # $dh_1$. It is literally the loop of 3.1 restricted to the non-zero gradients -- and the
 # forward pass needs to remember only the maximum and its position, not the 16 maps.
-# `reference.conv_relu_maxpool_forward` returns exactly that: `pooled` and the flat `argmax`
+# The package's fused forward returns exactly that: `pooled` and the flat `argmax`
 # $= i^* W_o + j^*$.
 #
 # **Exercise 3.5** (hard, 20 min) -- the sparse backward of conv + ReLU + global max pool. It is
@@ -328,47 +306,49 @@ def conv_relu_maxpool_backward_sparse(dpooled, x, W, argmax, pooled):
 grading.check_sparse_backward(conv_relu_maxpool_backward_sparse, "3.5")
 
 # %% [markdown]
-# Check it against the dense textbook path (the layer stack above, and the reference's fused
-# backward, which builds the mostly-zero $dz_2$ and calls the dense convolution backward), on a
-# random upstream gradient, and time both.
+# Check it against the dense textbook path -- your ReLU and max-pool backward, then your loops
+# of 3.1 and 3.2 on the mostly-zero $dz$ -- on a small random problem, and time both.
 
 # %%
-W2 = conv2.params["W"]
-p2, am2 = reference.conv_relu_maxpool_forward(h1, W2, conv2.params["b"])
-gp = rng.standard_normal(p2.shape).astype(np.float32)
+xq = rng.standard_normal((2, 3, 12, 13))
+Wq, bq = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+zq = conv2d_forward(xq, Wq, bq)
+zq[0, 1] = -np.abs(zq[0, 1]) - 0.1                                 # one map the ReLU closes
+pq, aq = np.maximum(zq, 0).max(axis=(2, 3)), zq.reshape(2, 4, -1).argmax(axis=2)
+gq = rng.standard_normal(pq.shape)
 t0 = time.perf_counter()
-dh1_dense = conv2.backward(relu2.backward(pool.backward(gp)))      # the stack of three layers
+dzq = relu_backward(global_maxpool_backward(gq, np.maximum(zq, 0)), zq)
+dx_dense, dW_dense, db_dense = conv2d_backward_loops(dzq, xq, Wq)
 t_dense = time.perf_counter() - t0
 t0 = time.perf_counter()
-dh1_sparse, dW2_sparse, db2_sparse = conv_relu_maxpool_backward_sparse(gp, h1, W2, am2, p2)
+dx_sparse, dW_sparse, db_sparse = conv_relu_maxpool_backward_sparse(gq, xq, Wq, aq, pq)
 t_sparse = time.perf_counter() - t0
-print(f"dense {t_dense * 1e3:.0f} ms, sparse {t_sparse * 1e3:.1f} ms, "
-      f"max difference {np.abs(conv2.grads['W'] - dW2_sparse).max():.1e}")
+print(f"dense loops {t_dense * 1e3:.1f} ms, sparse loops {t_sparse * 1e3:.2f} ms, "
+      f"max difference {np.abs(dW_dense - dW_sparse).max():.1e}")
 
 # %% check
-assert np.array_equal(p2, pooled)
-assert np.allclose(dW2_sparse, conv2.grads["W"], rtol=1e-4, atol=1e-5)
-assert np.allclose(db2_sparse, conv2.grads["b"], rtol=1e-5, atol=1e-6)
-assert np.allclose(dh1_sparse, dh1_dense, rtol=1e-4, atol=1e-6)
-_, dW_ref, _ = reference.conv_relu_maxpool_backward(gp, h1, W2, am2, p2)
-assert np.allclose(dW_ref, dW2_sparse, rtol=1e-4, atol=1e-5)
+assert np.allclose(dW_sparse, dW_dense, rtol=1e-10, atol=1e-12)
+assert np.allclose(db_sparse, db_dense, rtol=1e-10, atol=1e-12)
+assert np.allclose(dx_sparse, dx_dense, rtol=1e-10, atol=1e-12)
 
 # %% [markdown]
-# Even as Python loops the sparse backward beats the vectorised dense one by a wide margin.
-# The package wraps this in a layer, `ConvReLUGlobalMaxPool`, which shares the parameters of
-# the `Conv2D` it wraps. `ShallowCNN(fused=True)` runs the same sparse backward through its
+# Both are Python loops, and the sparse one is far faster: it touches $N \cdot F$ windows where
+# the dense one touches $N \cdot F \cdot H_o \cdot W_o$. The package wraps this in a layer,
+# `ConvReLUGlobalMaxPool`; `ShallowCNN(fused=True)` runs the same sparse backward through its
 # backend's `features_forward/backward` (the NumPy reference's in `kernels/reference.py`), and
-# notebook 8's Numba and CUDA kernels implement it fast.
+# notebook 8's Numba and CUDA kernels implement it fast. On the patches above, the sparse
+# backward of conv2 costs no more than on the toy problem:
 
 # %%
-fused = ConvReLUGlobalMaxPool(conv2)
-pf = fused.forward(h1)
-dh1_fused = fused.backward(gp)
+am2 = z2.reshape(N, 16, -1).argmax(axis=2)
+p2 = pooled
+gp = rng.standard_normal(p2.shape).astype(np.float32)
+t0 = time.perf_counter()
+dh1_sparse, dW2_sparse, db2_sparse = conv_relu_maxpool_backward_sparse(gp, h1, W2, am2, p2)
+print(f"sparse backward of conv2 on {N} patches: {(time.perf_counter() - t0) * 1e3:.1f} ms")
 
 # %% check
-assert np.array_equal(pf, p2)
-assert np.allclose(dh1_fused, dh1_sparse, rtol=1e-4, atol=1e-6)
-assert np.allclose(fused.grads["W"], dW2_sparse, rtol=1e-4, atol=1e-5)
+assert np.allclose(db2_sparse, (gp * (p2 > 0)).sum(axis=0), rtol=1e-5)
 
 # %% [markdown]
 # ## 3.5 Where the gradient reaches the patch
@@ -381,19 +361,17 @@ assert np.allclose(fused.grads["W"], dW2_sparse, rtol=1e-4, atol=1e-5)
 # trained network.)
 
 # %%
-dz1 = relu1.backward(dh1_sparse)
-dpatch = conv1.backward(dz1)                       # Conv2D computes dx by default
+dz1 = relu_backward(dh1_sparse, z1)
 support = np.any(dz1 != 0, axis=1)                 # (N, 136, 136)
 print("conv1 positions with gradient, per patch:", support.reshape(N, -1).sum(axis=1), "of", 136 * 136)
 
 # %% check
 assert np.all(support.reshape(N, -1).sum(axis=1) <= 16 * 81)
-rows, cols = np.nonzero(np.any(dpatch[0, 0:1] != 0, axis=0))
-inside = np.zeros((144, 144), bool)
+inside = np.zeros((136, 136), bool)
 for a in am2[0][p2[0] > 0]:
     i, j = divmod(int(a), 128)
-    inside[i:i + 17, j:j + 17] = True               # the 17 x 17 field of view of output (i, j)
-assert inside[rows, cols].all()                     # no gradient outside the fields of view
+    inside[i:i + 9, j:j + 9] = True                 # the 9 x 9 window of conv1 maps that output (i, j) read
+assert inside[support[0]].all()                     # no gradient outside those windows
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(12, 4))
@@ -404,8 +382,8 @@ for a in am2[0][p2[0] > 0]:
 axes[0].set_title(f"patch and the 17x17 windows of\nthe {(p2[0] > 0).sum()} maxima that passed the ReLU")
 axes[1].imshow(support[0], cmap="viridis")
 axes[1].set_title(f"where dL/dz1 != 0 ({support[0].sum()} of {136 * 136})")
-axes[2].imshow(np.abs(dpatch[0, 0]), cmap="magma")
-axes[2].set_title("|dL/dpatch|: what this (random)\nnetwork's answer depends on")
+axes[2].imshow(np.abs(dz1[0]).sum(axis=0), cmap="magma")
+axes[2].set_title("|dL/dz1| summed over the 6 maps:\nwhat this (random) network's answer depends on")
 for ax in axes:
     ax.axis("off")
 plt.show()

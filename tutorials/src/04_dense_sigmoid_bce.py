@@ -22,8 +22,7 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 from shallowcnn import grading
-from shallowcnn.layers import Dense, Sigmoid, sigmoid
-from shallowcnn.losses import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
+from shallowcnn.layers import Sigmoid, sigmoid
 from shallowcnn.model import ShallowCNN
 
 QUICK = os.environ.get("SHALLOWCNN_TUTORIAL_QUICK") == "1"   # the tests set it (nothing to shrink here)
@@ -61,23 +60,6 @@ grading.check_dense_backward(dense_backward, "4.1")
 dX_mine, dW_mine, db_mine = dense_backward(np.array([[1.0], [2.0]]), np.array([[1.0, 2.0], [3.0, -1.0]]),
                                            np.array([[3.0], [4.0]]))
 assert np.array_equal(dW_mine.ravel(), [7, 0]) and db_mine[0] == 3 and np.array_equal(dX_mine, [[3, 4], [6, 8]])
-
-# %% [markdown]
-# The package's `Dense` layer keeps $X$ from its forward pass and fills `grads` the same way:
-
-# %%
-dense = Dense(2, 1, dtype=np.float64)
-dense.params["W"][...] = [[3.0], [4.0]]
-dense.params["b"][...] = 0.5
-X = np.array([[1.0, 2.0], [3.0, -1.0]])
-out = dense.forward(X)
-dX = dense.backward(np.array([[1.0], [2.0]]))
-print(out.ravel(), dense.grads["W"].ravel(), dense.grads["b"], dX, sep="\n")
-
-# %% check
-assert np.array_equal(out.ravel(), [11.5, 5.5])
-assert np.array_equal(dense.grads["W"].ravel(), [7, 0]) and dense.grads["b"][0] == 3
-assert np.array_equal(dX, [[3, 4], [6, 8]])
 
 # %% [markdown]
 # ## 4.2 The sigmoid
@@ -132,9 +114,12 @@ assert naive_overflowed and np.array_equal(safe, np.array([np.exp(np.float32(-10
 # and $\partial L/\partial p = \tfrac13(-1.25,\ 1.25,\ -2) = (-0.416667,\ 0.416667,\ -0.666667)$.
 
 # %%
-bce = BinaryCrossEntropy()
-loss = bce.forward(np.array([0.8, 0.2, 0.5]), np.array([1.0, 0.0, 1.0]))
-grad = bce.backward()
+def textbook_bce(p, y):
+    """p (N,) probabilities, y (N,) labels -> (the mean loss above, dL/dp (N,))."""
+    loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return loss, (-y / p + (1 - y) / (1 - p)) / len(p)
+
+loss, grad = textbook_bce(np.array([0.8, 0.2, 0.5]), np.array([1.0, 0.0, 1.0]))
 print(loss, grad)
 
 # %% check
@@ -172,19 +157,19 @@ def bce_with_logits(z, y):
 
 # %% check
 grading.check_bce_with_logits(bce_with_logits, "4.2")
-#
+
+# %% [markdown]
 # For moderate logits the fused and the textbook routes must agree, both in the loss and in the
-# gradient (`Sigmoid.backward` after `BinaryCrossEntropy.backward` is the chain rule
+# gradient (`Sigmoid.backward` after the textbook gradient $\partial L/\partial p$ is the chain rule
 # $\frac{\partial L}{\partial p}\,\sigma(1-\sigma)$, and $\bigl(-\frac yp + \frac{1-y}{1-p}\bigr)p(1-p) = p - y$).
 
 # %%
 z = np.array([-2.0, 0.3, 4.0])
 y = np.array([0.0, 1.0, 1.0])
-fused = BinaryCrossEntropyWithLogits()
-L_fused, g_fused = fused.forward(z, y), fused.backward()
-sig, bce = Sigmoid(), BinaryCrossEntropy()
-L_text = bce.forward(sig.forward(z), y)
-g_text = sig.backward(bce.backward())
+L_fused, g_fused = bce_with_logits(z, y)                     # yours, Exercise 4.2
+sig = Sigmoid()
+L_text, dL_dp = textbook_bce(sig.forward(z), y)
+g_text = sig.backward(dL_dp)
 print(L_fused, L_text, g_fused, g_text)
 
 # %% check
@@ -205,9 +190,11 @@ assert np.allclose(g_fused, g_text, rtol=1e-10)
 #   do, and what Keras' `binary_crossentropy` does when it cannot find the logits behind $p$ --
 #   gives the loss $-\ln 10^{-7} = 16.118$ and, worse, a **zero** gradient, since the clip is
 #   flat. The most wrong patches stop teaching the network anything. (For the paper's model,
-#   a `Dense(1, activation="sigmoid")` output, Keras *does* find the logits: it recognises the
-#   sigmoid and computes the fused, stable loss from $z$. So this failure is not the paper's;
-#   it is what happens to anyone who writes sigmoid and BCE as two separate layers.)
+#   a `Dense(1, activation="sigmoid")` output, Keras on its **TensorFlow** backend -- the one the
+#   paper used -- finds the logits behind the sigmoid and computes the fused, stable loss from
+#   $z$. Keras 3 on the JAX or PyTorch backend does not: it clips. So this failure was not the
+#   paper's, but it is what happens on other backends, and to anyone who writes sigmoid and BCE
+#   as two separate layers.)
 # * Fused: $110$ and $-1$, exactly.
 #
 # The other side fails sooner: for a negative patch ($y=0$) with $z = 17$, the sigmoid computed as
@@ -225,12 +212,11 @@ y_wrong = np.array([1.0, 0.0], dtype=f32)
 p_wrong = sigmoid(z_wrong)
 with np.errstate(divide="ignore"):
     textbook = -(y_wrong * np.log(p_wrong) + (1 - y_wrong) * np.log(1 - p_wrong))
-clipped = BinaryCrossEntropy(eps=1e-7)
-L_clip, g_clip = clipped.forward(p_wrong[:1], y_wrong[:1]), clipped.backward()
-fused = BinaryCrossEntropyWithLogits()
-per_sample = [fused.forward(z_wrong[i:i + 1], y_wrong[i:i + 1]) for i in range(2)]
-fused.forward(z_wrong[:1], y_wrong[:1])
-g_fused = fused.backward()
+p_clipped = np.clip(p_wrong[:1], f32(1e-7), f32(1 - 1e-7))
+L_clip, dL_dp = textbook_bce(p_clipped, y_wrong[:1])
+g_clip = dL_dp * (p_clipped == p_wrong[:1])                # the clip is flat where it acts: no gradient
+per_sample = [bce_with_logits(z_wrong[i:i + 1], y_wrong[i:i + 1])[0] for i in range(2)]   # yours
+g_fused = bce_with_logits(z_wrong[:1], y_wrong[:1])[1]
 print("p:", p_wrong, "| textbook:", textbook, "| clipped:", L_clip, g_clip, "| fused:", per_sample, g_fused)
 
 # %% check
@@ -254,9 +240,9 @@ ps = sigmoid(zs)
 with np.errstate(divide="ignore"):
     L_textbook = -np.log(ps)
 L_clipped = -np.log(np.clip(ps, f32(1e-7), f32(1 - 1e-7)))
-L_fus = np.maximum(zs, 0) - zs + np.log1p(np.exp(-np.abs(zs)))
+L_fus = np.array([bce_with_logits(zs[i:i + 1], np.ones(1, f32))[0] for i in range(len(zs))])   # yours
 G_clipped = np.where((ps > 1e-7) & (ps < 1 - 1e-7), ps - 1, 0)
-G_fus = ps - 1
+G_fus = bce_with_logits(zs, np.ones_like(zs))[1] * len(zs)                                  # yours, times N
 fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.8))
 a1.plot(zs, np.where(np.isinf(L_textbook), np.nan, L_textbook), lw=4, alpha=0.4, label="textbook (inf where p = 0)")
 a1.plot(zs, L_clipped, label="clipped p")
@@ -271,7 +257,7 @@ plt.show()
 
 # %% check
 assert np.isinf(L_textbook[zs < -104]).all() and np.isfinite(L_textbook[zs > -100]).all()
-assert np.all(G_clipped[zs < -17] == 0) and np.allclose(G_fus[zs < -17], -1, atol=1e-7)
+assert np.all(G_clipped[zs < -17] == 0) and np.allclose(G_fus[zs < -17], -1, atol=1e-6)
 
 # %% [markdown]
 # ## 4.6 The head of the network
@@ -291,9 +277,8 @@ xb = rng.random((5, 1, 32, 32))
 yb = np.array([1.0, 0.0, 1.0, 0.0, 0.0])
 feats = model.features_forward(xb)                          # (5, 16) pooled features
 logits = model.forward(xb)
-loss_fn = BinaryCrossEntropyWithLogits()
-loss_fn.forward(logits, yb)
-model.backward(loss_fn.backward())
+_, dz = bce_with_logits(logits, yb)                        # yours, Exercise 4.2
+model.backward(dz)
 r = (1 / (1 + np.exp(-logits)) - yb) / len(yb)
 print(feats.shape, logits.round(4), model.grads["dense.b"])
 

@@ -84,7 +84,7 @@ assert conv2_share > 0.5                          # conv2 dominates, as the FLOP
 
 # %% [markdown]
 # One bar looks wrong: conv1's backward costs many times its forward, although both do the same
-# $2 \cdot 81 \cdot 6 \cdot 136^2$ multiply-adds per patch (conv1's $dx$ is not computed: nothing
+# $81 \cdot 6 \cdot 136^2$ multiply-adds ($2 \cdot 81 \cdot 6 \cdot 136^2$ FLOP) per patch (conv1's $dx$ is not computed: nothing
 # needs the gradient of the patch). The arithmetic is not the cause; the route NumPy takes is.
 # The reference calls `einsum(..., optimize=True)` so that conv2's big contractions go to the
 # matrix-multiply library (BLAS). For conv1's weight gradient, `einsum("nfhw,nchw->fc")` with
@@ -170,7 +170,7 @@ assert np.allclose(cpu.conv2d_forward(h1, W2, b2), ref_out, rtol=1e-4, atol=1e-4
 #
 # The plain loop loads `x[n, c, i+p, j+q]` and the output `out[n, f, i, j]` once per multiply-add:
 # it is limited by memory traffic, not by arithmetic. `cpu.py` rearranges the same sum so that
-# every value loaded feeds several multiply-adds. The ideas, whatever the exact block sizes
+# every value loaded feeds several multiply-adds. These are the ideas (the exact block sizes
 # live in `kernels/tiles.py`, and `kernels/autotune.py` picks among a few of them by timing
 # them on the machine it runs on -- see `shallowcnn tune`):
 #
@@ -198,12 +198,16 @@ cpu.conv_relu_maxpool_forward(h1[:1], W2, b2)
 pooled_ref, arg_ref = reference.conv_relu_maxpool_forward(h1, W2, b2)
 pooled_cpu, arg_cpu = cpu.conv_relu_maxpool_forward(h1, W2, b2)
 t_unfused = best_of(lambda: np.maximum(cpu.conv2d_forward(h1, W2, b2).reshape(N, 16, -1).max(axis=2), 0))
-t_fused = best_of(lambda: cpu.conv_relu_maxpool_forward(h1, W2, b2))
-print(f"conv2 then max: {t_unfused * 1e3:.1f} ms, fused: {t_fused * 1e3:.1f} ms; "
+cpu.conv_relu_maxpool_forward(h1[:1], W2, b2, variant="f4r2")           # compile the direct variant
+t_fused = best_of(lambda: cpu.conv_relu_maxpool_forward(h1, W2, b2, variant="f4r2"))
+print(f"conv2 then max: {t_unfused * 1e3:.1f} ms, fused (direct f4r2 kernel): {t_fused * 1e3:.1f} ms; "
       f"a batch of 64 would write {64 * 16 * 128 * 128 * 4:,} bytes without fusion")
 
 # %% [markdown]
-# If the fused kernel is no faster here, or even slower, that is not a measurement error. Fusion
+# Both timings use a direct kernel, so their difference is what fusion alone buys (the
+# package's default fused kernel may be the Winograd variant below, which also halves the
+# multiply-adds: do not credit fusion with that). If the fused kernel is no faster here, or
+# even slower, that is not a measurement error. Fusion
 # saves *memory traffic* -- the conv2 output written and read back -- not arithmetic: both do the
 # same multiply-adds, and the fused one also compares every output with a running maximum and
 # records its position. At this batch the unfused output is only
@@ -438,9 +442,18 @@ plt.show()
 
 # %% [markdown]
 # Where the sparse backward pays: a framework's training step costs about three forward passes
-# (forward, and the dense $dx$ and $dW$ of every convolution), while shallowcnn's costs barely more
-# than one, because the max pool's gradient is almost all zeros.
-#
+# (forward, and the dense $dx$ and $dW$ of every convolution). shallowcnn's conv2 backward
+# nearly vanishes, because the max pool's gradient is almost all zeros, but its training step
+# is not free either: the forward of a training step also records where each maximum is, and
+# conv1's weight gradient, dropout, Adam and the per-batch overheads remain. On an idle
+# two-core machine it costs about two forward passes (2.3 measured); the ratio printed below is
+# this run's, and on a busy machine it is mostly noise.
+
+# %%
+for name, (train_rate, infer_rate) in results.items():
+    print(f"{name:<18} a training step costs {infer_rate / train_rate:.1f} forward passes")
+
+# %% [markdown]
 # These numbers are smaller than the README's speed table, and should be: this cell times a
 # batch of 16 (the README: 64, in separate processes, with more repeats, on an otherwise idle
 # machine), and a notebook kernel shares the CPU with whatever else runs. Per-batch overheads

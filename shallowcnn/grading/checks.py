@@ -11,7 +11,8 @@ alongside (a flipped or transposed kernel, a missing 1/N, Adam without bias corr
 the likely cause.
 
 The module lives in the package, not beside the notebooks, so that a student notebook can
-``from shallowcnn import grading`` wherever it is opened, and so that the tests can plant
+``from shallowcnn import grading`` wherever it is opened, so that ``shallowcnn grade`` calls
+these same checks (never the notebook's own check cells), and so that the tests can plant
 wrong answers and check the messages (``tests/test_exercises.py``).
 """
 from __future__ import annotations
@@ -54,8 +55,8 @@ def compare(exercise: str, name: str, got, want, suspects=(), rtol: float = RTOL
     bad = ~np.isfinite(got_arr)
     if bad.any():
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
-        _fail(exercise, [f"{name}: {int(bad.sum())} entries are NaN or infinite, the first at index {idx} "
-                         f"(expected {want[idx]:.6g}). Something overflowed or divided by zero."]
+        _fail(exercise, [(f"{name}: {int(bad.sum())} entries are NaN or infinite, the first at index {idx} "
+                         f"(expected {want[idx]:.6g}). Something overflowed or divided by zero.")]
               + [hint] * bool(hint))
     scale = np.maximum(np.abs(want), 1e-3 * (np.abs(want).max() + 1e-300))
     rel = np.abs(got_arr - want) / scale
@@ -64,20 +65,26 @@ def compare(exercise: str, name: str, got, want, suspects=(), rtol: float = RTOL
         return float(rel.max()) if rel.size else 0.0
     idx = tuple(int(i) for i in np.argwhere(wrong)[0])
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(rel)), rel.shape)) if rel.ndim else ()
-    lines = [f"{name}: {int(wrong.sum())} of {wrong.size} entries are wrong. The first at index {idx}: "
+    lines = [(f"{name}: {int(wrong.sum())} of {wrong.size} entries are wrong. The first at index {idx}: "
              f"got {got_arr[idx]:.8g}, expected {want[idx]:.8g}; largest relative error {rel.max():.2e} "
-             f"at index {worst} (allowed {rtol:.0e})."]
+             f"at index {worst} (allowed {rtol:.0e}).")]
     causes = [cause for answer, cause in suspects if _close(got_arr, answer)]
     if causes:
         lines.append("Likely cause: " + causes[0])
-    elif got_arr.size > 1 and np.ptp(want) > 0 and _close(got_arr, want * (got_arr.ravel() @ want.ravel())
-                                                             / (want.ravel() @ want.ravel())):
-        factor = got_arr.ravel() @ want.ravel() / (want.ravel() @ want.ravel())
-        lines.append(f"Likely cause: your answer is the right one times {factor:.6g}"
+    elif not got_arr.any() and want.any():
+        lines.append("Likely cause: every entry is 0 -- nothing reached the result (an array that was never "
+                     "filled in, or a computation on a copy that was then thrown away?).")
+    elif got_arr.size > 1 and np.ptp(want) > 0 and _close(got_arr, want * _factor(got_arr, want)):
+        lines.append(f"Likely cause: your answer is the right one times {_factor(got_arr, want):.6g}"
                      " -- a missing or extra factor (1/N? 2? a learning rate?).")
     if hint:
         lines.append(hint)
     _fail(exercise, lines)
+
+
+def _factor(got, want) -> float:
+    """The least-squares factor c with got ~ c * want."""
+    return float(got.ravel() @ want.ravel() / (want.ravel() @ want.ravel()))
 
 
 def _rng(seed=0):
@@ -101,13 +108,13 @@ def check_conv2d_forward(fn, exercise="2.1"):
     x, W, b = rng.standard_normal((2, 3, 6, 7)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
     got = fn(x.copy(), W.copy(), b.copy())
     suspects = [(conv2d_oracle(x, W[:, :, ::-1, ::-1], b),
-                 "you flipped the kernel (a mathematician's convolution, x[i-p, j-q]); the layer computes "
-                 "x[i+p, j+q] with the filter as it is."),
+                 ("you flipped the kernel (a mathematician's convolution, x[i-p, j-q]); the layer computes "
+                 "x[i+p, j+q] with the filter as it is.")),
                 (conv2d_oracle(x, W.transpose(0, 1, 3, 2), b),
                  "the kernel is transposed: W[f, c, p, q] pairs with x[n, c, i+p, j+q] (p with rows, q with columns)."),
                 (conv2d_oracle(x, W, 0 * b), "the bias b[f] is missing."),
-                (conv2d_oracle(x, W, b) - b[None, :, None, None] + b.sum(), "the bias of every filter is added "
-                 "to every map (b.sum() instead of b[f])."),
+                (conv2d_oracle(x, W, b) - b[None, :, None, None] + b.sum(), ("the bias of every filter is added "
+                 "to every map (b.sum() instead of b[f]).")),
                 (conv2d_oracle(x[:, :1].repeat(3, 1), W, b), "only channel 0 is used: sum over c as well.")]
     return compare(exercise, "out", got, conv2d_oracle(x, W, b), suspects)
 
@@ -155,8 +162,8 @@ def check_conv2d_dx(fn, exercise="3.2"):
     dx = conv2d_dx_oracle(dout, W)
     return compare(exercise, "dx", got, dx, [
         (conv2d_dx_oracle(dout, W[:, :, ::-1, ::-1]),
-         "the filters are flipped: window (i, j) of dx receives dout[n, f, i, j] * W[f] exactly as W is "
-         "(a flip appears only if you write dx as a correlation of the padded dout)."),
+         ("the filters are flipped: window (i, j) of dx receives dout[n, f, i, j] * W[f] exactly as W is "
+         "(a flip appears only if you write dx as a correlation of the padded dout).")),
         (conv2d_dx_oracle(dout, W.transpose(0, 1, 3, 2)), "the kernel is transposed in (p, q).")])
 
 
@@ -193,6 +200,8 @@ def check_global_maxpool_backward(fn, exercise="3.4"):
     ties = (x == x.max(axis=(2, 3), keepdims=True)) * dpooled[:, :, None, None]
     return compare(exercise, "dx", got, want, [
         (ties, "every tied maximum receives the gradient; send it to the first one only (argmax)."),
+        (np.broadcast_to(dpooled[:, :, None, None], x.shape), ("dpooled[n, c] went to every position of the "
+         "map; only the position of the maximum influenced the output, so only it receives the gradient.")),
         (np.broadcast_to(dpooled[:, :, None, None] / 20, x.shape), "that is the backward of *average* pooling."),
         (maxpool_backward_oracle(np.ones_like(dpooled), x), "the one-hot mask alone: put dpooled[n, c] there.")])
 
@@ -203,7 +212,7 @@ def check_sparse_backward(fn, exercise="3.5"):
     x, W, b = rng.standard_normal((3, 2, 8, 9)), rng.standard_normal((5, 2, 3, 3)), rng.standard_normal(5)
     z = conv2d_oracle(x, W, b)
     z[0, 1] = -np.abs(z[0, 1]) - 0.1                                 # one map the ReLU closes
-    N, F, Ho, Wo = z.shape
+    N, F, _, _ = z.shape
     argmax, pooled = z.reshape(N, F, -1).argmax(2), np.maximum(z.reshape(N, F, -1).max(2), 0)
     dpooled = rng.standard_normal((N, F))
     dz = maxpool_backward_oracle(dpooled * (pooled > 0), z)
@@ -215,8 +224,8 @@ def check_sparse_backward(fn, exercise="3.5"):
     wants = (conv2d_dx_oracle(dz, W), conv2d_dW_oracle(dz, x, 3), dz.sum(axis=(0, 2, 3)))
     opened = (conv2d_dx_oracle(dz_open, W), conv2d_dW_oracle(dz_open, x, 3), dz_open.sum(axis=(0, 2, 3)))
     for name, g, w, o in zip(names, got, wants, opened):
-        compare(exercise, name, g, w, [(o, "a map whose maximum is <= 0 was closed by the ReLU: skip it "
-                                           "(pooled[n, f] <= 0).")])
+        compare(exercise, name, g, w, [(o, ("a map whose maximum is <= 0 was closed by the ReLU: skip it "
+                                           "(pooled[n, f] <= 0)."))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,7 +264,19 @@ def check_bce_with_logits(fn, exercise="4.2"):
     loss = float(np.mean(np.logaddexp(0.0, z) - z * y))
     dz = (_sigmoid_oracle(z) - y) / N
     stable = "Use the stable form max(z, 0) - z y + log(1 + exp(-|z|)), whose exponent is never positive."
-    compare(exercise, "loss", got[0], loss, [(loss * N, "the loss is summed; the paper's Eq. 5 averages it (1/N).")],
+    p = _sigmoid_oracle(z)
+    clipped = [(float(np.mean(-(y * np.log(np.clip(p, eps, 1 - eps))
+                               + (1 - y) * np.log(np.clip(1 - p, eps, 1 - eps))))),
+                f"that is the textbook loss on p = sigmoid(z) clipped to [{eps:g}, 1 - {eps:g}]: finite, but wrong "
+                "(and with zero gradient) for the very patches the network gets most wrong. " + stable)
+               for eps in (1e-7, 1e-8, 1e-12, 1e-15, 1e-16, 1e-300)]
+    clipped += [(float(np.mean(-(y * np.log(np.clip(p, eps, 1 - eps))
+                                + (1 - y) * np.log(1 - np.clip(p, eps, 1 - eps))))),
+                 f"that is the textbook loss on p = sigmoid(z) clipped to [{eps:g}, 1 - {eps:g}]: finite, but wrong "
+                 "(and with zero gradient) for the very patches the network gets most wrong. " + stable)
+                for eps in (1e-7, 1e-8, 1e-12, 1e-15, 1e-16)]
+    compare(exercise, "loss", got[0], loss,
+            [(loss * N, "the loss is summed; the paper's Eq. 5 averages it (1/N).")] + clipped,
             hint=stable if not np.isfinite(np.asarray(got[0], float)).all() else "")
     compare(exercise, "dz", got[1], dz, [
         (dz * N, "dz is missing the 1/N of the mean: (sigmoid(z) - y) / N."),
@@ -271,19 +292,27 @@ def check_bce_with_logits(fn, exercise="4.2"):
 def check_rel_error(fn, exercise="5.1"):
     """``fn(a, b)`` -> the largest |a - b| / max(1e-8, |a| + |b|)."""
     cases = [((1.0, 1.001), 0.001 / 2.001), ((0.0, 0.0), 0.0), ((1e-10, 2e-10), 0.01),
-             ((np.array([1.0, 3.0, -2.0]), np.array([1.0, 3.3, -2.0])), 0.3 / 6.3)]
+             ((np.array([1.0, 3.0, -2.0]), np.array([1.0, 3.3, -2.0])), 0.3 / 6.3),
+             ((np.array([1.0, 0.5, -3.0]), np.array([-1.0, 0.5, -3.5])), 1.0)]     # opposite signs: |a+b| = 0
     for (a, b), want in cases:
         with np.errstate(all="ignore"):
             got = fn(a, b)
         if got is None or not np.isscalar(got) and np.ndim(got) != 0:
             _fail(exercise, [f"rel_error({a!r}, {b!r}) must return one number (the worst entry), got {got!r}."])
         if not np.isfinite(got):
-            _fail(exercise, [f"rel_error({a!r}, {b!r}) = {got}: the floor max(1e-8, |a| + |b|) keeps the "
-                             "denominator away from zero."])
+            _fail(exercise, [(f"rel_error({a!r}, {b!r}) = {got}: the floor max(1e-8, |a| + |b|) keeps the "
+                             "denominator away from zero.")])
         if abs(got - want) > 1e-12 * max(1.0, want):
-            causes = {0.001: "you divided by |a| only; divide by |a| + |b|.",
-                      0.1 / 6.3: "you took the mean over the entries; take the largest (np.max)."}
-            cause = next((c for v, c in causes.items() if c and abs(got - v) < 1e-9), "")
+            a_, b_ = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            d = np.abs(a_ - b_)
+            causes = [(np.max(d / np.maximum(1e-8, np.abs(a_ + b_))),
+                       "you divided by |a + b|; divide by |a| + |b| (with opposite signs |a + b| can be 0)."),
+                      (np.max(d / np.maximum(1e-8, np.abs(a_))), "you divided by |a| only; divide by |a| + |b|."),
+                      (np.max(d / np.maximum(1e-8, np.maximum(np.abs(a_), np.abs(b_)))),
+                       "you divided by max(|a|, |b|); divide by their sum |a| + |b|."),
+                      (np.mean(d / np.maximum(1e-8, np.abs(a_) + np.abs(b_))),
+                       "you took the mean over the entries; take the largest (np.max).")]
+            cause = next((c for v, c in causes if abs(got - v) <= 1e-9 * max(1.0, abs(v))), "")
             _fail(exercise, [f"rel_error({a!r}, {b!r}) = {got!r}, expected {want!r}."]
                   + ([f"Likely cause: {cause}"] if cause else []))
 
@@ -298,9 +327,13 @@ def check_numerical_gradient(fn, exercise="5.2"):
     h = 1e-5
     got = fn(f, x, h)
     if not np.array_equal(x, x0):
-        _fail(exercise, ["x is not restored after the gradient: set x[idx] back to its old value after "
-                         "the two evaluations (the caller's array must be left as it was)."])
+        _fail(exercise, [("x is not restored after the gradient: set x[idx] back to its old value after "
+                         "the two evaluations (the caller's array must be left as it was).")])
     exact = np.cos(x0) * R
+    if got is not None and np.shape(got) == x0.shape and not np.any(got):
+        _fail(exercise, ["gradient: every entry is 0, so the loss never changed when you nudged x.",
+                         ("Likely cause: you nudged a copy (x.copy(), np.array(x), x + h, ...); f() reads the "
+                         "caller's array, so change x[idx] itself, in place, and put it back afterwards.")])
     one_sided = np.zeros_like(x0)
     for idx in np.ndindex(x0.shape):
         xp = x0.copy()
@@ -316,11 +349,12 @@ def check_numerical_gradient(fn, exercise="5.2"):
 # Notebook 6: Adam and dropout
 
 
-def adam_oracle(w, grads, lr, b1, b2, eps, bias_correction=True, eps_inside=False):
-    """Adam on one float per coordinate, with Python floats (and two classic variants)."""
+def adam_oracle(w, grads, lr, b1, b2, eps, bias_correction=True, eps_inside=False, first_t=1):
+    """Adam on one float per coordinate, with Python floats (and three classic variants: no bias
+    correction, epsilon in the paper's place, and a step count shifted by ``first_t``)."""
     w, m, v = [float(a) for a in np.ravel(w)], None, None
     out = []
-    for t, g in enumerate(grads, start=1):
+    for t, g in enumerate(grads, start=first_t):
         g = [float(a) for a in np.ravel(g)]
         m = [(1 - b1) * gi + b1 * (m[i] if m else 0.0) for i, gi in enumerate(g)]
         v = [(1 - b2) * gi * gi + b2 * (v[i] if v else 0.0) for i, gi in enumerate(g)]
@@ -348,19 +382,24 @@ def check_adam_step(fn, exercise="6.1"):
         path.append(w.copy())
     want = adam_oracle(w0, grads, lr, b1, b2, eps).reshape(len(grads), *shape)
     variants = [(adam_oracle(w0, grads, lr, b1, b2, eps, bias_correction=False),
-                 "no bias correction: multiply the step by sqrt(1 - beta2^t) / (1 - beta1^t); without it the "
-                 "first step is 3.2 times too large."),
+                 ("no bias correction: multiply the step by sqrt(1 - beta2^t) / (1 - beta1^t); without it the "
+                 "first step is 3.2 times too large.")),
                 (adam_oracle(w0, grads, lr, b1, b2, eps, eps_inside=True),
-                 "epsilon sits in the paper's place, m_hat / (sqrt(v_hat) + eps); use Keras' form "
-                 "lr_t * m / (sqrt(v) + eps), as the package does.")]
+                 ("epsilon sits in the paper's place, m_hat / (sqrt(v_hat) + eps); use Keras' form "
+                 "lr_t * m / (sqrt(v) + eps), as the package does.")),
+                (adam_oracle(w0, grads, lr, b1, b2, eps, first_t=2),
+                 ("the bias correction uses t + 1: the caller already counts the steps from t = 1, so use "
+                 "beta1 ** t and beta2 ** t as they are."))]
     got = np.array(path)
     if np.array_equal(got[-1], w0):
         _fail(exercise, ["w did not change: update it in place (w -= step), since the caller keeps its array."])
     suspects = [(a.reshape(got.shape), c) for a, c in variants]
     if np.allclose(m, 0) and np.allclose(v, 0):
-        _fail(exercise, ["m and v are still zero after four steps: update the moment arrays in place "
-                         "(m *= beta1; m += (1 - beta1) * g), so that they survive between steps."])
-    return compare(exercise, "w after steps 1-4", got, want, suspects, rtol=1e-9)
+        _fail(exercise, [("m and v are still zero after four steps: update the moment arrays in place "
+                         "(m *= beta1; m += (1 - beta1) * g), so that they survive between steps.")])
+    return compare(exercise, "w after steps 1-4", got, want, suspects, rtol=1e-9,
+                   hint="" if np.isfinite(got).all() else "With t = 1 the correction divides by 1 - beta1 ** t = 0.1; "
+                   "a division by zero means t - 1 somewhere.")
 
 
 def check_dropout(fn, exercise="6.2"):
@@ -372,12 +411,15 @@ def check_dropout(fn, exercise="6.2"):
     u = np.random.default_rng(7).random(x.shape)
     keep = u < 1 - p
     return compare(exercise, "out", got, np.where(keep, x / (1 - p), 0.0), [
-        (np.where(keep, x, 0.0), "the survivors are not scaled: inverted dropout divides them by 1 - p_drop, "
-                                 "so that the expected output equals x and inference needs no change."),
+        (np.where(keep, x, 0.0), ("the survivors are not scaled: inverted dropout divides them by 1 - p_drop, "
+                                 "so that the expected output equals x and inference needs no change.")),
         (np.where(keep, x / p, 0.0), "the survivors are divided by p_drop; divide by the keep probability 1 - p_drop."),
         (np.where(u < p, x / (1 - p), 0.0), "you keep the units with u < p_drop: keep those with u < 1 - p_drop."),
-        (np.where(keep, x * (1 - p), 0.0), "that is 'standard' dropout's inference scaling; inverted dropout "
-                                           "divides by 1 - p_drop during training.")])
+        (np.where(u >= p, x / (1 - p), 0.0), ("you keep the units with u >= p_drop: right in distribution, but not "
+         "the same units as the layer's u < 1 - p_drop, so the same generator gives another mask (and every "
+         "comparison with the package fails). Keep u < 1 - p_drop.")),
+        (np.where(keep, x * (1 - p), 0.0), ("that is 'standard' dropout's inference scaling; inverted dropout "
+                                           "divides by 1 - p_drop during training."))])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,14 +428,33 @@ def check_dropout(fn, exercise="6.2"):
 
 def check_training_step(fn, exercise="7.1"):
     """``fn(model, opt, loss_fn, xb, yb)`` -> loss; must equal ``shallowcnn.train.train_step`` exactly."""
-    from .losses import BinaryCrossEntropyWithLogits
-    from .model import ShallowCNN
-    from .optim import Adam
-    from .train import train_step
+    from ..losses import BinaryCrossEntropyWithLogits
+    from ..model import ShallowCNN
+    from ..optim import Adam
+    from ..train import train_step
 
     rng = _rng(71)
     xb, yb = rng.random((4, 1, 24, 24)), np.array([1.0, 0.0, 1.0, 0.0])
     make = lambda: ShallowCNN(dtype=np.float64, seed=3, channels=(3, 4), kernel_size=5)
+
+    def step_first(model, opt, loss_fn, xb, yb):          # the classic slip: the update uses stale gradients
+        loss = loss_fn.forward(model.forward(xb, training=True), yb)
+        opt.step(model.grads)
+        model.backward(loss_fn.backward())
+        return loss
+
+    def no_dropout(model, opt, loss_fn, xb, yb):
+        loss = loss_fn.forward(model.forward(xb, training=False), yb)
+        model.backward(loss_fn.backward())
+        opt.step(model.grads)
+        return loss
+
+    def two_steps(step):
+        model = make()
+        opt = Adam(model.params, lr=1e-2)
+        losses = [step(model, opt, BinaryCrossEntropyWithLogits(), xb, yb) for _ in range(2)]
+        return model, losses
+
     mine, theirs = make(), make()
     start = {k: v.copy() for k, v in mine.params.items()}
     opt_mine, opt_theirs = Adam(mine.params, lr=1e-2), Adam(theirs.params, lr=1e-2)
@@ -401,11 +462,18 @@ def check_training_step(fn, exercise="7.1"):
               for _ in range(2)]
     if all(np.array_equal(mine.params[k], start[k]) for k in start):
         _fail(exercise, ["no parameter moved: call model.backward(loss_fn.backward()) and then opt.step(model.grads)."])
+    wrong = [(two_steps(step_first), ("the optimiser step comes before backward, so every update uses the "
+                                     "previous batch's gradients (the first one none at all): backward first, then "
+                                     "opt.step(model.grads).")),
+             (two_steps(no_dropout), ("the forward pass ran with training=False, so dropout was off: a training "
+                                     "step calls model.forward(xb, training=True)."))]
     compare(exercise, "the losses of two steps", [l for l, _ in losses], [l for _, l in losses],
+            [(w_losses, cause) for (_, w_losses), cause in wrong],
             hint="The loss is loss_fn.forward(model.forward(xb, training=True), yb), computed before the update; "
                  "return it.")
     for k in start:
         compare(exercise, f"{k} after two steps", mine.params[k], theirs.params[k],
+                [(w_model.params[k], cause) for (w_model, _), cause in wrong],
                 hint="forward with training=True (dropout on), loss, backward, then one opt.step(model.grads).")
 
 
@@ -416,8 +484,8 @@ def check_overfits(losses, target=0.05, exercise="7.2"):
         _fail(exercise, [f"the losses are not finite: {losses[-5:]}"])
     if min(losses) >= target:
         trend = "it does not fall at all" if losses[-1] >= 0.98 * losses[0] else "it falls, but too slowly"
-        _fail(exercise, [f"the loss on the batch went from {losses[0]:.4f} to {losses[-1]:.4f} in {len(losses)} steps "
-                         f"(lowest {min(losses):.4f}, needed < {target}): {trend}.",
-                         "A network that cannot memorise 16 patches has a broken step: check the sign of the "
-                         "update, that backward runs before the optimiser step, and the learning rate."])
+        _fail(exercise, [(f"the loss on the batch went from {losses[0]:.4f} to {losses[-1]:.4f} in {len(losses)} steps "
+                         f"(lowest {min(losses):.4f}, needed < {target}): {trend}."),
+                         ("A network that cannot memorise 16 patches has a broken step: check the sign of the "
+                         "update, that backward runs before the optimiser step, and the learning rate.")])
     return min(losses)
