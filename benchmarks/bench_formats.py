@@ -9,7 +9,8 @@ scans each one with ``--pixel-size 0.07`` where the file has no pixel size. Prin
 row per rendition: windows scanned, detections, the top probability, and against the
 14-bit DICOM's detections the largest position difference (mm) and probability
 difference of the nearest detection, and how many of the DICOM's detections have no
-counterpart within 1.4 mm and 0.1 (``lost``). The issue's bar: every rendition within
+counterpart within 1.4 mm and 0.1 (``lost``), and the largest probability difference
+over every window both scanned (``map dp``). The issue's bar: every rendition within
 1.4 mm and 0.1 of the DICOM.
 """
 from __future__ import annotations
@@ -65,17 +66,21 @@ def main(argv=None) -> int:
         paths = write_renditions(image.dicom_path, Path(work) / "renditions")
         print(f"{image.dicom_path.name}: {len(find_clusters(image.rois))} true cluster(s); "
               f"missing encoders here: {', '.join(sorted(set(RENDITIONS) - set(paths))) or 'none'}")
-        print(f"{'rendition':<15}{'windows':>8}{'dets':>6}{'max p':>8}{'max dmm':>9}{'max dp':>8}{'lost':>6}")
-        reference = None
+        print(f"{'rendition':<15}{'windows':>8}{'dets':>6}{'max p':>8}{'max dmm':>9}{'max dp':>8}{'lost':>6}"
+              f"{'map dp':>8}")
+        reference = reference_map = None
         for name, path in paths.items():
             size = None if name in HAS_PIXEL_SIZE else PIXEL_MM
             result = scan_image(model, path, pixel_size_mm=size)
             dets = result.detections
             if reference is None:
-                reference = dets
+                reference, reference_map = dets, result.prob_map
             mm, dp, lost = compare(reference, dets)
             top = max((d.probability for d in dets), default=float(np.nanmax(result.prob_map)))
-            print(f"{name:<15}{result.n_windows:>8}{len(dets):>6}{top:>8.3f}{mm:>9.2f}{dp:>8.3f}{lost:>6}")
+            both = np.isfinite(result.prob_map) & np.isfinite(reference_map)
+            map_dp = float(np.abs(result.prob_map - reference_map)[both].max())
+            print(f"{name:<15}{result.n_windows:>8}{len(dets):>6}{top:>8.3f}{mm:>9.2f}{dp:>8.3f}{lost:>6}"
+                  f"{map_dp:>8.3f}")
     return 0
 
 
