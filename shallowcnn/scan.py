@@ -366,6 +366,8 @@ class ScanResult:
             "scanned_shape": list(img.pixels.shape),
             "scale_original_px_per_scanned_px": img.scale,
             "pixel_size_mm": list(img.spacing_mm),
+            "pixel_size_source": img.spacing_source,     # PixelSpacing | ImagerPixelSpacing | option | assumed
+            "pixel_size_note": img.pixel_size_note,
             "window_size": self.window_size,
             "stride": self.stride,
             "threshold": self.threshold,

@@ -151,6 +151,8 @@ def scan_paths(model, paths, out, settings: ScanSettings | None = None, verbose:
             line += f", {sum(truth.hit)}/{len(truth.clusters)} true clusters hit"
         if verbose:
             tqdm.write(line)
+        if result.image.pixel_size_note:   # even when quiet: the positions in mm depend on it
+            tqdm.write(f"{path.name}: {result.image.pixel_size_note}", file=sys.stderr)
         summary.append({"image": str(path), "detections": len(result.detections),
                         "seconds": round(result.seconds, 3), "files": content["files"],
                         **({"clusters": len(truth.clusters), "hit": int(sum(truth.hit))}

@@ -7,9 +7,9 @@ from PIL import Image
 
 from shallowcnn.cli import main
 from shallowcnn.data.augment import TRANSFORMS, apply_transform, augment, undo_transform
-from shallowcnn.data.breast import breast_mask, to_uint8
 from shallowcnn.data.clusters import calcification_centres
 from shallowcnn.data.inbreast import read_dicom
+from shallowcnn.data.intensity import to_network_input
 from shallowcnn.data.patches import load_patches, make_patches
 from shallowcnn.data.split import split_by_patient
 from shallowcnn.storage import StoreError, save_npz
@@ -29,7 +29,7 @@ def test_positive_patches_hold_their_calcifications(tiny_phantom, tiny_store):
     for k in positives:
         im = by_name[str(store.image[k])]
         if im.file_name not in u8_cache:
-            u8_cache[im.file_name] = to_uint8(read_dicom(im.dicom_path).pixels)[0]
+            u8_cache[im.file_name] = to_network_input(read_dicom(im.dicom_path).pixels).pixels
         u8 = u8_cache[im.file_name]
         r, c = store.position[k]
         np.testing.assert_array_equal(store.patches[k], u8[r:r + 144, c:c + 144])  # the very pixels
@@ -51,7 +51,7 @@ def test_negative_patches_inside_breast_and_touch_no_annotation(tiny_phantom, ti
         for roi in im.rois:
             y, x = roi.points[:, 1], roi.points[:, 0]
             assert not ((y >= r) & (y < r + 144) & (x >= c) & (x < c + 144)).any()
-        mask = breast_mask(read_dicom(im.dicom_path).pixels)
+        mask = to_network_input(read_dicom(im.dicom_path).pixels).mask
         assert mask[r:r + 144, c:c + 144].mean() > 0.95
 
 

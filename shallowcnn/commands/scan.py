@@ -45,8 +45,9 @@ def add_command(subparsers) -> None:
                    help=f"a detection within this many pixels of a true cluster centre (or inside "
                         f"its outline) hits it (default {DEFAULT_HIT_RADIUS:g})")
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="MM",
-                   help=f"pixel size of the input in mm, 0.01 - 1 (default: DICOM header; {PIXEL_MM} for "
-                        f"PNG); images are resampled to {PIXEL_MM} mm")
+                   help=f"pixel size of the input in mm, 0.01 - 1 (default: the DICOM's PixelSpacing, else "
+                        f"ImagerPixelSpacing, else {PIXEL_MM}, said to be assumed); images are resampled to "
+                        f"{PIXEL_MM} mm")
     add_backend_option(p)
     p.add_argument("--tile", type=positive_int, default=DEFAULT_TILE,
                    help=f"tile side in conv2 positions; bounds memory (default {DEFAULT_TILE})")

@@ -1,8 +1,10 @@
 """The breast region of a mammogram (mask, largest region, window fractions) and the
-explicit 14-bit -> 8-bit window.
+8-bit window primitives.
 
-The paper converted INbreast's DICOM images to 8-bit PNG before cutting patches but does
-not say how. We make the conversion explicit and per image:
+What the network sees is made by :func:`shallowcnn.data.intensity.to_network_input`,
+which uses :func:`breast_mask` and :func:`apply_window` below. :func:`to_uint8` is the
+earlier per-image window (kept for the course's first tutorial and for writing a
+"clipped" rendering in :mod:`shallowcnn.data.renditions`):
 
     lo, hi = percentiles (0.5 %, 99.9 %) of the pixels inside the breast mask
     u8     = round(clip((value - lo) / (hi - lo), 0, 1) * 255)
@@ -75,6 +77,12 @@ def window_limits(pixels: np.ndarray, mask: np.ndarray,
     return float(lo), float(hi)
 
 
+def apply_window(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(H, W) uint8 ``round(clip((value - lo) / (hi - lo), 0, 1) * 255)`` (float32 arithmetic)."""
+    scaled = (pixels.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def to_uint8(pixels: np.ndarray, mask: np.ndarray | None = None,
              percentiles=WINDOW_PERCENTILES) -> tuple:
     """Window a 14-bit (any integer/float) image to 8 bits.
@@ -86,8 +94,7 @@ def to_uint8(pixels: np.ndarray, mask: np.ndarray | None = None,
     if mask is None:
         mask = breast_mask(pixels)
     lo, hi = window_limits(pixels, mask, percentiles)
-    scaled = (pixels.astype(np.float32) - lo) * np.float32(255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8), (lo, hi)
+    return apply_window(pixels, lo, hi), (lo, hi)
 
 
 def window_fraction(mask: np.ndarray, size: int, stride: int = 1) -> np.ndarray:

@@ -2,6 +2,12 @@
 
     image = read_dicom(path)        # DicomImage: .pixels (H, W) int32, .spacing_mm
 
+The file is parsed once, with its pixel data deferred (read from the file only when
+decoded). Compressed transfer syntaxes (JPEG 2000, JPEG-LS, JPEG baseline and lossless,
+RLE) decode through pydicom's own pixel handlers; RLE needs nothing more, the others the
+plug-ins of the ``dicom-compressed`` extra (``pip install "shallowcnn[dicom-compressed]"``),
+which the error names when a decoder is missing (:class:`DicomDecoderMissing`).
+
 What the header declares (size, frames, bits, rescale, pixel size) is checked against the
 limits below by :func:`check_dicom_header` first, so a small damaged or hostile file is
 refused with its name (:class:`~shallowcnn.data.problems.InbreastError`) instead of
@@ -9,7 +15,7 @@ taking the machine's memory or wrapping every pixel around in int32.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +35,14 @@ class DicomImage:
     spacing_mm  (row, column) pixel size in mm (PixelSpacing, else ImagerPixelSpacing,
                 else 0.07 as INbreast).
     bits_stored the BitsStored attribute (14 for INbreast).
+    spacing_source  where spacing_mm came from: "PixelSpacing", "ImagerPixelSpacing"
+                or "assumed" (neither is in the header)
+    header      what the header tells a reader (:func:`describe_header`)
+
+    The VOI LUT and WindowCenter/Width are not applied: they are display choices (a
+    window often clips the skin line to black, which the breast mask needs), and
+    :func:`shallowcnn.data.intensity.to_network_input` sets its own window from the
+    image itself.
     """
 
     path: Path
@@ -36,6 +50,8 @@ class DicomImage:
     spacing_mm: tuple
     bits_stored: int
     photometric: str
+    spacing_source: str = "PixelSpacing"
+    header: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple:
@@ -65,6 +81,7 @@ class DicomHeader:
     slope: float
     intercept: float
     spacing_mm: tuple
+    spacing_source: str = "PixelSpacing"
 
 
 def stored_range(bits_stored: int, signed: bool) -> tuple:
@@ -130,18 +147,21 @@ def check_dicom_header(header, path) -> DicomHeader:
     if max(abs(v) for v in extremes) > MAX_PIXEL_VALUE:
         raise InbreastError(path, f"RescaleSlope {slope:.6g} and RescaleIntercept {intercept:.6g} take "
                                   f"{bits_stored}-bit values beyond +-{MAX_PIXEL_VALUE:,} (32-bit integers)")
-    spacing = header.get("PixelSpacing", None) or header.get("ImagerPixelSpacing", None) or (PIXEL_MM, PIXEL_MM)
+    # PixelSpacing (calibrated to the patient) first; a mammogram often has only the
+    # detector's ImagerPixelSpacing; neither: INbreast's 0.07 mm, said to be assumed.
+    source = next((k for k in ("PixelSpacing", "ImagerPixelSpacing") if header.get(k, None)), "assumed")
+    spacing = header.get(source) if source != "assumed" else (PIXEL_MM, PIXEL_MM)
     try:
         spacing_mm = (float(spacing[0]), float(spacing[1]))
     except (TypeError, ValueError, IndexError, KeyError, OverflowError):
-        raise InbreastError(path, f"PixelSpacing {short(spacing)} is not two numbers") from None
+        raise InbreastError(path, f"{source} {short(spacing)} is not two numbers") from None
     low, high = PIXEL_MM_RANGE
     if not all(low <= s <= high for s in spacing_mm):   # also False for NaN
-        raise InbreastError(path, f"PixelSpacing {spacing_mm[0]:.6g} x {spacing_mm[1]:.6g} mm is outside "
+        raise InbreastError(path, f"{source} {spacing_mm[0]:.6g} x {spacing_mm[1]:.6g} mm is outside "
                                   f"{low} - {high} mm (mammograms use 0.05 - 0.1 mm pixels)")
     return DicomHeader(rows=rows, columns=columns, bits_allocated=bits_allocated, bits_stored=bits_stored,
                        signed=signed, photometric=photometric, slope=slope, intercept=intercept,
-                       spacing_mm=spacing_mm)
+                       spacing_mm=spacing_mm, spacing_source=source)
 
 
 def _check_deflated_size(path: Path) -> None:
@@ -176,13 +196,56 @@ def _check_deflated_size(path: Path) -> None:
                 chunk = inflater.unconsumed_tail
 
 
+class DicomDecoderMissing(InbreastError):
+    """A DICOM whose transfer syntax no installed pixel handler decodes (the message
+    names the syntax and the extra that brings its decoder)."""
+
+
+# pydicom's own handlers decode RLE and the uncompressed syntaxes; the rest need plug-ins.
+COMPRESSED_EXTRA = 'pip install "shallowcnn[dicom-compressed]"'
+
+
+def check_decoder(syntax, path) -> None:
+    """Raise :class:`DicomDecoderMissing` when no installed handler decodes ``syntax``
+    (a pydicom UID; None = the file states none, left to pydicom)."""
+    from pydicom.pixels import get_decoder
+
+    if syntax is None:
+        return
+    try:
+        available = get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):   # a syntax pydicom has no decoder for at all
+        raise DicomDecoderMissing(path, f"transfer syntax {short(syntax.name)} ({short(syntax)}) is not one "
+                                        f"pydicom can decode") from None
+    if not available:
+        raise DicomDecoderMissing(path, f"transfer syntax {syntax.name} ({syntax}) needs a decoder that is not "
+                                        f"installed here: {COMPRESSED_EXTRA}")
+
+
+def describe_header(ds) -> dict:
+    """What the header tells a reader: transfer syntax, laterality, view, modality,
+    manufacturer and BitsStored (None where absent)."""
+
+    def text(keyword):
+        value = ds.get(keyword)
+        return (str(value).strip() or None) if value is not None else None
+
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    return {"transfer_syntax": syntax.name if syntax is not None else None,
+            "laterality": text("ImageLaterality") or text("Laterality"),
+            "view": text("ViewPosition"), "modality": text("Modality"),
+            "manufacturer": text("Manufacturer"), "bits_stored": ds.get("BitsStored")}
+
+
 def read_dicom(path) -> DicomImage:
     """Read a mammogram through pydicom; see :class:`DicomImage` for what is done.
 
-    The header is read and checked first (:func:`check_dicom_header`), so a file that
-    declares a huge or impossible image is refused before its pixels are decoded.
+    The file is parsed once with its pixel data deferred; the header is checked
+    (:func:`check_dicom_header`, :func:`check_decoder`) before the pixels are decoded,
+    so a file that declares a huge or impossible image is refused first.
     Raises :class:`InbreastError` naming the file if it is missing, truncated, not DICOM,
-    has no pixel data or is not a single grey-level frame.
+    has no pixel data, is not a single grey-level frame, or (:class:`DicomDecoderMissing`)
+    is compressed in a way no installed decoder reads.
     """
     import pydicom  # imported here so that `shallowcnn --help` stays quick
     from pydicom.errors import InvalidDicomError
@@ -192,16 +255,18 @@ def read_dicom(path) -> DicomImage:
         raise InbreastError(path, "no such file" if not path.exists() else "not a regular file")
     _check_deflated_size(path)
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-        found = check_dicom_header(header, path)
-        ds = pydicom.dcmread(path)
+        # defer_size: elements over 64 KB (the pixel data) stay in the file until used
+        ds = pydicom.dcmread(path, defer_size=1 << 16)
+        found = check_dicom_header(ds, path)
+        check_decoder(ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None, path)
+        has_pixels = "PixelData" in ds
     except InbreastError:
         raise
     except InvalidDicomError as e:
         raise InbreastError(path, f"not a DICOM file ({e})") from None
     except Exception as e:  # pydicom raises many kinds on damaged files
         raise InbreastError(path, f"unreadable DICOM file ({type(e).__name__}: {cap(e)})") from None
-    if "PixelData" not in ds:
+    if not has_pixels:
         raise InbreastError(path, "DICOM file has no pixel data")
     try:
         stored = ds.pixel_array
@@ -234,7 +299,8 @@ def read_dicom(path) -> DicomImage:
     else:
         pixels = (values * slope + intercept).astype(np.float32)
     return DicomImage(path=path, pixels=pixels, spacing_mm=found.spacing_mm,
-                      bits_stored=bits_stored, photometric=found.photometric)
+                      bits_stored=bits_stored, photometric=found.photometric,
+                      spacing_source=found.spacing_source, header=describe_header(ds))
 
 
 def read_dicom_pixels(path) -> np.ndarray:

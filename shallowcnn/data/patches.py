@@ -2,7 +2,7 @@
 
 How a store is made from an INbreast-layout folder (real or phantom)::
 
-    for each image:  pixels --breast mask, 14->8-bit window (breast.py)--> u8 image
+    for each image:  pixels --breast mask, 8-bit window (intensity.to_network_input)--> u8 image
         positives: windows holding >= 3 calcifications of one cluster (clusters.py), or
                    centred inside a Cluster outline without calcification marks;
                    up to `per_cluster` different offsets (stride 8 px) per cluster
@@ -40,9 +40,10 @@ from ..constants import PATCH_SIZE, PIXEL_MM, pixels_to_input
 from ..messages import cap
 from ..storage import StoreError, load_npz, save_npz
 from .augment import TRANSFORMS, augment
-from .breast import WINDOW_PERCENTILES, breast_mask, to_uint8, window_fraction
+from .breast import WINDOW_PERCENTILES, window_fraction
 from .clusters import find_clusters, points_in_polygon
 from .inbreast import InbreastError, Problems, is_inbreast_folder, list_cases, load_case
+from .intensity import to_network_input
 from .pngfolder import is_png_folder, read_png_folder
 from .split import DEFAULT_FRACTIONS, SPLITS, format_audit, leakage_audit, split_by_patient, split_random
 
@@ -294,8 +295,7 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
             problems.note(f"images whose pixel spacing is not {PIXEL_MM} mm ({PATCH_SIZE} px is then not 1 cm)")
         n_images += 1
         rng = np.random.default_rng(_case_seed(seed, case.file_name))
-        mask = breast_mask(dicom.pixels)
-        u8, _ = to_uint8(dicom.pixels, mask)
+        u8, mask, _ = to_network_input(dicom.pixels)     # the scanner's mapping, exactly
         n_clusters += len(clusters)
         pos = positive_windows(clusters, u8.shape, rng, size, per_cluster)
         neg = negative_windows(mask, rois, rng, size, negatives_per_image)
@@ -409,6 +409,7 @@ def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patien
         "negative_rule": f">= {MIN_BREAST_FRACTION:.0%} breast, no annotation within {ANNOTATION_MARGIN} px, "
                          f"overlap between negatives <= {MAX_NEGATIVE_OVERLAP:.0%}",
         "window": {"percentiles_of_breast_pixels": list(WINDOW_PERCENTILES), "maps_to": [0, 255],
+                   "mapping": "shallowcnn.data.intensity.to_network_input (mask on ranks)",
                    "per": "image"},
         "transforms": list(TRANSFORMS if augment_patches else ("none",)), "balanced": bool(balance),
         "before_augmentation": before, "images": base["images"], "clusters": base["clusters"],

@@ -6,13 +6,14 @@ and nowhere else in ``shallowcnn/web/``, so when the scanner's modules move only
 imports change. Detections are those of ``shallowcnn scan`` on the same file: the same
 :func:`scan_image` with the same defaults (stride 16, threshold 0.5, NMS 144 px).
 
-An upload goes through three checks before it is scanned, each with its own HTTP status:
+An upload is read once, by :func:`shallowcnn.data.images.load_image` (the reading path of
+``shallowcnn scan``), and what it refuses gets its own HTTP status:
 
-* is it an image at all? (DICOM magic bytes, or an image Pillow can identify): 415
-* a DICOM whose transfer syntax pydicom cannot decode here (e.g. JPEG-LS without its
-  plug-in): 415, naming the syntax
+* not an image at all (neither the DICOM magic bytes nor an image Pillow can identify),
+  or a DICOM whose transfer syntax no installed decoder reads (e.g. JPEG-LS without the
+  ``dicom-compressed`` extra): 415 (:class:`~shallowcnn.data.images.UnsupportedFormat`)
 * a DICOM header that cannot be read, truncated pixel data, an image smaller than one
-  144 x 144 window after resampling to 0.07 mm: 422 (what the scanner refuses)
+  144 x 144 window after resampling to 0.07 mm: 422 (any other ScanError)
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import PATCH_SIZE
-from ..data.images import ScanError, load_image
+from ..data.images import ScanError, UnsupportedFormat, load_image
 from ..plots import scan_overlay_png
 from ..scan import scan_image
 
@@ -64,58 +65,6 @@ class ScanOutcome:
 # ---------------------------------------------------------------------------------------
 # Checks before scanning
 # ---------------------------------------------------------------------------------------
-
-
-def sniff_format(path: Path) -> tuple:
-    """``(format, size)`` from the file's bytes, never from its name: ``("DICOM", None)``
-    or Pillow's format name and ``(width, height)``; raises :class:`UploadRejected` (415)
-    for anything else."""
-    with open(path, "rb") as f:
-        head = f.read(132)
-    if head[128:132] == b"DICM":
-        return "DICOM", None
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            return img.format or "image", img.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise UploadRejected(415, "not an image: expected a DICOM file or an image file "
-                                  "(PNG, TIFF, JPEG, BMP)") from None
-
-
-def dicom_header(path: Path, display_name: str) -> dict:
-    """What the DICOM header tells the page (laterality, view, transfer syntax, ...).
-
-    Raises :class:`UploadRejected`: 415 for a transfer syntax this installation cannot
-    decode, 422 for a header pydicom cannot read.
-    """
-    import pydicom
-    from pydicom.pixels import get_decoder
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as e:  # pydicom raises many kinds on damaged files
-        raise UploadRejected(422, f"{display_name}: unreadable DICOM header ({type(e).__name__}: {e})") from None
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if syntax is not None:
-        try:
-            available = get_decoder(syntax).is_available
-        except (NotImplementedError, ValueError):
-            available = False
-        if not available:
-            raise UploadRejected(415, f"{display_name}: unsupported transfer syntax {syntax.name} ({syntax}); "
-                                      f"this installation cannot decode its pixel data")
-
-    def text(keyword):
-        value = ds.get(keyword)
-        return (str(value).strip() or None) if value is not None else None
-
-    return {"transfer_syntax": syntax.name if syntax is not None else None,
-            "laterality": text("ImageLaterality") or text("Laterality"),
-            "view": text("ViewPosition"), "modality": text("Modality"),
-            "manufacturer": text("Manufacturer"), "bits_stored": ds.get("BitsStored"),
-            "size": (int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))}
 
 
 def name_hints(display_name: str) -> dict:
@@ -195,15 +144,15 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     """
     timings = {}
     t = time.perf_counter()
-    file_format, size = sniff_format(path)
-    header = dicom_header(path, display_name) if file_format == "DICOM" else {}
-    width, height = header.pop("size", None) or size
-    for key, value in name_hints(display_name).items():
-        header[key] = header.get(key) or value
     try:
         image = load_image(path)
     except ScanError as e:   # the message names our private file: show the client's name
-        raise UploadRejected(422, str(e).replace(str(path), display_name)) from None
+        status = 415 if isinstance(e, UnsupportedFormat) else 422
+        raise UploadRejected(status, str(e).replace(str(path), display_name)) from None
+    file_format, (width, height) = image.file_format, image.original_size
+    header = dict(image.header)
+    for key, value in name_hints(display_name).items():
+        header[key] = header.get(key) or value
     timings["read_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -228,9 +177,10 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
         "file": {"name": display_name, "format": file_format, "bytes": path.stat().st_size},
         "image": {"width": width, "height": height,
                   "pixel_spacing_mm": [float(s) for s in image.spacing_mm],
+                  "pixel_size_source": image.spacing_source, "pixel_size_note": image.pixel_size_note,
                   "scanned_width": scanned_w, "scanned_height": scanned_h,
                   "scale_original_px_per_scanned_px": scale,
-                  "window_14_to_8_bit": [float(v) for v in image.window] if image.window else None,
+                  "window_to_8_bit": [float(v) for v in image.window] if image.window else None,
                   **header},
         "scan": {"stride": result.stride, "threshold": result.threshold,
                  "min_breast_fraction": result.min_breast_fraction, "nms_px": result.nms_px,

@@ -154,7 +154,8 @@ function showResult(r) {
   fillList($("image-meta"), [
     ["file", `${r.file.name} (${r.file.format}, ${(r.file.bytes / 1048576).toFixed(1)} MB)`],
     ["size", `${img.width} x ${img.height} pixels`],
-    ["pixel spacing", `${img.pixel_spacing_mm.map((v) => v.toFixed(3)).join(" x ")} mm`],
+    ["pixel spacing", `${img.pixel_spacing_mm.map((v) => v.toFixed(3)).join(" x ")} mm` +
+      (img.pixel_size_note ? ` (${img.pixel_size_note})` : ` (${img.pixel_size_source})`)],
     ["scanned at 0.07 mm", `${img.scanned_width} x ${img.scanned_height} pixels`],
     ["laterality", img.laterality || "not given"],
     ["view", img.view || "not given"],
