@@ -135,6 +135,13 @@ def render_report(out: Path, r: dict) -> str:
             lines += [f"Over {froc['images']} images with {froc['clusters']} true clusters: sensitivity "
                       f"{froc['sensitivity']:.3f} at {froc['fp_per_image']:.2f} false positives per image "
                       f"(FROC curve: `scan/froc.png`).", ""]
+            located = froc.get("localization") or {}
+            if located.get("hits"):
+                lines += [f"Localization: the {located['hits']} detection(s) that hit a cluster point a median "
+                          f"{located['median_mm']:.2f} mm (90th percentile {located['p90_mm']:.2f} mm) from its "
+                          f"centre. A detection's position is where the network saw the finding: the centre of "
+                          f"the 17 x 17 receptive field of the conv2 maximum that adds most to its window's "
+                          f"logit (`evidence` in each `scan/*.detections.json`).", ""]
         lines += ["| image | true clusters | hit | detections | seconds |", "|---|---|---|---|---|"]
         for im in scan["images"]:
             lines.append(f"| {Path(im['image']).name} | {im.get('clusters', '-')} | {im.get('hit', '-')} "

@@ -154,7 +154,7 @@ def _timed_scan(state, upload):
 def filtered(report: dict, threshold: float) -> list:
     """The detections at ``threshold``: NMS was run once at threshold 0 and a window is
     suppressed only by stronger ones, so the peaks >= threshold are exactly the
-    detections a scan at that threshold gives (see :func:`shallowcnn.scan.find_detections`)."""
+    detections a scan at that threshold gives (see :func:`shallowcnn.scan.find_peaks`)."""
     if threshold == report["scan"]["threshold"]:
         return report["detections"]
     return [d for d in report["candidates"] if d["probability"] >= threshold]
