@@ -319,6 +319,14 @@ def test_cli_scan_writes_maps_overlay_detections_and_froc(tmp_path):
     froc = json.loads((out / "froc.json").read_text())
     assert froc["n_images"] == 2 and froc["n_clusters"] == 1
     assert froc["operating_point"]["sensitivity"] == 1.0 and froc["operating_point"]["fp_per_image"] == 0.0
+    # the hit's localization error: its position (on one of the spots) to the spots' mean, in mm
+    det = report["detections"][0]
+    centre = np.array(CLUSTER_CENTRE) + SPOTS.mean(axis=0)
+    error = np.hypot(det["row"] - centre[0], det["col"] - centre[1]) * 0.07
+    assert det["localization_error_mm"] == pytest.approx(error, abs=1e-3)
+    assert froc["localization"]["hits"] == 1 and froc["localization"]["median_mm"] == pytest.approx(error, abs=1e-3)
+    summary = json.loads((out / "scan_summary.json").read_text())
+    assert summary["froc"]["localization"]["median_mm"] == froc["localization"]["median_mm"]
     assert (out / "froc.png").exists()
     # the same scan through the Python API, from the path: identical map
     result = scan_image(spot_model(FAST), positive, stride=16)
