@@ -252,3 +252,29 @@ def test_detections_json_holds_the_evidence(tmp_path):
     assert (best["row"], best["col"]) == (det["row"], det["col"])
     assert det["evidence"][3]["contribution"] == pytest.approx(first.evidence[3].contribution, abs=1e-6)
     assert to_original(first.window[0] + 8, 1.0) <= det["row"] <= first.window[0] + PATCH_SIZE - 9
+
+
+def test_overlay_labels_stay_inside_the_image_near_its_right_edge():
+    """Issue 23: a probability label beside a detection at the right edge is neither cut
+    off nor hidden under the colour bar."""
+    from shallowcnn.plots import plt, scan_overlay_figure
+
+    image = np.full((300, 600), 60, np.uint8)
+    image[150, 575] = image[40, 8] = 250          # spots near the right and left edges (575: the last
+    #                                              field centre a window at stride 16 reaches is 583)
+    result = scan_image(spot_model(FAST), image, mask=np.ones(image.shape, bool), stride=16)
+    assert {(d.row, d.col) for d in result.detections} == {(150, 575), (40, 8)}
+    fig = scan_overlay_figure(result)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        ax = fig.axes[0]
+        box = ax.get_window_extent(renderer)
+        labels = [t for t in ax.texts if t.get_text().startswith(("0.", "1."))]
+        assert len(labels) == 2
+        for label in labels:
+            extent = label.get_window_extent(renderer)
+            assert box.x0 <= extent.x0 and extent.x1 <= box.x1, (label.get_text(), extent, box)
+            assert box.y0 <= extent.y0 and extent.y1 <= box.y1
+    finally:
+        plt.close(fig)
