@@ -119,9 +119,11 @@ def window_evidence(model, image_u8: np.ndarray, corners, scale: float = 1.0,
     if len(corners) == 0:
         return []
     image_u8 = np.asarray(image_u8)
+    outside = (corners < 0).any(axis=1) | (corners + size > np.array(image_u8.shape[:2])).any(axis=1)
+    if outside.any():
+        raise ValueError(f"the {size} x {size} window at (top, left) {tuple(corners[outside][0].tolist())} "
+                         f"sticks out of the {image_u8.shape[1]} x {image_u8.shape[0]} image")
     windows = np.stack([image_u8[r:r + size, c:c + size] for r, c in corners])
-    if windows.shape[1:] != (size, size):
-        raise ValueError(f"a window at {corners.tolist()} sticks out of the {image_u8.shape} image")
     pooled, i, j = window_maxima(model, windows)
     half = receptive_field(model.kernel_size) // 2                         # 8: the field's centre
     rows = to_original(corners[:, :1] + i + half, scale)                   # (N, F)

@@ -122,6 +122,11 @@ def test_ties_go_to_the_first_maximum_in_row_major_order_then_the_lower_filter(b
     assert (ev[0].row, ev[0].col) == (top + 8, left + 8)
 
 
+def test_a_window_outside_the_image_is_a_clear_error():
+    with pytest.raises(ValueError, match="sticks out of the 200 x 150 image"):
+        window_evidence(random_model("numpy"), np.zeros((150, 200), np.uint8), [(0, 0), (10, 60)])
+
+
 def test_window_maxima_agree_between_backends():
     if len(BACKENDS) < 2:
         pytest.skip("numba is not available")
