@@ -134,6 +134,13 @@ def render_report(out: Path, r: dict) -> str:
             lines += [f"Over {froc['images']} images with {froc['clusters']} true clusters: sensitivity "
                       f"{froc['sensitivity']:.3f} at {froc['fp_per_image']:.2f} false positives per image "
                       f"(FROC curve: `scan/froc.png`).", ""]
+            located = froc.get("localization") or {}
+            if located.get("hits"):
+                lines += [f"Localization: the {located['hits']} detection(s) that hit a cluster point a median "
+                          f"{located['median_mm']:.2f} mm (90th percentile {located['p90_mm']:.2f} mm) from its "
+                          f"centre. A detection's position is where the network saw the finding: the centre of "
+                          f"the 17 x 17 receptive field of the conv2 maximum that adds most to its window's "
+                          f"logit (`evidence` in each `scan/*.detections.json`).", ""]
         lines += ["| image | true clusters | hit | detections | seconds |", "|---|---|---|---|---|"]
         for im in scan["images"]:
             lines.append(f"| {Path(im['image']).name} | {im.get('clusters', '-')} | {im.get('hit', '-')} "
@@ -151,12 +158,14 @@ def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed:
     """Run the demo pipeline in a temporary folder and keep only its best model.
 
     The model's metadata gains ``training`` (what it was trained on, epochs, best epoch,
-    the test-patient metrics) and ``bundled``/``warning``, which the server shows.
+    the test-patient metrics per 1 cm^2 patch, and ``whole_image``: the scan of the test
+    patients' whole mammograms -- clusters found, false positives per image, localization
+    error) and ``bundled``/``warning``, which the server shows.
     """
     epochs = DEMO_EPOCHS if epochs is None else epochs
     with tempfile.TemporaryDirectory(prefix="shallowcnn-bundled-") as work:
         results = run_demo(Path(work) / "demo", epochs=epochs, seed=seed, backend=backend,
-                           scan=False, verbose=verbose)
+                           scan=True, verbose=verbose)
         model = ShallowCNN.load(Path(work) / "demo" / "run" / "model.npz")
     metrics = {k: v for k, v in results["test_metrics"].items() if isinstance(v, (int, float))}
     training = {"data": "shallowcnn phantom (synthetic mammograms, 0.07 mm, INbreast layout), "
@@ -164,7 +173,20 @@ def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed:
                 "phantom": results["phantom"], "patches": results["patches"],
                 "epochs": epochs, "best_epoch": results["best_epoch"],
                 "best_val_accuracy": results["best_val_accuracy"], "seed": seed,
-                "test_metrics": metrics,
+                "test_metrics": metrics, "whole_image": whole_image_figures(results.get("scan")),
                 "made_by": "shallowcnn bundle"}
     return model.save(out, metadata={"bundled": True, "warning": NEVER_SAW_A_MAMMOGRAM,
                                      "training": training})
+
+
+def whole_image_figures(scan: dict | None) -> dict | None:
+    """What the page shows per whole mammogram, from :func:`shallowcnn.scan_files.scan_paths`'s
+    summary: None when no annotated image was scanned."""
+    froc = (scan or {}).get("froc")
+    if not froc:
+        return None
+    return {"images": froc["images"], "clusters": froc["clusters"], "threshold": scan["threshold"],
+            "clusters_found": froc["sensitivity"], "fp_per_image": froc["fp_per_image"],
+            "localization": froc.get("localization"),
+            "definition": "test patients' whole mammograms scanned at stride 16; a cluster is found when "
+                          "a detection lies inside its outline or within 5 mm of its centre"}

@@ -2,8 +2,9 @@
 
 The truth of an image is its microcalcification clusters, as defined by
 :func:`shallowcnn.data.clusters.find_clusters`: Cluster outlines, and groups of at least
-3 calcifications within 1 cm^2. A detection (a peak of the probability map, see
-:func:`shallowcnn.scan.find_detections`) **hits** a cluster when its centre lies within
+3 calcifications within 1 cm^2. A detection (a peak window of the probability map,
+:func:`shallowcnn.scan.find_peaks`, at the position the network points to,
+:mod:`shallowcnn.evidence`) **hits** a cluster when its position lies within
 ``hit_radius`` (default 72 px = half a patch, 5 mm) of the cluster centre, or inside the
 cluster's outline. A detection that hits no cluster is a **false positive**; several
 detections on one cluster count it once and are not false positives.
@@ -18,16 +19,22 @@ detections at threshold t are exactly the peaks found at threshold 0 with probab
 >= t; each image is therefore scanned once and the curve swept afterwards. A cluster is
 found from threshold ``best`` down (the highest probability among the detections that
 hit it), a false positive from its own probability down: the curve is two sorted lists.
+
+**Localization error**: for every detection (at the scan's threshold) that hits a
+cluster, the distance in mm from the detection's position to that cluster's centre (the
+nearest one it hits); reported as the median and 90th percentile over all hits
+(:func:`localization_summary`). The hit rule above decides *whether* a cluster was
+found; this says *how close* to it the detection points.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .constants import PATCH_SIZE
+from .constants import PATCH_SIZE, PIXEL_MM
 from .data.clusters import find_clusters, points_in_polygon
 from .storage import atomic_write_text
 
@@ -62,6 +69,8 @@ class ImageTruth:
     fp_probs         (P,) float: probabilities of the candidates that hit no cluster
     detection_cluster  for each detection at the threshold, the index of a cluster it hits
                      (the nearest), or None for a false positive
+    detection_error_mm  for each detection at the threshold, its distance to the centre of
+                     ``detection_cluster`` in mm (None for a false positive)
     """
 
     name: str
@@ -70,6 +79,7 @@ class ImageTruth:
     best: np.ndarray
     fp_probs: np.ndarray
     detection_cluster: list
+    detection_error_mm: list = field(default_factory=list)
 
     @property
     def false_positives(self) -> int:
@@ -89,9 +99,12 @@ class ImageTruth:
 
 
 def score_image(name: str, clusters: list, candidates: list, threshold: float,
-                hit_radius: float = DEFAULT_HIT_RADIUS) -> ImageTruth:
+                hit_radius: float = DEFAULT_HIT_RADIUS, pixel_mm: float = PIXEL_MM) -> ImageTruth:
     """Score the NMS peaks of one image (``candidates``: list of
-    :class:`~shallowcnn.scan.Detection`, all thresholds) against its clusters."""
+    :class:`~shallowcnn.scan.Detection`, all thresholds) against its clusters.
+
+    hit_radius  in the clusters' pixels; pixel_mm: their size in mm (for the errors)
+    """
     det_rc = np.array([(d.row, d.col) for d in candidates], dtype=np.float64).reshape(-1, 2)
     probs = np.array([d.probability for d in candidates], dtype=np.float64)
     hits = match_detections(det_rc, clusters, hit_radius)                 # (D, C)
@@ -99,16 +112,18 @@ def score_image(name: str, clusters: list, candidates: list, threshold: float,
     fp_probs = probs[~hits.any(axis=1)]
     above = probs >= threshold
     hit = (hits & above[:, None]).any(axis=0)
-    detection_cluster = []
+    detection_cluster, errors = [], []
     for d in np.flatnonzero(above):
         if hits[d].any():
             dist = [np.hypot(*(det_rc[d] - clusters[c].centre)) if hits[d, c] else np.inf
                     for c in range(len(clusters))]
             detection_cluster.append(int(np.argmin(dist)))
+            errors.append(float(np.min(dist)) * pixel_mm)
         else:
             detection_cluster.append(None)
+            errors.append(None)
     return ImageTruth(name=name, clusters=clusters, hit=hit, best=best, fp_probs=fp_probs,
-                      detection_cluster=detection_cluster)
+                      detection_cluster=detection_cluster, detection_error_mm=errors)
 
 
 def image_truth(result, hit_radius: float = DEFAULT_HIT_RADIUS) -> ImageTruth | None:
@@ -116,14 +131,15 @@ def image_truth(result, hit_radius: float = DEFAULT_HIT_RADIUS) -> ImageTruth | 
     None when the truth of the image is unknown (not from an INbreast-layout folder).
 
     ``hit_radius`` is in 0.07 mm pixels; clusters are found with a 1 cm^2 window in the
-    image's own pixels.
+    image's own pixels; errors are in mm of the image's own pixel size (the mean of its
+    row and column spacing).
     """
     img = result.image
     if img.rois is None:
         return None
     clusters = find_clusters(img.rois, size=int(round(PATCH_SIZE * img.scale)))
     return score_image(img.name, clusters, result.candidates, result.threshold,
-                       hit_radius * img.scale)
+                       hit_radius * img.scale, pixel_mm=float(np.mean(img.spacing_mm)))
 
 
 @dataclass
@@ -135,6 +151,7 @@ class FrocCurve:
     fp_per_image: np.ndarray
     n_images: int
     n_clusters: int
+    errors_mm: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def at_threshold(self, t: float) -> dict:
         """The operating point of threshold t (the lowest swept threshold >= t)."""
@@ -167,19 +184,36 @@ def froc_curve(truths: list) -> FrocCurve:
     false = len(fps) - np.searchsorted(np.sort(fps), thresholds, side="left")
     sensitivity = found / max(n_clusters, 1)
     fpi = false / max(n_images, 1)
+    errors = [e for t in truths for e in t.detection_error_mm if e is not None]
     return FrocCurve(thresholds=thresholds, sensitivity=sensitivity.astype(np.float64),
-                     fp_per_image=fpi.astype(np.float64), n_images=n_images, n_clusters=n_clusters)
+                     fp_per_image=fpi.astype(np.float64), n_images=n_images, n_clusters=n_clusters,
+                     errors_mm=np.asarray(errors, dtype=np.float64))
+
+
+def localization_summary(errors_mm) -> dict:
+    """``{"hits", "median_mm", "p90_mm"}`` of the localization errors of the hits (mm);
+    the figures are None when there is no hit. Percentiles by linear interpolation
+    (:func:`numpy.percentile`'s default)."""
+    errors = np.asarray(errors_mm, dtype=np.float64)
+    if len(errors) == 0:
+        return {"hits": 0, "median_mm": None, "p90_mm": None}
+    return {"hits": int(len(errors)), "median_mm": round(float(np.median(errors)), 3),
+            "p90_mm": round(float(np.percentile(errors, 90)), 3)}
 
 
 def write_froc(curve: FrocCurve, path, threshold: float = 0.5) -> Path:
-    """froc.json: the curve, the operating point at ``threshold``, sensitivity at 0.5 / 1 /
-    2 / 4 false positives per image."""
+    """froc.json: the curve, the operating point at ``threshold``, the localization error
+    of its hits, sensitivity at 0.5 / 1 / 2 / 4 false positives per image."""
     content = {
         "n_images": curve.n_images, "n_clusters": curve.n_clusters,
         "definition": "sensitivity = clusters hit / clusters; fp_per_image = detections hitting "
                       "no cluster / images; a detection hits a cluster within hit_radius of its "
                       "centre or inside its outline",
         "operating_point": curve.at_threshold(threshold),
+        "localization": {**localization_summary(curve.errors_mm),
+                         "definition": "distance from each hit's position (the conv2 maximum the network "
+                                       "used most) to the centre of the cluster it hits, in mm, over the "
+                                       "detections at the operating point"},
         "sensitivity_at_fp_per_image": {str(f): curve.sensitivity_at_fpi(f) for f in (0.5, 1, 2, 4)},
         "thresholds": [float(t) for t in curve.thresholds],
         "sensitivity": [float(s) for s in curve.sensitivity],

@@ -18,7 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Circle  # noqa: E402
+from matplotlib import patheffects  # noqa: E402
+from matplotlib.patches import Circle, Rectangle  # noqa: E402
 
 from .data.augment import TRANSFORMS, apply_transform  # noqa: E402
 from .storage import atomic_write_bytes  # noqa: E402
@@ -165,13 +166,26 @@ def scan_overlay_png(result, truth=None, max_side: int = 1600, title: str | None
     """The mammogram with the probability heatmap on top, detections and true clusters.
 
     Each window's probability colours a stride x stride cell at the window's centre
-    (transparent where below 0.1 and outside the breast); detections are white circles
-    of one window's size with their probability; true clusters (``truth``: the
-    :class:`~shallowcnn.froc.ImageTruth`, optional) are green when hit, red when missed.
-    The image is shown at most ``max_side`` pixels high or wide.
+    (transparent where below 0.1 and outside the breast). Each detection is drawn where
+    the network saw it (:mod:`shallowcnn.evidence`): a white circle of one window's size
+    around its position, the 17 x 17 receptive field as a small square at the centre, and
+    its probability. True clusters (``truth``: the :class:`~shallowcnn.froc.ImageTruth`,
+    optional) are dashed circles, green when hit, red when missed. The image is shown at
+    most ``max_side`` pixels high or wide.
 
     result  a :class:`~shallowcnn.scan.ScanResult`
     """
+    return _png(scan_overlay_figure(result, truth, max_side, title))
+
+
+def _on_display(original, scale: float):
+    """Original pixel coordinate (centres at whole numbers) -> the overlay's axes, where
+    scanned pixel k covers [k, k + 1): ``(original + 0.5) / scale``."""
+    return (np.asarray(original, dtype=np.float64) + 0.5) / scale
+
+
+def scan_overlay_figure(result, truth=None, max_side: int = 1600, title: str | None = None):
+    """The figure of :func:`scan_overlay_png` (a matplotlib Figure; the caller closes it)."""
     img = result.image
     height, width = img.pixels.shape
     sub = max(1, int(math.ceil(max(height, width) / max_side)))
@@ -193,27 +207,35 @@ def scan_overlay_png(result, truth=None, max_side: int = 1600, title: str | None
                levels=[0.5], colors="deepskyblue", linewidths=0.6)
     im = ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=0.55, extent=extent,
                    interpolation="nearest")
-    inv = 1.0 / img.scale                                  # original -> scanned pixels
     if truth is not None:
         for cluster, hit in zip(truth.clusters, truth.hit):
             colour = "lime" if hit else "red"
-            ax.add_patch(Circle((cluster.centre[1] * inv, cluster.centre[0] * inv), radius=half,
+            ax.add_patch(Circle(tuple(_on_display(cluster.centre[::-1], img.scale)), radius=half,
                                 fill=False, color=colour, lw=1.2, ls="--"))
     for det in result.detections:
-        x, y = det.col * inv, det.row * inv
+        x, y = _on_display((det.col, det.row), img.scale)
+        field = det.receptive_field / img.scale                # 17 scanned pixels
         ax.add_patch(Circle((x, y), radius=half, fill=False, color="white", lw=1.2))
-        ax.text(x + half, y - half, f"{det.probability:.2f}", color="white", fontsize=7,
-                va="bottom", ha="left")
+        ax.add_patch(Rectangle((x - field / 2, y - field / 2), field, field, fill=False, color="white", lw=0.8))
+        # the probability beside the circle, above right unless that leaves the image (or
+        # runs under the colour bar): then to the left, or below
+        right = x + half * 0.75 <= width * 0.9
+        above = y - half * 0.75 >= height * 0.08
+        ax.text(x + half * 0.75 if right else x - half * 0.75,
+                y - half * 0.75 if above else min(y + half * 0.75, height * 0.92),
+                f"{det.probability:.2f}", color="white", fontsize=7, va="bottom" if above else "top",
+                ha="left" if right else "right", clip_on=True,
+                path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_xticks([])
     ax.set_yticks([])
-    cbar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01)
+    cbar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     cbar.set_label("P(cluster) per 144 x 144 window")
     n_truth = "" if truth is None else f", {sum(truth.hit)}/{len(truth.clusters)} clusters hit"
     ax.set_title(title or (f"{img.name}: {len(result.detections)} detection(s) at "
                            f"p >= {result.threshold:g}{n_truth} (stride {s})"), fontsize=9)
-    return _png(fig)
+    return fig
 
 
 def plot_froc(curve, path, threshold: float = 0.5) -> Path:

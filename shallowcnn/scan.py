@@ -64,6 +64,7 @@ from tqdm import tqdm
 from .constants import PATCH_SIZE, pixels_to_input
 from .data.breast import window_fraction
 from .data.images import ScanError, ScanImage, as_scan_image, check_size
+from .evidence import receptive_field, strongest, window_evidence
 from .layers import sigmoid
 
 DEFAULT_STRIDE = 16
@@ -247,13 +248,18 @@ def _progress(progress, **kwargs):
 
 @dataclass
 class Detection:
-    """One detected cluster.
+    """One detected cluster: a peak window and where in it the network saw the finding.
 
-    row, col     estimated centre in *original* image pixels (y, x)
+    row, col     the position of the finding in *original* image pixels (y, x): the centre
+                 of the receptive field of the conv2 maximum that adds most to the logit
+                 (:mod:`shallowcnn.evidence`); always inside the peak window
     probability  the peak window's probability
     logit        the peak window's logit (orders detections where the probability has
                  saturated at 1.0 in float32)
     window       (row, col) top-left corner of the peak window, in scanned pixels
+    evidence     one :class:`~shallowcnn.evidence.Evidence` per conv2 filter: its maximum's
+                 position (original pixels) and its contribution to the logit
+    receptive_field  side of the 17 x 17 scanned-pixel field, in original pixels
     """
 
     row: float
@@ -261,16 +267,20 @@ class Detection:
     probability: float
     logit: float
     window: tuple
+    evidence: list = field(default_factory=list)
+    receptive_field: float = 0.0
 
     def to_dict(self) -> dict:
         return {"row": round(self.row, 2), "col": round(self.col, 2), "x": round(self.col, 2),
                 "y": round(self.row, 2), "probability": float(self.probability),
-                "logit": float(self.logit), "window_top_left": [int(v) for v in self.window]}
+                "logit": float(self.logit), "window_top_left": [int(v) for v in self.window],
+                "receptive_field_px": round(self.receptive_field, 2),
+                "strongest_filter": strongest(self.evidence).filter if self.evidence else None,
+                "evidence": [e.to_dict() for e in self.evidence]}
 
 
-def find_detections(logit_map: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                    threshold: float = DEFAULT_THRESHOLD, nms_px: float = PATCH_SIZE,
-                    size: int = PATCH_SIZE, scale: float = 1.0, plateau: float = 1e-4) -> list:
+def find_peaks(logit_map: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+               threshold: float = DEFAULT_THRESHOLD, nms_px: float = PATCH_SIZE) -> list:
     """Local maxima of the window scores, one per ~patch: greedy non-maximum suppression.
 
     logit_map  (nR, nC) window logits, NaN for windows not scanned
@@ -279,21 +289,17 @@ def find_detections(logit_map: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     nms_px     a kept window suppresses every window whose top-left corner is closer
                than this in both directions (Chebyshev distance < nms_px): with the
                default 144, no two detections' windows overlap
-    plateau    the position of a detection is the mean centre of the windows near the
-               peak (closer than nms_px) whose logit is within ``plateau * max(1, |peak|)``
-               of the peak. The global max pool makes every window holding the strongest
-               response score the same, so the peak is a plateau; its first window
-               would put the detection at a corner of the finding, the plateau's
-               centre puts it on the finding.
-    returns    list of :class:`Detection`, strongest first
+    returns    list of ``(top, left, logit)`` of the peak windows, strongest first
 
-    Greedy NMS visits windows from the highest logit down (ties: row-major order); a
-    window is suppressed only by stronger ones, so thresholding the detections later
-    gives the same set as suppressing with that threshold: one run at threshold 0 serves
-    every point of a FROC curve.
+    Greedy NMS visits windows from the highest logit down (ties: row-major order, so of
+    a plateau of equal windows -- the global max pool makes every window holding the
+    strongest response score the same -- the first is kept); a window is suppressed only
+    by stronger ones, so thresholding the peaks later gives the same set as suppressing
+    with that threshold: one run at threshold 0 serves every point of a FROC curve.
+    Where in its window the finding lies is :mod:`shallowcnn.evidence`'s job.
     """
-    rows = np.asarray(rows, dtype=np.float64)
-    cols = np.asarray(cols, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
     k_idx, l_idx = np.nonzero(np.isfinite(logit_map))
     logits = logit_map[k_idx, l_idx].astype(np.float64)
     keep = sigmoid(logits) >= threshold
@@ -302,18 +308,31 @@ def find_detections(logit_map: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     k_idx, l_idx, logits = k_idx[order], l_idx[order], logits[order]
     r, c = rows[k_idx], cols[l_idx]
     suppressed = np.zeros(len(logits), dtype=bool)
-    half = size / 2.0
-    detections = []
+    peaks = []
     for i in range(len(logits)):
         if suppressed[i]:
             continue
-        near = (np.abs(r - r[i]) < nms_px) & (np.abs(c - c[i]) < nms_px)
-        top = near & (logits >= logits[i] - plateau * max(1.0, abs(logits[i])))
-        centre_r, centre_c = r[top].mean() + half, c[top].mean() + half
-        suppressed |= near
-        detections.append(Detection(row=float(centre_r * scale), col=float(centre_c * scale),
-                                    probability=float(sigmoid(np.float64(logits[i]))),
-                                    logit=float(logits[i]), window=(int(r[i]), int(c[i]))))
+        suppressed |= (np.abs(r - r[i]) < nms_px) & (np.abs(c - c[i]) < nms_px)
+        peaks.append((int(r[i]), int(c[i]), float(logits[i])))
+    return peaks
+
+
+def locate_detections(model, image: ScanImage, peaks: list) -> list:
+    """:class:`Detection` of each peak window, positioned by the network's own evidence.
+
+    model   :class:`~shallowcnn.model.ShallowCNN`
+    image   the :class:`ScanImage` scanned (its 8-bit pixels and scale)
+    peaks   ``(top, left, logit)`` from :func:`find_peaks`
+    Each window is run once more through the patch model's fused conv2 + ReLU + max pool
+    (:func:`shallowcnn.evidence.window_evidence`); its logit stays the scan's.
+    """
+    evidence = window_evidence(model, image.pixels, [(top, left) for top, left, _ in peaks], image.scale)
+    field_px = receptive_field(model.kernel_size) * image.scale
+    detections = []
+    for (top, left, logit), ev in zip(peaks, evidence):
+        best = strongest(ev)
+        detections.append(Detection(row=best.row, col=best.col, probability=float(sigmoid(np.float64(logit))),
+                                    logit=logit, window=(top, left), evidence=ev, receptive_field=field_px))
     return detections
 
 
@@ -378,7 +397,10 @@ class ScanResult:
             "prob_map": ("prob_map[k, l] is the probability of the window whose top-left "
                          "corner is (row k * stride, col l * stride) in the scanned image; "
                          "NaN = window outside the breast (not scanned)"),
-            "positions": "detections give (row, col) = (y, x) in original image pixels",
+            "positions": ("detections give (row, col) = (y, x) in original image pixels (pixel centres "
+                          "at whole numbers): the centre of the 17 x 17 receptive field of the conv2 "
+                          "maximum that adds most to the peak window's logit; 'evidence' lists every "
+                          "filter's maximum position and its contribution (dense weight x maximum)"),
             "backend": self.backend,
             "seconds": round(self.seconds, 3),
         }
@@ -412,8 +434,8 @@ def scan_image(model, image, stride: int = DEFAULT_STRIDE, threshold: float = DE
                                 progress=progress)
         logit_map[valid] = model.head_forward(feats[valid])
     prob_map = sigmoid(logit_map)                                  # NaN stays NaN
-    candidates = find_detections(logit_map, rows, cols, threshold=0.0, nms_px=nms_px,
-                                 scale=scan.scale)
+    peaks = find_peaks(logit_map, rows, cols, threshold=0.0, nms_px=nms_px)
+    candidates = locate_detections(model, scan, peaks)
     detections = [d for d in candidates if d.probability >= threshold]
     return ScanResult(prob_map=prob_map.astype(np.float32), logit_map=logit_map.astype(np.float32),
                       window_rows=rows, window_cols=cols, breast_fraction=fraction,

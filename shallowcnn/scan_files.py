@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .constants import PATCH_SIZE
 from .data.images import ScanError
-from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, write_froc
+from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, localization_summary, write_froc
 from .messages import cap
 from .scan import DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult, scan_image
 from .storage import atomic_write_text, save_npy
@@ -70,8 +70,9 @@ def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None
     content["files"] = {k: p.name for k, p in paths.items()}
     content["detections"] = [d.to_dict() for d in result.detections]
     if truth is not None:
-        for det, cluster in zip(content["detections"], truth.detection_cluster):
+        for det, cluster, error in zip(content["detections"], truth.detection_cluster, truth.detection_error_mm):
             det["hits_cluster"] = cluster          # index into true_clusters, None = false positive
+            det["localization_error_mm"] = None if error is None else round(error, 3)
         content.update(truth.to_dict())
     atomic_write_text(paths["detections"], json.dumps(content, indent=2) + "\n")
     return content
@@ -165,12 +166,17 @@ def scan_paths(model, paths, out, settings: ScanSettings | None = None, verbose:
         write_froc(curve, out / "froc.json", threshold=threshold)
         plot_froc(curve, out / "froc.png", threshold=threshold)
         op = curve.at_threshold(threshold)
+        located = localization_summary(curve.errors_mm)
         report["froc"] = {"file": "froc.json", "images": curve.n_images, "clusters": curve.n_clusters,
-                          "sensitivity": op["sensitivity"], "fp_per_image": op["fp_per_image"]}
+                          "sensitivity": op["sensitivity"], "fp_per_image": op["fp_per_image"],
+                          "localization": located}
         if verbose:
             print(f"FROC over {curve.n_images} annotated image(s), {curve.n_clusters} cluster(s): "
                   f"at p >= {threshold:g} sensitivity {op['sensitivity']:.3f}, "
                   f"{op['fp_per_image']:.2f} false positives per image -> {out / 'froc.png'}")
+            if located["hits"]:
+                print(f"localization: {located['hits']} hit(s) lie a median {located['median_mm']:.2f} mm "
+                      f"(90th percentile {located['p90_mm']:.2f} mm) from their cluster's centre")
     atomic_write_text(out / "scan_summary.json", json.dumps(report, indent=2) + "\n")
     return report
 

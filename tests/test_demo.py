@@ -20,3 +20,24 @@ def test_demo_writes_every_output(tmp_path, capsys):
         if "phantom" not in png.parts:
             assert png.relative_to(out).as_posix() in report
     assert "test accuracy" in capsys.readouterr().out
+    # the localization error of the hits, in froc.json, the scan's summary and the report
+    froc = json.loads((out / "scan" / "froc.json").read_text())
+    located = results["scan"]["froc"]["localization"]
+    assert {k: froc["localization"][k] for k in ("hits", "median_mm", "p90_mm")} == located
+    if located["hits"]:
+        assert f"point a median {located['median_mm']:.2f} mm (90th percentile {located['p90_mm']:.2f} mm)" in report
+
+
+def test_report_gives_the_localization_error_of_the_hits(tmp_path):
+    from shallowcnn.demo import render_report
+
+    metrics = {k: 0.5 for k in ("accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc")}
+    metrics.update(n=4, confusion_matrix={"tn": 1, "fp": 1, "fn": 1, "tp": 1})
+    froc = {"images": 3, "clusters": 4, "sensitivity": 0.75, "fp_per_image": 1.0,
+            "localization": {"hits": 5, "median_mm": 1.234, "p90_mm": 2.5}}
+    results = {"phantom": "p", "config": {"epochs": 1, "batch_size": 64, "lr": 0.001, "p_drop": 0.2, "seed": 0},
+               "backend": "numpy", "best_epoch": 1, "best_val_accuracy": 0.5, "test_metrics": metrics,
+               "scan": {"stride": 16, "backend": "numpy", "threshold": 0.5, "froc": froc, "images": []},
+               "seconds": {"total": 1.0}}
+    report = render_report(tmp_path, results)
+    assert "the 5 detection(s) that hit a cluster point a median 1.23 mm (90th percentile 2.50 mm)" in report

@@ -132,7 +132,7 @@ LAYERS = (
     ("network", ("shallowcnn.layers", "shallowcnn.losses", "shallowcnn.optim", "shallowcnn.model")),
     ("data", ("shallowcnn.data", "shallowcnn.metrics", "shallowcnn.plots")),
     ("work", ("shallowcnn.checkpoint", "shallowcnn.train", "shallowcnn.evaluate", "shallowcnn.scan",
-              "shallowcnn.scan_files",
+              "shallowcnn.scan_files", "shallowcnn.evidence",
               "shallowcnn.scan_dask", "shallowcnn.dask_cluster", "shallowcnn.froc", "shallowcnn.gradcheck",
               "shallowcnn.grading")),
     ("applications", ("shallowcnn.search", "shallowcnn.web", "shallowcnn.interop")),

@@ -21,7 +21,7 @@ from shallowcnn.froc import ImageTruth, froc_curve, score_image
 from shallowcnn.data.clusters import Cluster
 from shallowcnn.kernels import get_backend, reference
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import running_max, find_detections, scan_image, scan_patchwise, window_features, window_starts
+from shallowcnn.scan import find_peaks, running_max, scan_image, scan_patchwise, window_features, window_starts
 from shallowcnn.storage import atomic_write_bytes
 
 try:
@@ -246,18 +246,19 @@ def test_detection_finds_the_inserted_cluster_and_nothing_else():
     assert scan_image(model, negative, stride=16).detections == []
 
 
-def test_nms_keeps_one_peak_per_patch_and_uses_the_plateau_centre():
+def test_nms_keeps_one_peak_per_patch_and_the_first_window_of_a_plateau():
     rows, cols = np.arange(0, 400, 16), np.arange(0, 400, 16)
     logits = np.full((len(rows), len(cols)), -5.0)
     logits[2:7, 3:8] = 4.0        # a plateau: windows with top-left rows 32..96, cols 48..112
     logits[20, 20] = 3.0          # a second peak far away
     logits[8, 9] = 3.5            # within one patch of the plateau: suppressed
     logits[0, 24] = np.nan        # not scanned
-    dets = find_detections(logits, rows, cols, threshold=0.5)
-    assert [round(d.probability, 4) for d in dets] == [round(1 / (1 + np.exp(-4)), 4), round(1 / (1 + np.exp(-3)), 4)]
-    assert (dets[0].row, dets[0].col) == (64 + 72, 80 + 72)      # the plateau's centre
-    assert (dets[1].row, dets[1].col) == (320 + 72, 320 + 72)
-    assert find_detections(logits, rows, cols, threshold=0.99) == []
+    peaks = find_peaks(logits, rows, cols, threshold=0.5)
+    # the plateau's first window in row-major order, then the far peak; no averaging
+    assert peaks == [(32, 48, 4.0), (320, 320, 3.0)]
+    assert find_peaks(logits, rows, cols, threshold=0.99) == []
+    # thresholding the peaks found at 0 gives the peaks found at the threshold
+    assert [p for p in find_peaks(logits, rows, cols, threshold=0.0) if p[2] >= 0] == peaks
 
 
 def test_froc_curve_counts():
@@ -318,6 +319,14 @@ def test_cli_scan_writes_maps_overlay_detections_and_froc(tmp_path):
     froc = json.loads((out / "froc.json").read_text())
     assert froc["n_images"] == 2 and froc["n_clusters"] == 1
     assert froc["operating_point"]["sensitivity"] == 1.0 and froc["operating_point"]["fp_per_image"] == 0.0
+    # the hit's localization error: its position (on one of the spots) to the spots' mean, in mm
+    det = report["detections"][0]
+    centre = np.array(CLUSTER_CENTRE) + SPOTS.mean(axis=0)
+    error = np.hypot(det["row"] - centre[0], det["col"] - centre[1]) * 0.07
+    assert det["localization_error_mm"] == pytest.approx(error, abs=1e-3)
+    assert froc["localization"]["hits"] == 1 and froc["localization"]["median_mm"] == pytest.approx(error, abs=1e-3)
+    summary = json.loads((out / "scan_summary.json").read_text())
+    assert summary["froc"]["localization"]["median_mm"] == froc["localization"]["median_mm"]
     assert (out / "froc.png").exists()
     # the same scan through the Python API, from the path: identical map
     result = scan_image(spot_model(FAST), positive, stride=16)

@@ -114,7 +114,14 @@ def test_dicom_scan_equals_shallowcnn_scan(client, phantom_dicom, tmp_path):
     det = report["detections"][0]
     box = det["window"]
     assert (box["width"], box["height"]) == (144, 144)
-    assert (box["x"], box["y"]) == (det["window_top_left"][1], det["window_top_left"][0])
+    assert (box["x"], box["y"]) == (det["window_top_left"][1] - 0.5, det["window_top_left"][0] - 0.5)
+    # the network's evidence: 16 filters, the position is the strongest one's, inside the window
+    assert len(det["evidence"]) == 16
+    strongest = max(det["evidence"], key=lambda e: e["contribution"])
+    assert (strongest["x"], strongest["y"]) == (det["x"], det["y"])
+    assert box["x"] < det["x"] < box["x"] + box["width"] and box["y"] < det["y"] < box["y"] + box["height"]
+    field = det["receptive_field"]
+    assert field["width"] == 17 and (field["x"] + 8.5, field["y"] + 8.5) == (det["x"], det["y"])
     # the pictures behind the URLs
     for key in ("image", "heatmap", "overlay"):
         picture = client.get(report["urls"][key])

@@ -4,12 +4,15 @@ Playwright with ``executable_path`` (Playwright's own browser download does not 
 It starts the server on 127.0.0.1 (a free port, in a thread), opens the page, uploads a
 phantom DICOM through the file input, waits for the result and checks that the detection
 list, the mammogram and the heatmap appear and that clicking a detection shows its
-144 x 144 window (and that a file dropped on the drop zone is chosen). A screenshot is always saved
-into pytest's tmp folder; with
+144 x 144 window, its receptive field and the network's evidence points where the API puts
+them, that the contrast (window/level) control changes the displayed mammogram, and that
+the model panel says its patch metrics are per 1 cm^2 patch (and that a file dropped on
+the drop zone is chosen). A screenshot is always saved into pytest's tmp folder; with
 ``SHALLOWCNN_SCREENSHOT=docs`` it is also written to docs/serve_page.png for the README.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import socket
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageStat
 
 pytest.importorskip("starlette", reason="the web server needs the [web] extra: pip install '.[web]'")
 uvicorn = pytest.importorskip("uvicorn", reason="the web server needs the [web] extra: pip install '.[web]'")
@@ -105,8 +109,43 @@ def test_page_scans_an_uploaded_dicom_in_chromium(server_url, demo_dicom, tmp_pa
             assert items.count() >= 1
             assert "p = " in items.first.inner_text()
             assert page.locator("#marks circle").count() == items.count()
+            assert "per 1 cm\u00b2 patch" in page.inner_text("#model-meta")
             items.first.click()
             page.wait_for_function("() => document.getElementById('window-image').naturalWidth === 144")
+            # the evidence of the chosen detection: one dot per filter that adds to the logit,
+            # at the API's positions; the 17 x 17 receptive field around the detection
+            chosen = page.evaluate("() => state.chosen")
+            active = [e for e in chosen["evidence"] if e["contribution"] != 0]
+            dots = page.locator("#marks circle.evidence")
+            assert dots.count() == len(active) >= 1
+            scale = page.evaluate("() => state.result.image.scale_original_px_per_scanned_px")
+            drawn = {int(dots.nth(k).get_attribute("data-filter")): (float(dots.nth(k).get_attribute("cx")),
+                                                                     float(dots.nth(k).get_attribute("cy")))
+                     for k in range(dots.count())}
+            for e in active:
+                assert drawn[e["filter"]] == pytest.approx(((e["x"] + 0.5) / scale, (e["y"] + 0.5) / scale))
+            field = page.locator("#marks rect.field")
+            assert field.count() == 1 and float(field.get_attribute("width")) == pytest.approx(17)
+            assert float(field.get_attribute("x")) + 8.5 == pytest.approx((chosen["x"] + 0.5) / scale)
+            assert page.locator("#evidence-list li").count() == len(active)
+            assert page.is_visible("#evidence-box")
+            # the contrast control: a narrow window low in the grey range brightens the image
+            def brightness(name):
+                shot = page.locator("#viewport").screenshot(path=str(tmp_path / f"viewport_{name}.png"))
+                return ImageStat.Stat(Image.open(io.BytesIO(shot)).convert("L")).mean[0]
+            before = brightness("before")
+            page.evaluate("""() => {
+                for (const [id, v] of [["level", "40"], ["width", "60"]]) {
+                    const input = document.getElementById(id);
+                    input.value = v;
+                    input.dispatchEvent(new Event("input", {bubbles: true}));
+                }
+            }""")
+            assert page.get_attribute("#window-level feFuncR", "slope") == f"{255 / 60:.4f}"
+            brighter = brightness("brighter")
+            assert brighter > before + 10, (before, brighter)
+            page.click("#contrast-reset")
+            assert abs(brightness("reset") - before) < 2
             assert page.get_attribute("#download-csv", "href").startswith("/api/results/")
             assert page.locator("#image-meta").inner_text().count("832 x 1024") >= 1
             assert offsite == [], f"the page fetched from elsewhere: {offsite}"

@@ -131,9 +131,9 @@ async def scan_route(request):
                             "detections_csv": f"{base}/detections.csv"})
         for k, det in enumerate(report["candidates"]):
             det["window_url"] = f"{base}/window/{k}.png"
-        by_position = {(d["x"], d["y"]): d["window_url"] for d in report["candidates"]}
+        by_window = {tuple(d["window_top_left"]): d["window_url"] for d in report["candidates"]}
         for det in report["detections"]:
-            det["window_url"] = by_position.get((det["x"], det["y"]))
+            det["window_url"] = by_window.get(tuple(det["window_top_left"]))
         report["timings"].update(upload_s=round(received - start, 3), queue_s=round(started - received, 3),
                                  total_s=round(time.perf_counter() - start, 3))
         return JSONResponse(report)
@@ -155,7 +155,7 @@ def _timed_scan(state, upload):
 def filtered(report: dict, threshold: float) -> list:
     """The detections at ``threshold``: NMS was run once at threshold 0 and a window is
     suppressed only by stronger ones, so the peaks >= threshold are exactly the
-    detections a scan at that threshold gives (see :func:`shallowcnn.scan.find_detections`)."""
+    detections a scan at that threshold gives (see :func:`shallowcnn.scan.find_peaks`)."""
     if threshold == report["scan"]["threshold"]:
         return report["detections"]
     return [d for d in report["candidates"] if d["probability"] >= threshold]

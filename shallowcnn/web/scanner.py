@@ -125,12 +125,18 @@ def warm_up(model) -> str | None:
 
 
 def detection_dict(det, scale: float) -> dict:
-    """A detection as ``shallowcnn scan`` writes it, plus its window box in original pixels."""
+    """A detection as ``shallowcnn scan`` writes it (position and evidence in original
+    pixels, pixel centres at whole numbers), plus the boxes the page draws: its window and
+    the receptive field around its position, as ``{x, y, width, height}`` of their outer
+    edges in original pixels (pixel k covers k - 0.5 .. k + 0.5)."""
     d = det.to_dict()
     top, left = det.window
     size = PATCH_SIZE * scale
-    d["window"] = {"x": round(left * scale, 2), "y": round(top * scale, 2),
+    d["window"] = {"x": round(left * scale - 0.5, 2), "y": round(top * scale - 0.5, 2),
                    "width": round(size, 2), "height": round(size, 2)}
+    field = det.receptive_field
+    d["receptive_field"] = {"x": round(det.col - field / 2, 2), "y": round(det.row - field / 2, 2),
+                            "width": round(field, 2), "height": round(field, 2)}
     return d
 
 

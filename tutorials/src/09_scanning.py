@@ -10,7 +10,7 @@
 #
 # | | |
 # |---|---|
-# | **You will learn** | why a network of valid convolutions and a global max pool can run once over a whole image; how window maxima are assembled from block maxima; to scan a mammogram and compare the detections with the annotations |
+# | **You will learn** | why a network of valid convolutions and a global max pool can run once over a whole image; how window maxima are assembled from block maxima; to scan a mammogram and compare the detections with the annotations; how the global max pool points at the place the network saw the finding |
 # | **You need** | notebooks [2](02_convolution_forward.ipynb) (field of view) and [7](07_training.ipynb) (a trained network) |
 # | **Time** | about 45 minutes of reading and running (full mode trains a small network for a few minutes) |
 # | **Previous / next** | [8. Making it fast](08_speed.ipynb) / -- (the end of the course) |
@@ -174,8 +174,8 @@ assert np.nanmax(np.abs(fast.prob_map - slow)) < 1e-5
 result = scan_image(model, scan_img, stride=16)
 print(f"{result.n_windows} windows in {result.seconds:.2f} s ({result.n_windows / result.seconds:.0f} windows/s), "
       f"{len(result.detections)} detections")
-for d in result.detections[:5]:
-    print(d.to_dict())
+for d in result.detections[:5]:   # d.to_dict() is what `shallowcnn scan` writes, evidence included (9.5)
+    print(f"p = {d.probability:.3f} at (row {d.row:.0f}, col {d.col:.0f}), window top-left {d.window}")
 
 # %% check
 assert result.prob_map.shape == (len(result.window_rows), len(result.window_cols))
@@ -224,6 +224,87 @@ for d in result.detections:
           f"{dist:.0f} px from the nearest true cluster ({'hit' if dist <= 144 else 'false positive'})")
 
 # %% [markdown]
+# ## 9.5 The max pool is a pointer
+#
+# A detection is a *window*: 1 cm². Where in it is the cluster? The network already knows. Its
+# global max pool keeps, for each of the 16 conv2 filters, one number -- the largest response in
+# the window -- and that number comes from *one* position $(i, j)$ of the $128 \times 128$ map,
+# its argmax. That position sees the $17 \times 17$ window pixels $[i, i+17) \times [j, j+17)$
+# (9.1), so every filter points at one small patch of the mammogram. And the logit is a sum
+# over those 16 maxima,
+#
+# $$\mathrm{logit} = b + \sum_f w_f \max_f, \qquad \text{contribution}_f = w_f \max_f,$$
+#
+# so each pointer comes with how much it pushed the decision up (or, with $w_f < 0$, down). Why
+# the argmax lands on a calcification: a filter that helps say "cluster" responds most to a small
+# bright spot on its background, and the brightest such spot in the window is where its map peaks.
+# It is the same position the backward pass sends the whole gradient to (notebook 3: the max
+# pool's gradient is one-hot), so training has taught each filter exactly *there*.
+#
+# `shallowcnn.evidence.window_evidence` computes, for a window, every filter's argmax (through
+# the backend's fused conv2 + ReLU + max pool, the kernel training uses), the centre of its
+# receptive field and its contribution; a detection is placed on the evidence with the largest
+# contribution, always inside its own window. Ties go to the first maximum in row-major order
+# (as `np.argmax`), then to the lower filter. Here is the window centred on the largest true
+# cluster, with the true calcifications from the phantom's annotations:
+
+# %%
+from shallowcnn.evidence import strongest, window_evidence
+
+cluster = max(truth, key=lambda cl: len(cl.members))
+top, left = (int(np.clip(round(v) - 72, 0, n - 144)) for v, n in zip(cluster.centre, scan_img.pixels.shape))
+evidence, = window_evidence(model, scan_img.pixels, [(top, left)], scan_img.scale)
+best_ev = strongest(evidence)
+window_px = scan_img.pixels[top:top + 144, left:left + 144]
+logit = float(model.forward(window_px[None, None])[0])
+total = float(model.params["dense.b"][0]) + sum(e.contribution for e in evidence)
+print(f"window at ({top}, {left}): logit {logit:.4f} = dense bias + sum of contributions {total:.4f}")
+for e in sorted(evidence, key=lambda e: -abs(e.contribution))[:6]:
+    print(f"  filter {e.filter:2d}: max {e.activation:.3f} x weight {e.weight:+.3f} = {e.contribution:+.3f}"
+          f" at (row {e.row:.0f}, col {e.col:.0f})")
+gap = np.hypot(*(cluster.members - (best_ev.row, best_ev.col)).T).min() if len(cluster.members) else np.nan
+print(f"strongest: filter {best_ev.filter} at ({best_ev.row:.0f}, {best_ev.col:.0f}), "
+      f"{gap:.1f} px ({gap * 0.07:.2f} mm) from the nearest annotated calcification")
+
+# %% check
+# the pointers are the argmax of conv2's maps, computed whole with the reference kernels
+P32 = model.params
+h1 = np.maximum(reference.conv2d_forward(window_px[None, None] / np.float32(255), P32["conv1.W"], P32["conv1.b"]), 0)
+maps = reference.conv2d_forward(h1, P32["conv2.W"], P32["conv2.b"])[0]           # (16, 128, 128)
+for e in evidence:
+    i, j = np.unravel_index(np.argmax(maps[e.filter]), maps[e.filter].shape)
+    assert (e.row, e.col) == (top + i + 8, left + j + 8)                         # scale 1: the phantom is 0.07 mm
+assert abs(logit - total) < 1e-4
+assert top <= best_ev.row < top + 144 and left <= best_ev.col < left + 144
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 6.5))
+ax.imshow(window_px, extent=(left - 0.5, left + 143.5, top + 143.5, top - 0.5))
+largest = max(abs(e.contribution) for e in evidence) or 1.0
+for e in evidence:
+    if e.contribution != 0:
+        ax.scatter(e.col, e.row, s=20 + 180 * abs(e.contribution) / largest,
+                   c="cyan" if e.contribution > 0 else "none", edgecolors="red" if e.contribution < 0 else "black")
+ax.add_patch(plt.Rectangle((best_ev.col - 8.5, best_ev.row - 8.5), 17, 17, fill=False, ec="cyan", lw=1.5))
+if len(cluster.members):
+    ax.scatter(cluster.members[:, 1], cluster.members[:, 0], s=90, facecolors="none", edgecolors="lime", lw=1.2)
+ax.plot(cluster.centre[1], cluster.centre[0], "x", color="lime", ms=10, mew=2)
+ax.set_title("each filter's maximum (cyan, size = contribution; red rings pull the logit down),\n"
+             "the strongest one's 17 x 17 field, the true calcifications (green rings) and "
+             "the cluster centre (x)", fontsize=8)
+ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# With the trained network the filters that add most to the logit mostly point at the same bright
+# calcification -- the network fires on the clearest finding in the window, not on the
+# cluster's centre (the mean of all its calcifications, up to half a centimetre away). So a
+# detection's position is a calcification of the cluster; how far that lies from the cluster's
+# centre is the **localization error** that `shallowcnn scan` reports (median and 90th
+# percentile, in mm, in `froc.json`). With the untrained network of quick mode the pointers
+# land wherever random filters respond most: the bookkeeping above holds for any weights, the
+# meaning only for a trained network.
+#
 # From the command line, `shallowcnn scan model.npz mammogram.dcm -o out/` does the same and
 # writes the map (`.npy`), an overlay PNG and the detections as JSON; with an INbreast folder it
 # also scores the detections against the annotated clusters (FROC: sensitivity against false
@@ -235,7 +316,9 @@ for d in result.detections:
 #   every window's 16 features, identical to cutting the windows out.
 # * A window's maximum is the maximum of a few block maxima, so the scanner keeps only those.
 # * A probability map and its local maxima are detections; scoring them against the annotated
-#   clusters (hits within 1 cm, false positives per image) is what FROC measures.
+#   clusters (hits within 5 mm or inside the outline, false positives per image) is what FROC measures.
+# * The global max pool is a pointer: each filter's argmax is where it saw its pattern, and its
+#   contribution to the logit says how much that mattered. A detection sits on the strongest one.
 #
 # ## Exercises
 #
@@ -251,9 +334,12 @@ for d in result.detections:
 # 5. With a trained model (notebook 7 or `shallowcnn train`), count how many true clusters get a
 #    detection within 1 cm of their centre, and how many detections are false, at thresholds
 #    0.5, 0.7 and 0.9.
+# 6. Move the window of 9.5 by 16 pixels to the right. Which evidence points move, and why do
+#    those whose 17 x 17 fields stay inside both windows not move (unless a stronger response
+#    entered the window)?
 
 # %% [markdown]
-# ## 9.5 Taking the model elsewhere: ONNX
+# ## 9.6 Taking the model elsewhere: ONNX
 #
 # Everything above is two convolutions, two ReLUs, a max over windows and a dot product: operators
 # that every deep-learning framework has. `shallowcnn export model.npz -o model.onnx` writes the

@@ -1,9 +1,11 @@
 // shallowcnn serve: the page's behaviour. Plain JavaScript, no libraries, nothing fetched
 // from anywhere but this server.
 //
-// Coordinates: the API gives detections in ORIGINAL image pixels; the viewer works in
-// SCANNED pixels (the image resampled to 0.07 mm): scanned = original / scale. The stage
-// is scanned_width x scanned_height CSS pixels, and zoom/pan is one CSS transform on it.
+// Coordinates: the API gives detections in ORIGINAL image pixels, pixel centres at whole
+// numbers (boxes as their outer edges); the viewer works in SCANNED pixels (the image
+// resampled to 0.07 mm), where scanned pixel k covers [k, k + 1) of the stage: an original
+// coordinate v sits at (v + 0.5) / scale (toStage). The stage is scanned_width x
+// scanned_height CSS pixels, and zoom/pan is one CSS transform on it.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -20,14 +22,16 @@ async function loadModel() {
     $("bundled-warning").hidden = !model.bundled;
     const t = model.training || {};
     const metrics = t.test_metrics || {};
+    const per = " (per 1 cm\u00b2 patch)";
     fillList($("model-meta"), [
       ["file", model.name],
       ["trained on", t.data || (model.metadata && model.metadata.patches) || "not recorded"],
       ["epochs", epochs(t)],
-      ["test accuracy", fmt(metrics.accuracy)],
-      ["test ROC AUC", fmt(metrics.roc_auc)],
-      ["sensitivity", fmt(metrics.sensitivity)],
-      ["specificity", fmt(metrics.specificity)],
+      ["test accuracy" + per, fmt(metrics.accuracy)],
+      ["test ROC AUC" + per, fmt(metrics.roc_auc)],
+      ["sensitivity" + per, fmt(metrics.sensitivity)],
+      ["specificity" + per, fmt(metrics.specificity)],
+      ...wholeImageRows(t.whole_image),
       ["architecture", model.architecture ? `conv ${model.architecture.channels.join(", ")} of ` +
         `${model.architecture.kernel_size}x${model.architecture.kernel_size}, global max pool, dense` : ""],
       ["warning", model.warning || ""],
@@ -37,12 +41,30 @@ async function loadModel() {
   }
 }
 
+function wholeImageRows(w) {
+  // Figures per whole mammogram, only where the model's metadata records them (the bundled
+  // model made by `python -m shallowcnn.web.bundled` does); nothing is shown otherwise.
+  if (!w) return [];
+  const located = w.localization || {};
+  return [
+    ["whole images (test)", `${w.images} images, ${w.clusters} clusters, p \u2265 ${w.threshold}`],
+    ["clusters found", fmt(w.clusters_found)],
+    ["false positives per image", fmt(w.fp_per_image, 2)],
+    ["localization error", located.hits ? `median ${fmt(located.median_mm, 2)} mm, ` +
+      `90th percentile ${fmt(located.p90_mm, 2)} mm (${located.hits} hits)` : ""],
+  ];
+}
+
 function epochs(t) {
   // the bundled model records {epochs, best_epoch}; `shallowcnn train` records {config, best}
   const total = t.epochs !== undefined ? t.epochs : t.config && t.config.epochs;
   const best = t.best_epoch !== undefined ? t.best_epoch : t.best && t.best.epoch;
   if (total === undefined) return "not recorded";
   return best !== undefined ? `${total} (best ${best})` : String(total);
+}
+
+function toStage(v) {
+  return (v + 0.5) / state.result.image.scale_original_px_per_scanned_px;
 }
 
 function fmt(value, digits = 3) {
@@ -235,7 +257,6 @@ function applyThreshold() {
   const marks = $("marks");
   list.replaceChildren();
   marks.replaceChildren();
-  const scale = r.image.scale_original_px_per_scanned_px;
   const radius = r.scan.window_size / 2;
   detections.forEach((d, k) => {
     const li = document.createElement("li");
@@ -245,14 +266,14 @@ function applyThreshold() {
     list.append(li);
     const ns = "http://www.w3.org/2000/svg";
     const circle = document.createElementNS(ns, "circle");
-    circle.setAttribute("cx", d.x / scale);
-    circle.setAttribute("cy", d.y / scale);
+    circle.setAttribute("cx", toStage(d.x));
+    circle.setAttribute("cy", toStage(d.y));
     circle.setAttribute("r", radius);
     circle.dataset.index = li.dataset.index;
     circle.addEventListener("click", () => choose(d, false));
     const label = document.createElementNS(ns, "text");
-    label.setAttribute("x", d.x / scale + radius * 0.75);
-    label.setAttribute("y", d.y / scale - radius * 0.75);
+    label.setAttribute("x", toStage(d.x) + radius * 0.75);
+    label.setAttribute("y", toStage(d.y) - radius * 0.75);
     label.setAttribute("font-size", radius / 2.5);
     label.textContent = String(k + 1);
     marks.append(circle, label);
@@ -261,27 +282,84 @@ function applyThreshold() {
   $("download-json").href = r.urls.detections_json + q;
   $("download-csv").href = r.urls.detections_csv + q;
   if (state.chosen && detections.includes(state.chosen)) choose(state.chosen, false);
+  else { state.chosen = null; $("evidence-box").hidden = true; $("window-figure").hidden = true; }
 }
 
 function choose(d, centre) {
   const r = state.result;
   state.chosen = d;
   const index = String(r.candidates.indexOf(d));
-  for (const el of document.querySelectorAll("#detections li, #marks circle")) {
+  for (const el of document.querySelectorAll("#detections li, #marks circle[data-index]")) {
     el.classList.toggle("chosen", el.dataset.index === index);
   }
   $("window-figure").hidden = false;
   $("window-image").src = d.window_url;
   const w = d.window;
   $("window-caption").textContent = `144 x 144 window (scanned pixels) at x ${Math.round(w.x)}, ` +
-    `y ${Math.round(w.y)} (original pixels): p = ${d.probability.toFixed(3)}`;
+    `y ${Math.round(w.y)} (original pixels): p = ${d.probability.toFixed(3)}; the network saw the ` +
+    `finding at x ${Math.round(d.x)}, y ${Math.round(d.y)} (filter ${d.strongest_filter})`;
+  drawEvidence(d);
   if (centre) {
-    const scale = r.image.scale_original_px_per_scanned_px;
     const box = $("viewport").getBoundingClientRect();
     state.zoom = Math.max(state.zoom, Math.min(2, box.height / (4 * r.scan.window_size)));
-    state.x = box.width / 2 - (d.x / scale) * state.zoom;
-    state.y = box.height / 2 - (d.y / scale) * state.zoom;
+    state.x = box.width / 2 - toStage(d.x) * state.zoom;
+    state.y = box.height / 2 - toStage(d.y) * state.zoom;
     applyView();
+  }
+}
+
+function drawEvidence(d) {
+  // The chosen detection's window (dashed), its receptive field (square) and every filter's
+  // maximum (dots; size by contribution, red rings for filters that pull the logit down).
+  const ns = "http://www.w3.org/2000/svg";
+  const marks = $("marks");
+  for (const old of marks.querySelectorAll(".window, .field, .evidence")) old.remove();
+  const box = (b, cls) => {
+    const rect = document.createElementNS(ns, "rect");
+    rect.setAttribute("x", toStage(b.x));
+    rect.setAttribute("y", toStage(b.y));
+    const s = state.result.image.scale_original_px_per_scanned_px;
+    rect.setAttribute("width", b.width / s);
+    rect.setAttribute("height", b.height / s);
+    rect.setAttribute("class", cls);
+    marks.append(rect);
+  };
+  box(d.window, "window");
+  box(d.receptive_field, "field");
+  const evidence = (d.evidence || []).filter((e) => e.contribution !== 0);
+  const largest = Math.max(...evidence.map((e) => Math.abs(e.contribution)), 1e-9);
+  const list = $("evidence-list");
+  list.replaceChildren();
+  for (const e of [...evidence].sort((a, b) => b.contribution - a.contribution)) {
+    const dot = document.createElementNS(ns, "circle");
+    dot.setAttribute("cx", toStage(e.x));
+    dot.setAttribute("cy", toStage(e.y));
+    dot.setAttribute("r", 1.5 + 3.5 * Math.sqrt(Math.abs(e.contribution) / largest));
+    dot.setAttribute("class", e.contribution > 0 ? "evidence" : "evidence against");
+    dot.dataset.filter = String(e.filter);
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `filter ${e.filter}: ${e.contribution > 0 ? "+" : ""}${e.contribution.toFixed(3)}`;
+    dot.append(title);
+    marks.append(dot);
+    const li = document.createElement("li");
+    li.textContent = `filter ${e.filter}: ${e.contribution > 0 ? "+" : ""}${e.contribution.toFixed(3)} ` +
+      `at x ${Math.round(e.x)}, y ${Math.round(e.y)}`;
+    if (e.contribution < 0) li.classList.add("against");
+    list.append(li);
+  }
+  $("evidence-box").hidden = false;
+}
+
+// ---------------------------------------------------------------- contrast (window/level)
+function applyContrast() {
+  // grey g in [0, 1] -> (g - low) / (high - low), clipped: low/high = level -/+ width / 2
+  const level = Number($("level").value) / 255;
+  const width = Number($("width").value) / 255;
+  const slope = 1 / width;
+  const intercept = -(level - width / 2) / width;
+  for (const f of document.querySelectorAll("#window-level feFuncR, #window-level feFuncG, #window-level feFuncB")) {
+    f.setAttribute("slope", slope.toFixed(4));
+    f.setAttribute("intercept", intercept.toFixed(4));
   }
 }
 
@@ -318,7 +396,7 @@ function setupViewer() {
   }, { passive: false });
   let drag = null;
   viewport.addEventListener("pointerdown", (e) => {
-    if (e.target.tagName === "circle") return;
+    if (e.target.tagName === "circle" && e.target.dataset.index !== undefined) return;
     drag = { x: e.clientX - state.x, y: e.clientY - state.y };
     viewport.setPointerCapture(e.pointerId);
     viewport.classList.add("panning");
@@ -338,6 +416,13 @@ function setupViewer() {
   $("zoom-fit").addEventListener("click", fitView);
   $("opacity").addEventListener("input", () => { $("heatmap").style.opacity = $("opacity").value; });
   $("threshold").addEventListener("input", applyThreshold);
+  $("level").addEventListener("input", applyContrast);
+  $("width").addEventListener("input", applyContrast);
+  $("contrast-reset").addEventListener("click", () => {
+    $("level").value = "128";
+    $("width").value = "255";
+    applyContrast();
+  });
   window.addEventListener("resize", fitView);
 }
 
