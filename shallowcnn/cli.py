@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from . import __version__
 from .commands.common import CommandError
+from .data.problems import ReaderWarning
 
 COMMAND_MODULES = [
     "shallowcnn.commands.gradcheck",
@@ -52,6 +54,17 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    show_library_warning = warnings.showwarning
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        # A warning about one of the user's files is a line like an error's, not a
+        # library's source line (data.problems.warnings_named puts the file in it).
+        if issubclass(category, ReaderWarning):
+            print(f"shallowcnn {args.command}: warning: {message}", file=sys.stderr)
+        else:
+            show_library_warning(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_warning
     try:
         status = args.func(args)
     except CommandError as e:
@@ -68,6 +81,8 @@ def main(argv=None) -> int:
             print("interrupted", file=sys.stderr)
             return 130
         raise
+    finally:
+        warnings.showwarning = show_library_warning
     return int(status or 0)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..constants import PIXEL_MM
 from ..messages import cap, number, short
-from .problems import InbreastError
+from .problems import InbreastError, warnings_named
 
 @dataclass
 class DicomImage:
@@ -247,13 +247,19 @@ def read_dicom(path) -> DicomImage:
     has no pixel data, is not a single grey-level frame, or (:class:`DicomDecoderMissing`)
     is compressed in a way no installed decoder reads.
     """
-    import pydicom  # imported here so that `shallowcnn --help` stays quick
-    from pydicom.errors import InvalidDicomError
-
     path = Path(path)
     if not path.is_file():
         raise InbreastError(path, "no such file" if not path.exists() else "not a regular file")
     _check_deflated_size(path)
+    with warnings_named(path):
+        return _read_checked_dicom(path)
+
+
+def _read_checked_dicom(path: Path) -> DicomImage:
+    """:func:`read_dicom` once the file is known to exist (its warnings are named by the caller)."""
+    import pydicom  # imported here so that `shallowcnn --help` stays quick
+    from pydicom.errors import InvalidDicomError
+
     try:
         # defer_size: elements over 64 KB (the pixel data) stay in the file until used
         ds = pydicom.dcmread(path, defer_size=1 << 16)

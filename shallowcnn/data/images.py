@@ -26,6 +26,7 @@ from ..messages import cap
 from .breast import largest_component
 from .dicom import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, PIXEL_MM_RANGE, DicomDecoderMissing, read_dicom
 from .inbreast import InbreastError, truth_for_dicom
+from .problems import warnings_named
 from .intensity import to_network_input
 
 IMAGE_SUFFIXES = {".dcm", ".dicom", ".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp"}
@@ -136,6 +137,12 @@ def read_pillow(path: Path) -> tuple:
     grey as int32, float grey as float32, anything else as 8-bit grey (colour averaged).
     Raises :class:`UnsupportedFormat` for a file Pillow does not know, ScanError for one
     too large or damaged."""
+    with warnings_named(path):
+        return _read_with_pillow(path)
+
+
+def _read_with_pillow(path: Path) -> tuple:
+    """:func:`read_pillow` itself (its warnings are named by the caller)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
