@@ -34,14 +34,15 @@ import sys
 import time
 from pathlib import Path
 
-from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
+from .variants import FUSED_VARIANTS, SMALL_F_FAMILY, TILE_VARIANTS
 
 ENV = "SHALLOWCNN_KERNEL_VARIANT"
 REPS = 3                      # timed samples per variant (the best is kept)
 SAMPLE_S = 0.005              # CPU seconds per sample at least (short runs are repeated)
 
 # family -> its variant names, the default first
-FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": tuple(SMALL_F_VARIANTS)}
+# ("fused": the fused conv2 and the scan's block max; "wino" is in "fused" and "small_f")
+FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": SMALL_F_FAMILY}
 
 _chosen: dict = {}            # signature -> record, for this process
 _disk: dict | None = None     # the cache file's choices, read once
