@@ -203,6 +203,9 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
     if batch_tiles is None:
         batch_tiles = max(1, (1024 * 1024) // (T * T))
     kernels = model.kernels
+    import inspect
+    # a backend whose conv2d_forward can apply the ReLU as it stores (numba) saves a pass over h1
+    fused_relu = "relu" in inspect.signature(kernels.conv2d_forward).parameters
     W1, b1 = model.params["conv1.W"], model.params["conv1.b"]
     W2, b2 = model.params["conv2.W"], model.params["conv2.b"]
     blocks = np.full((F, nt_r * tb, nt_c * tb), np.nan, dtype=dtype)   # NaN = not computed
@@ -214,8 +217,11 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
             # (N, 1, T + 16, T + 16): tile (ti, tj) reads image rows ti*T .. ti*T + T + 15
             x = pixels_to_input(np.stack([padded[ti * T:ti * T + T + halo, tj * T:tj * T + T + halo]
                                           for ti, tj in chunk])[:, None], dtype)
-            h1 = kernels.conv2d_forward(x, W1, b1)           # (N, 6, T + 8, T + 8)
-            np.maximum(h1, 0, out=h1)                        # ReLU
+            if fused_relu:
+                h1 = kernels.conv2d_forward(x, W1, b1, relu=True)    # (N, 6, T + 8, T + 8), ReLU applied
+            else:
+                h1 = kernels.conv2d_forward(x, W1, b1)
+                np.maximum(h1, 0, out=h1)                            # ReLU
             bm = kernels.conv_relu_blockmax(h1, W2, b2, g)   # (N, F, tb, tb), ReLU applied
             for n, (ti, tj) in enumerate(chunk):
                 blocks[:, ti * tb:(ti + 1) * tb, tj * tb:(tj + 1) * tb] = bm[n]
