@@ -139,7 +139,8 @@ def fit_until_stale(train_epoch, val_loss, snapshot, restore, max_epochs, patien
 def train_torch(name, data, max_epochs, patience, batch_size, seed):
     """Train a PyTorch peer until its validation loss stops improving.
 
-    Returns (predict function, parameter count, training seconds, best epoch, epochs trained)."""
+    Returns (predict function, parameter count, training seconds, best epoch, epochs trained,
+    validation loss of each epoch)."""
     import torch
     torch.manual_seed(seed)
     net = {"lenet5": lenet5, "mobilenetv2": mobilenet_v2}[name](torch.nn)
@@ -168,16 +169,16 @@ def train_torch(name, data, max_epochs, patience, batch_size, seed):
         return float(loss_fn(torch.from_numpy(logits(x_val)), torch.from_numpy(y_val)))
 
     start = time.perf_counter()
-    best_epoch, epochs = fit_until_stale(
+    best_epoch, epochs, val_losses = fit_until_stale(
         train_epoch, val_loss, lambda: {k: v.clone() for k, v in net.state_dict().items()},
-        net.load_state_dict, max_epochs, patience)[:2]
+        net.load_state_dict, max_epochs, patience)
     seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
 
     def predict(images):
         return 0.5 * (1 + np.tanh(logits(images) / 2))          # the sigmoid, without overflow
 
-    return predict, n_params, seconds, best_epoch, epochs
+    return predict, n_params, seconds, best_epoch, epochs, val_losses
 
 
 def train_shallowcnn(data, max_epochs, patience, batch_size, seed, backend):
@@ -191,12 +192,12 @@ def train_shallowcnn(data, max_epochs, patience, batch_size, seed, backend):
                       verbose=False)
     (x, y), (x_val, y_val) = data["train"], data["val"]
     start = time.perf_counter()
-    best_epoch, epochs = fit_until_stale(
+    best_epoch, epochs, val_losses = fit_until_stale(
         lambda epoch: trainer.run_epoch(x, y, epoch), lambda: evaluate_arrays(model, x_val, y_val)[0],
-        lambda: {k: v.copy() for k, v in model.params.items()}, model.set_params, max_epochs, patience)[:2]
+        lambda: {k: v.copy() for k, v in model.params.items()}, model.set_params, max_epochs, patience)
     seconds = time.perf_counter() - start
     return lambda images: model.predict_proba(images, batch_size=64), model.n_params(), seconds, \
-        best_epoch, epochs
+        best_epoch, epochs, val_losses
 
 
 # ------------------------------------------------------------------ the table
@@ -327,10 +328,10 @@ def main(argv=None) -> int:
                 trained = train_shallowcnn(data, max_epochs, patience, args.batch_size, seed, args.backend)
             else:
                 trained = train_torch(name, data, max_epochs, patience, args.batch_size, seed)
-            predict, n_params, seconds, best_epoch, epochs = trained
+            predict, n_params, seconds, best_epoch, epochs, val_losses = trained
             metrics = classification_metrics(y_test, predict(x_test))
             run = {"model": name, "seed": seed, "n_params": int(n_params), "train_seconds": seconds,
-                   "best_epoch": best_epoch, "epochs": epochs,
+                   "best_epoch": best_epoch, "epochs": epochs, "val_losses": [round(v, 5) for v in val_losses],
                    "patches_per_second": patches_per_second(predict, x_test, args.reps, args.inference_patches),
                    **{k: float(metrics[k]) for k in SCORES}}
             runs[name].append(run)

@@ -61,6 +61,7 @@ def test_table3_quick(small_store, tmp_path):
     for row in rows.values():
         assert row["best_epoch"] == row["epochs"] == 1 and row["seeds"] == [0]
         assert 0 <= row["accuracy"] <= 1 and row["accuracy_std"] == 0 and row["patches_per_second"] > 0
+    assert [len(run["val_losses"]) for run in result["runs"]] == [1, 1, 1]
     table = (tmp_path / "table3.md").read_text()
     assert table.count("\n| ") == 4 and "2,103,821" in table and "67,797,505" in table
 
