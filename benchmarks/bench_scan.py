@@ -1,7 +1,8 @@
-"""Benchmark: whole-mammogram scan, fully convolutional against patch by patch.
+"""Benchmark: whole-mammogram scan, fully convolutional against patch by patch; and the command.
 
     python benchmarks/bench_scan.py                      # full-size phantom, stride 16, numba
     python benchmarks/bench_scan.py --size 832x1024 --backend numpy --patch-sample 64
+    python benchmarks/bench_scan.py --command MODEL [--dicom FULL.dcm] --repeats 5
 
 What is timed, on one full-size (3328 x 4084, INbreast's larger size) synthetic mammogram
 made in this script by the phantom generator:
@@ -19,6 +20,13 @@ made in this script by the phantom generator:
 Both scan the same windows (those with at least half their area in the breast). JIT
 compilation is done on a small image first and kept out of the timings. The numbers
 depend on the machine: the script prints the CPU count and the numba thread count.
+
+``--command MODEL`` times instead what a user waits for: ``shallowcnn scan MODEL
+FULL.dcm -o OUT`` as its own process, start-up included (``--dicom``, or a full-size
+phantom DICOM written first), ``--repeats`` times after one untimed run (which fills
+Numba's and the autotuner's caches), as wall-clock and CPU seconds (median); then one
+run under cProfile, split into its stages (:data:`STAGES`: start-up and imports, model,
+reading, breast mask, each kernel, Numba's cache loading, NMS, figures, writing).
 """
 from __future__ import annotations
 
@@ -49,6 +57,152 @@ def make_image(size: str, seed: int) -> ScanImage:
     return ScanImage(pixels=u8, mask=largest_component(mask), window=window)
 
 
+# (label, [(file suffix, function name), ...]): a stage's time is the cumulative time of
+# those functions in one profiled run of the command (Numba's cache loading is taken out
+# of the kernels that trigger it and shown on its own).
+STAGES = (
+    ("imports: shallowcnn.cli and the commands' modules", [("<import>", "shallowcnn.cli"),
+                                                         ("shallowcnn/cli.py", "build_parser")]),
+    ("model load (+ choosing the backend)", [("shallowcnn/model.py", "load")]),
+    ("read DICOM, 8-bit window, breast mask", [("shallowcnn/data/images.py", "load_image")]),
+    ("window breast fractions", [("shallowcnn/data/breast.py", "window_fraction")]),
+    ("Numba: load the cached kernels", [("numba/core/dispatcher.py", "_compile_for_args")]),
+    ("kernels: conv1 (conv2d_forward)", [("shallowcnn/kernels/cpu.py", "conv2d_forward")]),
+    ("kernels: conv2 + ReLU + block max", [("shallowcnn/kernels/cpu_blockmax.py", "conv_relu_blockmax")]),
+    ("window maxima, head (rest of window_features, scan_image)", [("shallowcnn/scan.py", "scan_image")]),
+    ("NMS (find_detections)", [("shallowcnn/scan.py", "find_detections")]),
+    ("import matplotlib (plots.py)", [("shallowcnn/plots.py", "<module>")]),
+    ("overlay figure (plot_scan_overlay)", [("shallowcnn/plots.py", "plot_scan_overlay")]),
+    ("FROC: truth, curve, figure", [("shallowcnn/froc.py", "image_truth"), ("shallowcnn/froc.py", "froc_curve"),
+                                    ("shallowcnn/froc.py", "write_froc"), ("shallowcnn/plots.py", "plot_froc")]),
+    ("writing .npy, .json (rest of write_scan_outputs)", [("shallowcnn/scan_command.py", "write_scan_outputs")]),
+)
+# a stage's cumulative time includes these others (so they are taken out of it)
+NESTED = {"kernels: conv1 (conv2d_forward)": ["Numba: load the cached kernels"],
+          "kernels: conv2 + ReLU + block max": ["Numba: load the cached kernels"],
+          "window maxima, head (rest of window_features, scan_image)": [
+              "read DICOM, 8-bit window, breast mask", "window breast fractions", "kernels: conv1 (conv2d_forward)",
+              "kernels: conv2 + ReLU + block max", "Numba: load the cached kernels", "NMS (find_detections)"],
+          "writing .npy, .json (rest of write_scan_outputs)": ["overlay figure (plot_scan_overlay)"],
+          "model load (+ choosing the backend)": []}
+
+_PROFILED = """
+import cProfile, os, sys, time
+clock = time.process_time if os.environ.get("BENCH_SCAN_TIMER") == "cpu" else time.perf_counter
+t0 = clock()
+prof = cProfile.Profile(clock)
+prof.enable()
+import shallowcnn.cli
+t_import = clock() - t0
+try:
+    shallowcnn.cli.main(sys.argv[2:])
+except SystemExit:
+    pass
+prof.disable()
+prof.dump_stats(sys.argv[1])
+print("IMPORT", t_import)
+print("INSIDE", clock() - t0)
+"""
+
+
+def _run(cmd, env=None):
+    """(wall seconds, CPU seconds of the child, completed process) of one command."""
+    import resource
+    import subprocess
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done
+
+
+def stage_times(stats_path, import_seconds) -> dict:
+    """label -> seconds (wall clock, cProfile's cumulative times) of :data:`STAGES`."""
+    import pstats
+    stats = pstats.Stats(str(stats_path)).stats
+    raw = {}
+    for label, functions in STAGES:
+        total = 0.0
+        for suffix, name in functions:
+            if suffix == "<import>":
+                total += import_seconds
+                continue
+            total += sum(v[3] for (f, _, fn), v in stats.items() if f.replace("\\", "/").endswith(suffix)
+                         and fn == name)
+        raw[label] = total
+    # Numba's cache loading happens inside the kernels' calls: split it by caller
+    compile_by = {"cpu.py": 0.0, "cpu_blockmax.py": 0.0}
+    for (f, _, fn), v in stats.items():
+        if f.endswith("numba/core/dispatcher.py") and fn == "_compile_for_args":
+            for (cf, _, _), cv in v[4].items():
+                for key in compile_by:
+                    if cf.endswith("kernels/" + key) or (key == "cpu.py" and cf.endswith("kernels/winograd.py")):
+                        compile_by[key] += cv[3]
+    out = dict(raw)
+    out["kernels: conv1 (conv2d_forward)"] -= compile_by["cpu.py"]
+    out["kernels: conv2 + ReLU + block max"] -= compile_by["cpu_blockmax.py"]
+    rest = "window maxima, head (rest of window_features, scan_image)"
+    out[rest] -= sum(raw[k] for k in NESTED[rest][:3]) + raw["kernels: conv2 + ReLU + block max"] \
+        + raw["NMS (find_detections)"]
+    out["writing .npy, .json (rest of write_scan_outputs)"] -= raw["overlay figure (plot_scan_overlay)"]
+    return out
+
+
+def time_command(model_path, dicom, repeats, backend=None, timer="wall") -> dict:
+    """Time ``shallowcnn scan MODEL DICOM -o OUT`` as a user runs it, then profile one run
+    (timer "wall": its stages in wall-clock seconds; "cpu": in CPU seconds of the process,
+    all threads: for a loaded machine, where the wall clock mostly measures the waiting)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "shallowcnn", "scan", str(model_path), str(dicom), "-o", tmp, "--quiet"]
+        if backend:
+            cmd += ["--backend", backend]
+        _run(cmd)                                   # fills Numba's and the autotuner's caches
+        runs = [_run(cmd)[:2] for _ in range(max(1, repeats))]
+        walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
+        stats_path = os.path.join(tmp, "scan.prof")
+        wall, cpu, done = _run([sys.executable, "-c", _PROFILED, stats_path, *cmd[3:]],
+                               env=dict(os.environ, BENCH_SCAN_TIMER=timer))
+        lines = dict(line.split(" ", 1) for line in done.stdout.splitlines()
+                     if line.startswith(("IMPORT", "INSIDE")))
+        inside = float(lines["INSIDE"])
+        stages = stage_times(stats_path, float(lines["IMPORT"]))
+    total = wall if timer == "wall" else cpu
+    stages["Python start-up (before the first import)"] = total - inside
+    stages["everything else"] = total - sum(stages.values())
+    return {"command": " ".join(["shallowcnn", *cmd[3:]]), "wall_s": walls, "cpu_s": cpus,
+            "wall_median_s": float(np.median(walls)), "cpu_median_s": float(np.median(cpus)),
+            "timer": timer, "profiled_s": total, "stages_s": stages}
+
+
+def full_size_dicom(folder) -> str:
+    """One full-size (3328 x 4084) phantom DICOM written into ``folder``."""
+    from shallowcnn.data.phantom import generate_phantom
+    generate_phantom(os.path.join(folder, "phantom"), cases=1, seed=0, size="full", verbose=False)
+    return sorted(str(p) for p in __import__("pathlib").Path(folder, "phantom", "AllDICOMs").glob("*.dcm"))[0]
+
+
+def command_main(args) -> int:
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        dicom = args.dicom or full_size_dicom(tmp)
+        res = time_command(args.command, dicom, args.repeats, args.backend if args.backend != "numba" else None,
+                           args.timer)
+    print(f"{res['command']}: wall {res['wall_median_s']:.2f} s, CPU {res['cpu_median_s']:.2f} s (median of "
+          f"{len(res['wall_s'])}; walls {', '.join(f'{w:.2f}' for w in res['wall_s'])}); load average "
+          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"one profiled run, {res['profiled_s']:.2f} {res['timer']} seconds (cProfile adds a little):")
+    for label, sec in sorted(res["stages_s"].items(), key=lambda kv: -kv[1]):
+        print(f"  {sec:6.2f} s  {label}")
+    if args.json:
+        from shallowcnn.storage import atomic_write_text
+        atomic_write_text(args.json, json.dumps(res, indent=2) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,7 +215,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="fully convolutional runs; best is kept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--command", metavar="MODEL", default=None,
+                        help="time `shallowcnn scan MODEL DICOM -o OUT` as a process, by stage (see above)")
+    parser.add_argument("--dicom", default=None, help="with --command: the DICOM to scan (default: a full-size "
+                                                      "phantom one, written first)")
+    parser.add_argument("--timer", choices=("wall", "cpu"), default="wall",
+                        help="with --command: the profiled run's stages in wall-clock or CPU seconds (a loaded "
+                             "machine: cpu)")
     args = parser.parse_args(argv)
+    if args.command:
+        return command_main(args)
 
     model = (ShallowCNN.load(args.model, backend=args.backend) if args.model
              else ShallowCNN(backend=args.backend, seed=args.seed))

@@ -1,17 +1,25 @@
 """The paper's Table 3: ShallowCNN against LeNet-5 and MobileNetV2 on one patch store.
 
-    python benchmarks/table3.py --patches patches.npz               # the paper's 100 epochs
-    python benchmarks/table3.py --patches patches.npz --epochs 20 --models lenet5,shallowcnn
-    python benchmarks/table3.py --quick                             # a tiny phantom, 2 epochs: minutes
+    python benchmarks/table3.py --patches patches.npz               # 3 seeds, up to 100 epochs each
+    python benchmarks/table3.py --patches patches.npz --seeds 0 --models lenet5,shallowcnn
+    python benchmarks/table3.py --quick                             # a small phantom store, one seed
 
-Every network trains on the store's train split, keeps the epoch with the best
-validation accuracy (the paper's rule) and is scored on the test split, with
-the same recipe: Adam (lr 1e-3, eps 1e-7), batch 64, binary cross-entropy, the
-same epochs, the same seed for the order of the batches. For each it reports
-accuracy, sensitivity, specificity and ROC AUC at the 0.5 threshold
-(shallowcnn.metrics), the trainable parameter count, the training time and the
-inference speed (patches per second over ``--inference-patches`` test patches,
-repeated as needed, best of ``--reps`` passes).
+Every network trains on the store's train split -- the same patches, the same
+augmentation (the store's x5 geometric transforms, made once for all) and the same
+recipe: Adam (lr 1e-3, eps 1e-7), batch 64, binary cross-entropy, the same seed for
+the order of the batches -- **until its validation loss stops improving**: after
+``--patience`` epochs without a lower validation loss (or ``--epochs``, at most),
+training stops and the weights of the best validation-loss epoch are restored
+(:func:`fit_until_stale`). A fixed number of epochs would favour whichever network
+happens to converge at that number: ShallowCNN's 8,301 weights and MobileNetV2's two
+million do not learn at the same pace.
+
+Each network is scored on the test split: accuracy, sensitivity, specificity and ROC
+AUC at the 0.5 threshold (shallowcnn.metrics), as mean and spread (sample standard
+deviation) over the seeds of ``--seeds``, with the trainable parameter count, the
+epochs trained, the training time and the inference speed (patches per second over
+``--inference-patches`` test patches, repeated as needed, best of ``--reps`` passes,
+batches of 64).
 
 The peers are PyTorch networks written here (the ``[bench]`` extra; no
 torchvision needed), both from scratch (random weights) with ONE input channel:
@@ -26,6 +34,10 @@ torchvision needed), both from scratch (random weights) with ONE input channel:
 
 The paper reports 2,233,365 (LeNet-5) and 67,797,505 (MobileNetV2) without
 saying how they were built; see benchmarks/README.md for how ours differ.
+
+``--quick`` makes a small phantom store (24 patients of 480 x 560 pixels, x5
+augmentation: about 950 train, 210 validation and 450 test patches) and trains one
+seed with patience 4 and at most 25 epochs: about 10 to 20 minutes on 2 cores.
 
 Writes ``table3.md`` and ``table3.json`` into ``--out`` (default
 benchmarks/results/), atomically through shallowcnn.storage.
@@ -101,8 +113,34 @@ def mobilenet_v2(nn):
     return nn.Sequential(*layers)
 
 
-def train_torch(name, data, epochs, batch_size, seed):
-    """Train a PyTorch peer; returns (predict function, parameter count, training seconds, best epoch)."""
+def fit_until_stale(train_epoch, val_loss, snapshot, restore, max_epochs, patience):
+    """Early stopping with the best weights kept, for any framework.
+
+    Calls ``train_epoch(epoch)`` for epoch = 1, 2, ... and ``val_loss()`` after each;
+    stops after ``patience`` epochs in a row without a validation loss below the best
+    so far (a NaN never counts as better), or after ``max_epochs``. ``snapshot()``
+    copies the weights of each new best epoch and ``restore(copy)`` puts the best
+    back at the end. Returns (best epoch, epochs trained, validation losses).
+    """
+    best_loss, best_epoch, best_weights, losses = np.inf, 0, None, []
+    for epoch in range(1, max_epochs + 1):
+        train_epoch(epoch)
+        loss = float(val_loss())
+        losses.append(loss)
+        if loss < best_loss:                   # False for NaN
+            best_loss, best_epoch, best_weights = loss, epoch, snapshot()
+        elif epoch - best_epoch >= patience:
+            break
+    if best_weights is not None:
+        restore(best_weights)
+    return best_epoch, len(losses), losses
+
+
+def train_torch(name, data, max_epochs, patience, batch_size, seed):
+    """Train a PyTorch peer until its validation loss stops improving.
+
+    Returns (predict function, parameter count, training seconds, best epoch, epochs trained,
+    validation loss of each epoch)."""
     import torch
     torch.manual_seed(seed)
     net = {"lenet5": lenet5, "mobilenetv2": mobilenet_v2}[name](torch.nn)
@@ -112,15 +150,13 @@ def train_torch(name, data, epochs, batch_size, seed):
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     rng = np.random.default_rng([seed, 2])
 
-    def predict(images):
+    def logits(images):
         net.eval()
         with torch.inference_mode():
-            return np.concatenate([torch.sigmoid(net(torch.from_numpy(images[i:i + 64]))).numpy().ravel()
+            return np.concatenate([net(torch.from_numpy(images[i:i + 64])).numpy().ravel()
                                    for i in range(0, len(images), 64)])
 
-    best = (-1.0, 0, None)
-    start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    def train_epoch(epoch):
         net.train()
         order = rng.permutation(len(x))
         for i in range(0, len(x), batch_size):
@@ -128,29 +164,40 @@ def train_torch(name, data, epochs, batch_size, seed):
             optimizer.zero_grad(set_to_none=True)
             loss_fn(net(x[idx]).ravel(), y[idx]).backward()
             optimizer.step()
-        val_accuracy = float(np.mean((predict(x_val) >= 0.5) == (y_val >= 0.5)))
-        if val_accuracy > best[0]:                    # the paper keeps the best validation epoch
-            best = (val_accuracy, epoch, {k: v.clone() for k, v in net.state_dict().items()})
+
+    def val_loss():
+        return float(loss_fn(torch.from_numpy(logits(x_val)), torch.from_numpy(y_val)))
+
+    start = time.perf_counter()
+    best_epoch, epochs, val_losses = fit_until_stale(
+        train_epoch, val_loss, lambda: {k: v.clone() for k, v in net.state_dict().items()},
+        net.load_state_dict, max_epochs, patience)
     seconds = time.perf_counter() - start
-    net.load_state_dict(best[2])
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    return predict, n_params, seconds, best[1]
+
+    def predict(images):
+        return 0.5 * (1 + np.tanh(logits(images) / 2))          # the sigmoid, without overflow
+
+    return predict, n_params, seconds, best_epoch, epochs, val_losses
 
 
-def train_shallowcnn(data, epochs, batch_size, seed, backend):
-    """Train the project's network with its own Trainer (the paper's recipe)."""
+def train_shallowcnn(data, max_epochs, patience, batch_size, seed, backend):
+    """Train the project's network with its own Trainer's epochs (the paper's recipe) until
+    its validation loss stops improving; returns what :func:`train_torch` does."""
     from shallowcnn.model import ShallowCNN
-    from shallowcnn.train import TrainConfig, Trainer
+    from shallowcnn.train import TrainConfig, Trainer, evaluate_arrays
 
     model = ShallowCNN(backend=backend, seed=seed)
-    trainer = Trainer(model, TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, backend=backend),
+    trainer = Trainer(model, TrainConfig(epochs=max_epochs, batch_size=batch_size, seed=seed, backend=backend),
                       verbose=False)
+    (x, y), (x_val, y_val) = data["train"], data["val"]
     start = time.perf_counter()
-    trainer.fit(*data["train"], *data["val"])
+    best_epoch, epochs, val_losses = fit_until_stale(
+        lambda epoch: trainer.run_epoch(x, y, epoch), lambda: evaluate_arrays(model, x_val, y_val)[0],
+        lambda: {k: v.copy() for k, v in model.params.items()}, model.set_params, max_epochs, patience)
     seconds = time.perf_counter() - start
-    model.set_params(trainer.best_params)
     return lambda images: model.predict_proba(images, batch_size=64), model.n_params(), seconds, \
-        trainer.best["epoch"]
+        best_epoch, epochs, val_losses
 
 
 # ------------------------------------------------------------------ the table
@@ -169,45 +216,69 @@ def _timed(predict, images) -> float:
     return time.perf_counter() - start
 
 
-def markdown_table(rows, epochs, store) -> str:
-    lines = [f"Test split of `{store}`; {epochs} epochs, best validation epoch kept.", "",
-             "| network | accuracy | sensitivity | specificity | ROC AUC | parameters | training s "
-             "| inference patches/s | paper: accuracy, parameters |",
-             "|---|---|---|---|---|---|---|---|---|"]
+SCORES = ("accuracy", "sensitivity", "specificity", "roc_auc")
+
+
+def summarize(runs) -> dict:
+    """One network's runs (one dict per seed) -> mean and sample standard deviation of
+    each score and of the epochs and training seconds (std 0 for a single seed)."""
+    out = {"model": runs[0]["model"], "seeds": [r["seed"] for r in runs], "n_params": runs[0]["n_params"],
+           "patches_per_second": float(np.median([r["patches_per_second"] for r in runs]))}
+    for key in (*SCORES, "best_epoch", "epochs", "train_seconds"):
+        values = np.array([r[key] for r in runs], dtype=float)
+        out[key] = float(values.mean())
+        out[key + "_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
+
+
+def markdown_table(rows, settings, store) -> str:
+    """The table: mean +- std over the seeds, beside the paper's accuracy and parameters."""
+    n_seeds = len(rows[0]["seeds"])
+    lines = [f"Test split of `{store}`; {settings}; mean +- standard deviation over {n_seeds} seed(s).", "",
+             "| network | accuracy | sensitivity | specificity | ROC AUC | parameters | epochs (best) "
+             "| training s | inference patches/s | paper: accuracy, parameters |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paper_acc, paper_params = PAPER[r["model"]]
-        lines.append(f"| {LABELS[r['model']]} | {r['accuracy']:.4f} | {r['sensitivity']:.4f} | "
-                     f"{r['specificity']:.4f} | {r['roc_auc']:.4f} | {r['n_params']:,} | {r['train_seconds']:.1f} | "
-                     f"{r['patches_per_second']:.0f} | {paper_acc}, {paper_params:,} |")
+        scores = " | ".join(f"{r[k]:.3f} +- {r[k + '_std']:.3f}" for k in SCORES)
+        lines.append(f"| {LABELS[r['model']]} | {scores} | {r['n_params']:,} | {r['epochs']:.1f} "
+                     f"({r['best_epoch']:.1f}) | {r['train_seconds']:.0f} | {r['patches_per_second']:.0f} | "
+                     f"{paper_acc}, {paper_params:,} |")
     return "\n".join(lines) + "\n"
 
 
 def quick_store(folder) -> Path:
-    """A tiny phantom (4 patients, small images) and its patch store, for --quick."""
+    """A small phantom (24 patients, 480 x 560 images) and its patch store with the paper's
+    x5 augmentation, for --quick: about 950 train, 210 validation, 450 test patches."""
     from shallowcnn.data.patches import make_patches
     from shallowcnn.data.phantom import generate_phantom
 
-    generate_phantom(Path(folder) / "phantom", cases=4, seed=3, size=(480, 560), verbose=False)
+    generate_phantom(Path(folder) / "phantom", cases=24, seed=3, size=(480, 560), verbose=False)
     path = Path(folder) / "patches.npz"
-    make_patches(Path(folder) / "phantom", path, seed=0, per_cluster=6, negatives_per_image=8,
-                 augment_patches=False, verbose=False)
+    make_patches(Path(folder) / "phantom", path, seed=0, per_cluster=8, negatives_per_image=10,
+                 augment_patches=True, verbose=False)
     return path
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--patches", help="patch store (.npz); --quick without it makes a tiny phantom one")
-    ap.add_argument("--epochs", type=int, default=None, help="epochs for every network (default 100, --quick 2)")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="at most this many epochs per network (default 100, --quick 25)")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="stop after this many epochs without a lower validation loss (default 10, --quick 4)")
     ap.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64, the paper's)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
-    ap.add_argument("--seed", type=int, default=0, help="seed of weights and batch order (default 0)")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds of weights and batch order (default 0,1,2; --quick 0)")
     ap.add_argument("--backend", default="numba", help="shallowcnn backend (default numba)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every framework")
     ap.add_argument("--reps", type=int, default=3, help="timed inference passes (best reported)")
     ap.add_argument("--inference-patches", type=int, default=256,
                     help="patches per timed inference pass, the test patches repeated (default 256)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for table3.md and table3.json")
-    ap.add_argument("--quick", action="store_true", help="a tiny phantom store and 2 epochs: a few minutes")
+    ap.add_argument("--quick", action="store_true",
+                    help="a small phantom store (unless --patches), one seed, patience 4: 10-20 minutes")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
@@ -225,7 +296,14 @@ def main(argv=None) -> int:
     if args.backend == "numba":
         import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    epochs = args.epochs or (2 if args.quick else 100)
+    max_epochs = args.epochs or (25 if args.quick else 100)
+    patience = args.patience or (4 if args.quick else 10)
+    try:
+        seeds = [int(v) for v in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if v.strip()]
+    except ValueError:
+        ap.error(f"--seeds: expected whole numbers separated by commas, got {args.seeds!r}")
+    if not seeds or min(seeds) < 0 or max_epochs < 1 or patience < 1:
+        ap.error("--seeds needs at least one seed >= 0; --epochs and --patience must be at least 1")
 
     from shallowcnn.data.patches import PatchError, open_patches
     from shallowcnn.storage import StoreError
@@ -241,27 +319,35 @@ def main(argv=None) -> int:
         print(f"error: {store_path}: needs train, val and test patches", file=sys.stderr)
         return 2
     x_test, y_test = data["test"]
-    rows = []
-    for name in models:
-        print(f"training {LABELS[name]} for {epochs} epochs on {len(data['train'][0])} patches ...", flush=True)
-        if name == "shallowcnn":
-            predict, n_params, seconds, best_epoch = train_shallowcnn(data, epochs, args.batch_size, args.seed,
-                                                                      args.backend)
-        else:
-            predict, n_params, seconds, best_epoch = train_torch(name, data, epochs, args.batch_size, args.seed)
-        metrics = classification_metrics(y_test, predict(x_test))
-        rows.append({"model": name, "n_params": int(n_params), "train_seconds": seconds, "best_epoch": best_epoch,
-                     "patches_per_second": patches_per_second(predict, x_test, args.reps,
-                                                                    args.inference_patches),
-                     **{k: metrics[k] for k in ("accuracy", "sensitivity", "specificity", "roc_auc")}})
-    source = "a tiny phantom (--quick)" if not args.patches else str(store_path)
-    table = markdown_table(rows, epochs, source)
+    runs = {name: [] for name in models}
+    for seed in seeds:
+        for name in models:
+            print(f"seed {seed}: training {LABELS[name]} on {len(data['train'][0])} patches "
+                  f"(at most {max_epochs} epochs, patience {patience}) ...", flush=True)
+            if name == "shallowcnn":
+                trained = train_shallowcnn(data, max_epochs, patience, args.batch_size, seed, args.backend)
+            else:
+                trained = train_torch(name, data, max_epochs, patience, args.batch_size, seed)
+            predict, n_params, seconds, best_epoch, epochs, val_losses = trained
+            metrics = classification_metrics(y_test, predict(x_test))
+            run = {"model": name, "seed": seed, "n_params": int(n_params), "train_seconds": seconds,
+                   "best_epoch": best_epoch, "epochs": epochs, "val_losses": [round(v, 5) for v in val_losses],
+                   "patches_per_second": patches_per_second(predict, x_test, args.reps, args.inference_patches),
+                   **{k: float(metrics[k]) for k in SCORES}}
+            runs[name].append(run)
+            print(f"  accuracy {run['accuracy']:.3f}, ROC AUC {run['roc_auc']:.3f}; best epoch {best_epoch} "
+                  f"of {epochs}, {seconds:.0f} s", flush=True)
+    rows = [summarize(runs[name]) for name in models]
+    source = "a small phantom store (--quick)" if not args.patches else str(store_path)
+    settings = f"at most {max_epochs} epochs, patience {patience}, batch {args.batch_size}"
+    table = markdown_table(rows, settings, source)
     print("\n" + table)
     out = Path(args.out)
     atomic_write_text(out / "table3.md", table)
     atomic_write_text(out / "table3.json", json.dumps(
-        {"patches": source, "epochs": epochs, "batch_size": args.batch_size, "threads": args.threads,
-         "seed": args.seed, "rows": rows}, indent=2, allow_nan=True))
+        {"patches": source, "max_epochs": max_epochs, "patience": patience, "batch_size": args.batch_size,
+         "threads": args.threads, "seeds": seeds, "rows": rows,
+         "runs": [r for name in models for r in runs[name]]}, indent=2, allow_nan=True))
     print(f"wrote {out / 'table3.md'} and table3.json")
     return 0
 

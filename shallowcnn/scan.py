@@ -215,8 +215,8 @@ def window_features(model, image_u8: np.ndarray, stride: int = DEFAULT_STRIDE,
             # (N, 1, T + 16, T + 16): tile (ti, tj) reads image rows ti*T .. ti*T + T + 15
             x = pixels_to_input(np.stack([padded[ti * T:ti * T + T + halo, tj * T:tj * T + T + halo]
                                           for ti, tj in chunk])[:, None], dtype)
-            h1 = kernels.conv2d_forward(x, W1, b1)           # (N, 6, T + 8, T + 8)
-            np.maximum(h1, 0, out=h1)                        # ReLU
+            # (N, 6, T + 8, T + 8) with its ReLU, which numba applies as it stores (no second pass)
+            h1 = kernels.conv2d_forward(x, W1, b1, relu=True)
             bm = kernels.conv_relu_blockmax(h1, W2, b2, g)   # (N, F, tb, tb), ReLU applied
             for n, (ti, tj) in enumerate(chunk):
                 blocks[:, ti * tb:(ti + 1) * tb, tj * tb:(tj + 1) * tb] = bm[n]

@@ -78,3 +78,36 @@ def test_non_square_kernels_are_refused(backend):
     x = np.zeros((1, 2, 10, 10), np.float32)
     with pytest.raises(ValueError, match="kernels must be square, got 3x5"):
         kernels.conv2d_forward(x, np.zeros((4, 2, 3, 5), np.float32), np.zeros(4, np.float32))
+
+
+def test_without_a_cuda_driver_auto_does_not_import_numba_cuda():
+    """no_cuda_driver(): where no CUDA driver library loads (Linux), cuda_usable() answers
+    False without importing numba.cuda (1.4 s of every `shallowcnn scan`); with the
+    simulator on it always asks numba.cuda."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys; from shallowcnn.kernels import cuda_usable, no_cuda_driver; "
+            "nd = no_cuda_driver(); u = cuda_usable(); print(nd, u, 'numba.cuda' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "NUMBA_CUDA_DRIVER")}
+    no_driver, usable, imported = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                                 text=True, check=True).stdout.split()
+    if no_driver == "True":
+        assert usable == "False" and imported == "False"
+    sim = subprocess.run([sys.executable, "-c", code], env=dict(env, NUMBA_ENABLE_CUDASIM="1"),
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert sim[0] == "False"
+
+
+@pytest.mark.parametrize("name", ["numpy", "numba"])
+def test_conv2d_forward_relu_is_the_relu_of_the_convolution(name):
+    """``relu=True`` is part of every backend's contract (the scan asks for it); it equals
+    max(conv, 0) of the same backend's plain convolution, with negative outputs present."""
+    kernels = get_backend(name)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 20, 23)).astype(np.float32)
+    W = rng.standard_normal((6, 1, 9, 9)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    plain = kernels.conv2d_forward(x, W, b)
+    assert (plain < 0).mean() > 0.2                         # the ReLU has work to do
+    np.testing.assert_array_equal(kernels.conv2d_forward(x, W, b, relu=True), np.maximum(plain, 0))

@@ -59,9 +59,48 @@ def test_table3_quick(small_store, tmp_path):
     assert rows["lenet5"]["n_params"] == lenet5_count() == 2_103_821
     assert rows["mobilenetv2"]["n_params"] == mobilenet_v2_count()
     for row in rows.values():
-        assert row["best_epoch"] == 1 and 0 <= row["accuracy"] <= 1 and row["patches_per_second"] > 0
+        assert row["best_epoch"] == row["epochs"] == 1 and row["seeds"] == [0]
+        assert 0 <= row["accuracy"] <= 1 and row["accuracy_std"] == 0 and row["patches_per_second"] > 0
+    assert [len(run["val_losses"]) for run in result["runs"]] == [1, 1, 1]
     table = (tmp_path / "table3.md").read_text()
     assert table.count("\n| ") == 4 and "2,103,821" in table and "67,797,505" in table
+
+
+def test_fit_until_stale_stops_after_patience_and_restores_the_best():
+    """Validation losses 5, 3, 4, 2, 2.5, 2.1, 2.2, 1 with patience 3: the best is epoch 4
+    (2.0); epochs 5, 6, 7 do not beat it, so training stops after epoch 7 and the weights
+    of epoch 4 come back. A NaN loss never counts as an improvement."""
+    table3 = load_script()
+    losses = iter([5, 3, 4, 2, 2.5, 2.1, 2.2, 1])
+    state = {"weights": 0}
+    trained = []
+
+    def train_epoch(epoch):
+        trained.append(epoch)
+        state["weights"] = epoch                     # "weights" = the epoch that made them
+
+    best, epochs, seen = table3.fit_until_stale(train_epoch, lambda: next(losses), lambda: state["weights"],
+                                                lambda w: state.update(weights=w), max_epochs=20, patience=3)
+    assert (best, epochs, seen) == (4, 7, [5, 3, 4, 2, 2.5, 2.1, 2.2])
+    assert trained == list(range(1, 8)) and state["weights"] == 4
+    nan_losses = iter([1.0, float("nan"), float("nan")])
+    best, epochs, _ = table3.fit_until_stale(lambda e: None, lambda: next(nan_losses), lambda: "w1",
+                                             lambda w: None, max_epochs=3, patience=2)
+    assert (best, epochs) == (1, 3)
+    best, epochs, _ = table3.fit_until_stale(lambda e: None, lambda: 1.0, lambda: "w", lambda w: None,
+                                             max_epochs=5, patience=10)
+    assert (best, epochs) == (1, 5)                  # max_epochs stops it first
+
+
+def test_summarize_gives_mean_and_sample_spread():
+    table3 = load_script()
+    runs = [{"model": "lenet5", "seed": s, "n_params": 10, "patches_per_second": pps, "accuracy": acc,
+             "sensitivity": 1.0, "specificity": acc, "roc_auc": 0.5, "best_epoch": 2, "epochs": e,
+             "train_seconds": 3.0} for s, pps, acc, e in ((0, 100, 0.8, 4), (1, 300, 0.9, 6), (2, 200, 1.0, 8))]
+    row = table3.summarize(runs)
+    assert row["seeds"] == [0, 1, 2] and row["patches_per_second"] == 200
+    assert abs(row["accuracy"] - 0.9) < 1e-12 and abs(row["accuracy_std"] - 0.1) < 1e-12   # ddof=1
+    assert row["epochs"] == 6 and row["epochs_std"] == 2 and row["sensitivity_std"] == 0
 
 
 def test_table3_refuses_unknown_models(capsys):

@@ -93,3 +93,84 @@ def test_the_model_path_uses_wino_when_pinned(monkeypatch):
     np.testing.assert_allclose(pooled, direct, rtol=0, atol=2e-5)
     grads = cpu.features_backward(np.ones_like(pooled), ctx)
     assert all(np.isfinite(g).all() for g in grads)
+
+
+def _data(shape, dtype, seed):
+    N, C, H, Wd, F, K = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
+    W = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
+    b = (0.1 * rng.standard_normal(F)).astype(dtype)
+    return x, W, b
+
+
+# (N, C, H, W, F, K)
+DENSE_SHAPES = [
+    (2, 1, 30, 33, 6, 9),       # conv1: 22 rows = 5 groups + 2 direct rows; F = 6 pads to 2 blocks of 4
+    (1, 1, 60, 60, 6, 9),       # conv1 of a 60 x 60 patch: 52 rows, 13 groups (the last band holds one)
+    (2, 6, 20, 300, 16, 9),     # many channels and filters, two column chunks
+    (2, 2, 11, 14, 3, 9),       # 3 output rows: all direct
+    (2, 3, 13, 12, 4, 5),       # K = 5: all direct
+]
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", DENSE_SHAPES)
+def test_wino_dense_forward_matches_the_reference(shape, dtype, relu):
+    """cpu.conv2d_forward(variant="wino") -- conv1's Winograd variant -- against the float64 reference."""
+    x, W, b = _data(shape, dtype, sum(shape))
+    got = cpu.conv2d_forward(x, W, b, relu=relu, variant="wino")
+    want = ref.conv2d_forward(*(a.astype(np.float64) for a in (x, W, b)))
+    if relu:
+        want = np.maximum(want, 0)
+    assert got.dtype == dtype and got.shape == want.shape
+    # float32: the transforms' larger, cancelling terms cost a few units of 1e-6 of the largest value
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-12 if dtype == np.float64 else 5e-6) * scale)
+
+
+def blockmax_reference(x, W, b, g):
+    z = ref.conv2d_forward(x, W, b)
+    N, F, Ho, Wo = z.shape
+    z = z[:, :, :Ho // g * g, :Wo // g * g].reshape(N, F, Ho // g, g, Wo // g, g)
+    return np.maximum(z.max(axis=(3, 5)), 0)
+
+
+# (N, C, H, W, F, K), g
+BLOCKMAX_CASES = [
+    ((2, 6, 56, 60, 16, 9), 16),    # a small scan tile: 3 block rows of 16 (2 bands of 8 each)
+    ((1, 6, 40, 300, 16, 9), 8),    # 8-row blocks (one band), two column chunks of whole blocks
+    ((2, 3, 30, 37, 5, 9), 4),      # 4-row blocks (a band of one group); F = 5 pads to 8
+    ((2, 6, 36, 36, 16, 9), 12),    # 12 = 3 groups: a band of 2 and a band of 1
+    ((1, 2, 30, 30, 4, 9), 6),      # g % 4 != 0: the direct default runs
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", BLOCKMAX_CASES)
+def test_wino_blockmax_matches_the_reference(case, dtype):
+    """The scan's block max with variant="wino" against conv2d_forward + block max in float64."""
+    from shallowcnn.kernels.cpu_blockmax import conv_relu_blockmax
+    shape, g = case
+    x, W, b = _data(shape, dtype, sum(shape) + g)
+    b[0] = -50.0                                       # a filter whose ReLU stays shut: zeros
+    got = conv_relu_blockmax(x, W, b, g, variant="wino")
+    want = blockmax_reference(*(a.astype(np.float64) for a in (x, W, b)), g)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert np.all(got[:, 0] == 0)
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-12 if dtype == np.float64 else 5e-6) * scale)
+
+
+def test_wino_pins_the_three_winograd_kernels(monkeypatch):
+    """SHALLOWCNN_KERNEL_VARIANT=wino: the fused conv2, the scan's block max and conv1 all run it."""
+    from shallowcnn.kernels import autotune
+    monkeypatch.setenv(autotune.ENV, "wino")
+    monkeypatch.setattr(autotune, "_chosen", {})
+    x, W, b = _data((1, 1, 24, 24, 6, 9), np.float32, 1)
+    h = cpu.conv2d_forward(x, W, b, relu=True)
+    W2 = np.random.default_rng(2).standard_normal((16, 6, 9, 9)).astype(np.float32) / 20
+    cpu.conv_relu_blockmax(h, W2, np.zeros(16, np.float32), 4)
+    variants = {sig.split(" float")[0]: rec["variant"] for sig, rec in autotune.chosen().items()}
+    assert variants == {"small_f dense": "wino", "tile blockmax g4": "wino"}

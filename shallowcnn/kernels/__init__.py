@@ -13,9 +13,10 @@ Every backend module provides the same functions, so the rest of the package
 never asks which backend it has (shapes for one batch; ``K`` the kernel size,
 ``Ho = H - K + 1``, ``Wo = W - K + 1``). Host NumPy arrays go in and come out.
 
-``conv2d_forward(x, W, b) -> out``
+``conv2d_forward(x, W, b, relu=False) -> out``
     x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, Ho, Wo),
-    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``.
+    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``; with
+    ``relu=True`` its ReLU, ``max(out, 0)`` (a backend may apply it as it stores).
 ``conv2d_backward(dout, x, W, need_dx=True) -> (dx, dW, db)``
     dx is None when ``need_dx`` is False (the first layer needs no dx).
 ``conv_relu_maxpool_forward(x, W, b) -> (pooled, argmax)``
@@ -42,7 +43,10 @@ we never fall back silently.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
+import sys
 
 BACKENDS = ("numpy", "numba", "cuda")
 _MODULES = {"numpy": "reference", "numba": "cpu", "cuda": "cuda"}
@@ -69,8 +73,27 @@ def check_shapes(x, W) -> None:
         raise ValueError(f"input {x.shape[2]}x{x.shape[3]} is smaller than the {K}x{K} kernel")
 
 
+def no_cuda_driver() -> bool:
+    """True when this is Linux, the CUDA simulator is off and no CUDA driver library loads:
+    then no GPU can be usable. Loading a missing library fails in well under a millisecond,
+    while importing numba.cuda to learn the same took 1.4 s of a 4-second ``shallowcnn scan``
+    (its default backend is ``auto``). Elsewhere, or with ``NUMBA_CUDA_DRIVER`` set, we ask numba.cuda."""
+    if (not sys.platform.startswith("linux") or os.environ.get("NUMBA_ENABLE_CUDASIM", "0") != "0"
+            or os.environ.get("NUMBA_CUDA_DRIVER")):
+        return False
+    for name in ("libcuda.so.1", "libcuda.so"):      # the names numba.cuda's driver loader tries
+        try:
+            ctypes.CDLL(name)
+            return False
+        except OSError:
+            pass
+    return True
+
+
 def cuda_usable() -> bool:
     """True when numba.cuda is installed and sees a GPU (or its simulator)."""
+    if no_cuda_driver():
+        return False
     try:
         from numba import cuda
         return bool(cuda.is_available())

@@ -34,7 +34,7 @@ import time
 
 from . import autotune_cache
 from .autotune_cache import identity, isa_flags
-from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
+from .variants import FUSED_VARIANTS, SMALL_F_FAMILY, TILE_VARIANTS
 
 # numba is imported inside the functions that need it: `shallowcnn tune`, and so every
 # start of the command line, imports this module.
@@ -44,7 +44,8 @@ REPS = 3                      # timed samples per variant (the best is kept)
 SAMPLE_S = 0.005              # CPU seconds per sample at least (short runs are repeated)
 
 # family -> its variant names, the default first
-FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": tuple(SMALL_F_VARIANTS)}
+# ("fused": the fused conv2 and the scan's block max; "wino" is in "fused" and "small_f")
+FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": SMALL_F_FAMILY}
 
 _chosen: dict = {}            # signature -> record, for this process
 _force = False                # True inside timing_everything() (`shallowcnn tune`)

@@ -34,9 +34,10 @@ the truth these kernels are tested against).  Three ideas make them fast.
    a given CPU are kept busy.  Each kernel takes a ``variant`` (a name from
    ``tiles.TILE_VARIANTS`` or ``tiles.SMALL_F_VARIANTS``); left at None, the
    autotuner picks the fastest for this CPU and layer shape, once, and
-   remembers it on disk.  The fused conv2 has one more: ``wino``
-   (:mod:`shallowcnn.kernels.winograd`), the same passes on Winograd-transformed
-   rows, half the multiply-adds, float32 sums within about 1e-6 of the direct ones.
+   remembers it on disk.  The fused conv2, the scan's block max and the few-filter
+   conv1 have one more: ``wino`` (:mod:`shallowcnn.kernels.winograd`), the same
+   passes on Winograd-transformed rows (half the multiply-adds for conv2; for conv1,
+   its 6 filters padded to 8, two thirds), float32 sums within about 1e-6 of the direct ones.
 
 2. Fusion (conv + ReLU + global max pool)
    The network only needs, per (patch, filter), the maximum of the conv2
@@ -356,10 +357,10 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
     x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, H-K+1, W-K+1)
     ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``
     (``max(out, 0)`` when relu: applied as the output is stored, no extra pass).
-    ``relu`` and ``variant`` are extensions of this backend; the others take
-    (x, W, b) only.  variant: None (the autotuner picks), a name of
-    ``tiles.TILE_VARIANTS`` (the blocked path, any F) or of
-    ``tiles.SMALL_F_VARIANTS`` (the few-filter path, any F).
+    ``variant`` is an extension of this backend (``relu`` is in every backend's contract):
+    None (the autotuner picks), a name of ``tiles.TILE_VARIANTS`` (the blocked path, any F), of
+    ``tiles.SMALL_F_VARIANTS`` (the few-filter path, any F), or ``wino``
+    (:func:`winograd.conv_dense`, any F; float32 sums within rounding of the direct ones).
     """
     check_shapes(x, W)
     dt = _dtype(x, W)
@@ -369,16 +370,26 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
     F, _, K, _ = W.shape
     Wo = x.shape[3] - K + 1
     jt = small_f_width(Wo, K)
+    if variant == "wino":       # Winograd (kernels/winograd.py); leftover rows: the direct default
+        direct = _direct_default(F, jt)
+        return winograd.conv_dense(x, W, b, relu, lambda xs: conv2d_forward(xs, W, b, relu, direct))
     if variant in SMALL_F_VARIANTS or (variant is None and F <= SMALL_F):
         if jt:
             if variant is None:
                 variant = autotune.pick("small_f", "small_f dense", x, W,
-                                        lambda xs, v: _small_f(xs, W, b, relu, v, jt))
+                                        lambda xs, v: conv2d_forward(xs, W, b, relu, v))
+                if variant == "wino":
+                    return conv2d_forward(x, W, b, relu, variant)
             return _small_f(x, W, b, relu, variant, jt)
         variant = None          # K wider than a segment (tiles.SEG): the blocked path
     if variant is None:
         variant = autotune.pick("tile", "tile dense", x, W, lambda xs, v: _blocked(xs, W, b, relu, v))
     return _blocked(x, W, b, relu, autotune.check("tile", variant))
+
+
+def _direct_default(F, jt):
+    """The pinned default of the direct path conv2d_forward would take for F filters."""
+    return autotune.FAMILIES["small_f" if F <= SMALL_F and jt else "tile"][0]
 
 
 def _small_f(x, W, b, relu, variant, jt):

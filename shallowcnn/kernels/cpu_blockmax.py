@@ -16,6 +16,14 @@ The arithmetic is the register-blocked tile of the CPU backend,
 decides which tiles to compute and how to reduce them. One parallel task per (tile n, block row bi)
 -- disjoint outputs, so no two threads ever write the same element.
 
+The ``wino`` variant (:func:`_wino_blockmax`) computes the same block maxima from
+Winograd's F(4, 3) down the columns, with the band passes of
+:mod:`shallowcnn.kernels.winograd` (half the multiply-adds): a block row of g rows is
+g / 4 groups of 4 output rows, two groups sharing each pass. It needs g % 4 == 0 and
+K % 3 == 0 (else the direct default runs). Its float32 values differ from the direct
+kernel's by rounding (the scan's probabilities by about 1e-6), so it is a variant the
+autotuner may choose, never the pinned default.
+
 Tested against the reference (``conv2d_forward`` then block max) in
 tests/test_kernels_cpu.py and tests/test_scan.py. :mod:`shallowcnn.kernels.cpu` imports
 :func:`conv_relu_blockmax` so that the numba backend offers it like the others.
@@ -25,8 +33,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from . import autotune, check_shapes
-from .tiles import ACC_ROW, RB, conv_tile, pack_bias, pack_weights, taps, tile_width, variant_args
+from . import autotune, check_shapes, winograd
+from .tiles import ACC_ROW, RB, VL, row_max, conv_tile, pack_bias, pack_weights, taps, tile_width, variant_args
+from .winograd import FB as WFB, band_products, output_rows, transform_band
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"})
@@ -65,6 +74,44 @@ def _conv_relu_blockmax(x, Wp, bp, kt, ft, rt, g, jt, out):
                 out[n, f, bi, bj] = top if top > 0 else 0                # ReLU after the max: same value
 
 
+@njit(parallel=True, cache=True, fastmath={"contract"})
+def _wino_blockmax(x, Up, bp, kt, g, jt, out):
+    # Up, bp: winograd.pack_weights / pack_bias (blocks of WFB filters); g % 4 == 0 and jt a
+    # multiple of g, so a column chunk holds whole blocks. out has the real F.
+    K = len(kt)
+    N, C, H, Wd = x.shape
+    F = out.shape[1]
+    nfb = Up.shape[0]
+    nbr, nbc = out.shape[2], out.shape[3]
+    wc = nbc * g                                   # columns computed: whole blocks only
+    for task in prange(N * nbr):
+        n, bi = task // nbr, task % nbr
+        V = np.zeros((2, C, K // 3, 6, Wd + VL), dtype=x.dtype)    # zero padding: see transform_band
+        acc = np.empty(6 * 2 * WFB * ACC_ROW, dtype=x.dtype)
+        y = np.empty(4 * ACC_ROW, dtype=x.dtype)
+        best = np.full((nfb * WFB, nbc), -np.inf, dtype=x.dtype)
+        for i0 in range(bi * g, bi * g + g, 8):            # bands of 8 rows (the last may hold 4)
+            ng = min(2, (bi * g + g - i0) // 4)
+            transform_band(x, n, i0, ng, V)
+            for blk in range(nfb):
+                for j0 in range(0, wc, jt):
+                    jn = min(jt, wc - j0)
+                    band_products(acc, V, Up, kt, blk, j0, (jn + VL - 1) // VL * VL, ng)
+                    for s in range(ng):
+                        for f in range(WFB):
+                            row = best[blk * WFB + f]
+                            output_rows(acc, s, f, bp[blk * WFB + f], jn, y)
+                            for rho in range(4):
+                                for bj in range(j0 // g, (j0 + jn) // g):
+                                    m = row_max(y, rho * ACC_ROW + bj * g - j0, g)
+                                    if m > row[bj]:
+                                        row[bj] = m
+        for f in range(F):
+            for bj in range(nbc):
+                top = best[f, bj]
+                out[n, f, bi, bj] = top if top > 0 else 0
+
+
 def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
     """Valid convolution, ReLU and g x g block maxima, without storing the convolution.
 
@@ -72,7 +119,8 @@ def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
     out (N, F, (H-K+1) // g, (W-K+1) // g), ``out = relu(blockmax_g(conv(x, W) + b))``
 
     Rows and columns of the convolution beyond the last whole block are not computed.
-    variant: a name of ``tiles.TILE_VARIANTS``, or None (the autotuner picks).
+    variant: a name of ``variants.FUSED_VARIANTS`` (the tile variants and ``wino``), or
+    None (the autotuner picks).
     """
     x = np.ascontiguousarray(x)
     W = np.asarray(W)
@@ -83,15 +131,24 @@ def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
         raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
     g = int(g)
     if variant is None:
-        variant = autotune.pick("tile", f"tile blockmax g{g}", x, W,
+        variant = autotune.pick("fused", f"tile blockmax g{g}", x, W,
                                 lambda xs, v: _blockmax(xs, W, b, g, v),
                                 rows=max(g, 32 // g * g))   # whole block rows
-    return _blockmax(x, W, b, g, autotune.check("tile", variant))
+    return _blockmax(x, W, b, g, autotune.check("fused", variant))
 
 
 def _blockmax(x, W, b, g, variant):
     F, _, K, _ = W.shape
     Ho, Wo = x.shape[2] - K + 1, x.shape[3] - K + 1
+    if variant == "wino":
+        if g % 4 or not winograd.usable(K):
+            variant = autotune.FAMILIES["tile"][0]          # no whole groups of 4 rows: direct
+        else:
+            out = np.empty((x.shape[0], F, Ho // g, Wo // g), dtype=x.dtype)
+            jt = max(g, tile_width((Wo // g) * g) // g * g)   # whole blocks per column chunk
+            _wino_blockmax(x, winograd.pack_weights(W, x.dtype), pack_bias(b, F, x.dtype, WFB), taps(K),
+                           g, jt, out)
+            return out
     ft, rt = variant_args(variant)
     out = np.empty((x.shape[0], F, Ho // g, Wo // g), dtype=x.dtype)
     _conv_relu_blockmax(x, pack_weights(W, x.dtype, len(ft)), pack_bias(b, F, x.dtype, len(ft)), taps(K),

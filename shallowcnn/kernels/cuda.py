@@ -339,16 +339,16 @@ def _relu_gate(dpooled, pooled, dtype):
 # ---------------------------------------------------------------------------
 
 
-def conv2d_forward(x, W, b):
-    """Valid cross-correlation on the GPU.
+def conv2d_forward(x, W, b, relu=False):
+    """Valid cross-correlation on the GPU; with ``relu=True`` its ReLU (the RELU epilogue).
 
     x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, H-K+1, W-K+1)
-    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``
+    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]`` (``max(out, 0)`` when relu)
     """
     check_available()
     check_shapes(x, W)
     dt = _float_dtype(x, W, b)
-    out = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), NONE)
+    out = _tiled_conv(_to_device(x, dt), _to_device(W, dt), _to_device(b, dt), RELU if relu else NONE)
     return out.copy_to_host()
 
 

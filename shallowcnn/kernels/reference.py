@@ -17,11 +17,11 @@ import numpy as np
 from . import check_shapes
 
 
-def conv2d_forward(x, W, b):
-    """Valid cross-correlation.
+def conv2d_forward(x, W, b, relu=False):
+    """Valid cross-correlation; with ``relu=True`` its ReLU.
 
     x (N, C, H, W), W (F, C, K, K), b (F,) -> out (N, F, H-K+1, W-K+1)
-    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]``
+    ``out[n,f,i,j] = b[f] + sum_{c,p,q} W[f,c,p,q] x[n,c,i+p,j+q]`` (``max(out, 0)`` when relu)
     """
     check_shapes(x, W)
     N, C, H, Wd = x.shape
@@ -34,6 +34,8 @@ def conv2d_forward(x, W, b):
             # sum over c of W[f, c, p, q] * window[n, c, i, j]
             out += np.einsum("fc,nchw->nfhw", W[:, :, p, q], window, optimize=True)
     out += b.reshape(1, F, 1, 1)
+    if relu:
+        np.maximum(out, 0, out=out)
     return out
 
 

@@ -231,7 +231,7 @@ def conv_tile(acc, x, Wp, bp, kt, ft, rt, n, blk, i0, rn, j0, jn):
 
 
 @njit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, cache=True, inline="always")
-def _row_max(acc, a, jn):
+def row_max(acc, a, jn):
     """max(acc[a : a + jn]).  The fast-math flags promise no NaN or inf and
     allow reordering, which lets LLVM keep 16 partial maxima in one vector
     instead of a compare-and-branch per element (it was ~8% of the fused
@@ -249,13 +249,13 @@ def fold_row_max(acc, a, jn, idx0, best, where, k):
     """Fold one row of a tile, acc[a : a + jn] at flat output positions idx0 ..
     idx0 + jn - 1, into the running maximum best[k] and its position where[k].
 
-    The row's maximum is a vectorised reduction (:func:`_row_max`); only when it
+    The row's maximum is a vectorised reduction (:func:`row_max`); only when it
     reaches the running best is its first position looked for. Ties go to the
     smaller flat index, as in np.argmax: rows are not always folded in order (a
     later column chunk holds an earlier position than an earlier chunk's next row).
     Used by the fused kernels, direct (cpu.py) and Winograd (winograd.py).
     """
-    m = _row_max(acc, a, jn)
+    m = row_max(acc, a, jn)
     if m >= best[k]:
         j = 0
         while acc[a + j] != m:

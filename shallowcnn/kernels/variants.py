@@ -20,3 +20,7 @@ FUSED_VARIANTS = (*TILE_VARIANTS, "wino")
 # pass carries (G chains per vector of columns, G*K weights held in registers); the first
 # is the default.
 SMALL_F_VARIANTS = {"g3": 3, "g2": 2, "g4": 4}
+
+# conv1's few-filter path has one too: winograd.conv_dense, the same band passes writing
+# the whole map (6 filters padded to two blocks of 4). The direct g3 stays its default.
+SMALL_F_FAMILY = (*SMALL_F_VARIANTS, "wino")

@@ -62,6 +62,7 @@ AT = np.array([[1, 1, 1, 1, 1, 0],
 FB = 4          # filters per pass (4 chains per row, 8 with the two groups of rows)
 
 
+
 def usable(K) -> bool:
     """The row split needs K = 3 * (kernel-row groups)."""
     return K % 3 == 0
@@ -100,6 +101,62 @@ def _input_transform(x, n, r0, V, s, c, k, Wd):
         V[s, c, k, 5, j] = 4 * d1 - 5 * d3 + d5
 
 
+@njit(fastmath=FM_FMA, cache=True)
+def transform_band(x, n, i0, ng, V):
+    """The input transform for a band of ng (1 or 2) groups of 4 output rows from row i0:
+    V[s, c, k] for s < ng, every channel c and kernel-row group k.
+
+    V (2, C, K/3, 6, Wd + VL) comes zeroed from its kernel: a pass reads up to VL - 1
+    columns past Wd, and this transform writes columns < Wd only, so that padding stays 0."""
+    Wd = x.shape[3]
+    for s in range(ng):
+        for c in range(V.shape[1]):
+            for k in range(V.shape[2]):
+                _input_transform(x, n, i0 + 4 * s + 3 * k, V, s, c, k, Wd)
+
+
+@njit(fastmath=FM_FMA, cache=True)
+def band_products(acc, V, Up, kt, blk, j0, jv, ng):
+    """M for one filter block and columns j0 .. j0 + jv - 1 of a band (jv a multiple of VL):
+
+    acc[(a*2*FB + s*FB + f)*ACC_ROW + j] = sum_{c, k, q} Up[blk, c, k, a, f*K + q] V[s, c, k, a, j0 + j + q]
+
+    for a < 6, s < ng, f < FB: 6 x C x K/3 row passes (:func:`tiles.tile_pass`), the two
+    groups of a band sharing each one. K = len(kt), a compile-time constant (tiles.taps)."""
+    K = len(kt)
+    for r in range(6 * 2 * FB):
+        for j in range(jv):
+            acc[r * ACC_ROW + j] = 0.0
+    for c in range(V.shape[1]):
+        for k in range(V.shape[2]):
+            for a in range(6):
+                w = Up[blk, c, k, a]
+                o = a * 2 * FB * ACC_ROW
+                if ng == 2:
+                    tile_pass(acc, o, V[0, c, k, a, j0:], V[1, c, k, a, j0:], w, K, FB, True, jv)
+                else:
+                    tile_pass(acc, o, V[0, c, k, a, j0:], V[0, c, k, a, j0:], w, K, FB, False, jv)
+
+
+@njit(fastmath=FM_FMA, cache=True, inline="always")
+def output_rows(acc, s, f, bias, jn, y):
+    """The output transform z = b + AT M of group s and filter f of a band's products
+    (:func:`band_products`): y[rho*ACC_ROW + j] = z of the group's output row rho < 4, j < jn."""
+    a0 = (s * FB + f) * ACC_ROW            # row a of M is a * da further
+    da = 2 * FB * ACC_ROW
+    for j in range(jn):
+        m0 = acc[a0 + j]
+        m1 = acc[a0 + da + j]
+        m2 = acc[a0 + 2 * da + j]
+        m3 = acc[a0 + 3 * da + j]
+        m4 = acc[a0 + 4 * da + j]
+        m5 = acc[a0 + 5 * da + j]
+        y[j] = bias + (m0 + m1 + m2 + m3 + m4)
+        y[ACC_ROW + j] = bias + ((m1 - m2) + 2 * (m3 - m4))
+        y[2 * ACC_ROW + j] = bias + ((m1 + m2) + 4 * (m3 + m4))
+        y[3 * ACC_ROW + j] = bias + ((m1 - m2) + 8 * (m3 - m4) + m5)
+
+
 @njit(parallel=True, fastmath=FM_FMA, cache=True)
 def _wino_max_kernel(x, Up, bp, F, kt, jt):
     """The maximum of z over the whole groups of 4 output rows (rows 4*(Ho//4) and up
@@ -107,7 +164,6 @@ def _wino_max_kernel(x, Up, bp, F, kt, jt):
     argmax (N, F) int64. One parallel task per patch; inside, bands of two groups (8
     rows) share each pass (as the two rows of f4r2 do)."""
     K = len(kt)
-    KG = K // 3
     N, C, H, Wd = x.shape
     nfb = Up.shape[0]
     Ho, Wo = H - K + 1, Wd - K + 1
@@ -115,57 +171,65 @@ def _wino_max_kernel(x, Up, bp, F, kt, jt):
     zmax = np.full((N, F), -np.inf, dtype=x.dtype)
     argmax = np.zeros((N, F), dtype=np.int64)
     for n in prange(N):
-        # V's rows are padded with zeros past Wd (a pass reads up to VL - 1 columns beyond);
-        # the input transform writes columns < Wd only, so the padding stays zero
-        V = np.zeros((2, C, KG, 6, Wd + VL), dtype=x.dtype)
+        V = np.zeros((2, C, K // 3, 6, Wd + VL), dtype=x.dtype)    # zero padding: see transform_band
         acc = np.empty(6 * 2 * FB * ACC_ROW, dtype=x.dtype)
-        y = np.empty(4 * ACC_ROW, dtype=x.dtype)     # the 4 output rows of one group
+        y = np.empty(4 * ACC_ROW, dtype=x.dtype)
         best, where = zmax[n], argmax[n]
         for i0 in range(0, 4 * nt, 8):
             ng = min(2, nt - i0 // 4)
-            for s in range(ng):
-                for c in range(C):
-                    for k in range(KG):
-                        _input_transform(x, n, i0 + 4 * s + 3 * k, V, s, c, k, Wd)
+            transform_band(x, n, i0, ng, V)
             for blk in range(nfb):
                 f0 = blk * FB
                 nf = min(FB, F - f0)
                 for j0 in range(0, Wo, jt):
                     jn = min(jt, Wo - j0)
-                    jv = (jn + VL - 1) // VL * VL
-                    for r in range(6 * 2 * FB):
-                        for j in range(jv):
-                            acc[r * ACC_ROW + j] = 0.0
-                    for c in range(C):
-                        for k in range(KG):
-                            for a in range(6):
-                                w = Up[blk, c, k, a]
-                                o = a * 2 * FB * ACC_ROW
-                                if ng == 2:
-                                    tile_pass(acc, o, V[0, c, k, a, j0:], V[1, c, k, a, j0:], w, K, FB, True, jv)
-                                else:
-                                    tile_pass(acc, o, V[0, c, k, a, j0:], V[0, c, k, a, j0:], w, K, FB, False, jv)
-                    # output transform (z = b + AT M), then each row folded into the running maxima
+                    band_products(acc, V, Up, kt, blk, j0, (jn + VL - 1) // VL * VL, ng)
+                    # output transform, then each row folded into the running maxima
                     for s in range(ng):
                         for f in range(nf):
-                            a0 = (s * FB + f) * ACC_ROW            # row a of M is a * da further
-                            da = 2 * FB * ACC_ROW
-                            bias = bp[f0 + f]
-                            for j in range(jn):
-                                m0 = acc[a0 + j]
-                                m1 = acc[a0 + da + j]
-                                m2 = acc[a0 + 2 * da + j]
-                                m3 = acc[a0 + 3 * da + j]
-                                m4 = acc[a0 + 4 * da + j]
-                                m5 = acc[a0 + 5 * da + j]
-                                y[j] = bias + (m0 + m1 + m2 + m3 + m4)
-                                y[ACC_ROW + j] = bias + ((m1 - m2) + 2 * (m3 - m4))
-                                y[2 * ACC_ROW + j] = bias + ((m1 + m2) + 4 * (m3 + m4))
-                                y[3 * ACC_ROW + j] = bias + ((m1 - m2) + 8 * (m3 - m4) + m5)
+                            output_rows(acc, s, f, bp[f0 + f], jn, y)
                             for rho in range(4):
                                 fold_row_max(y, rho * ACC_ROW, jn, (i0 + 4 * s + rho) * Wo + j0,
                                              best, where, f0 + f)
     return zmax, argmax
+
+
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
+def _wino_dense_kernel(x, Up, bp, kt, jt, relu, out):
+    """z (and its ReLU when relu) of the whole groups of 4 output rows into out (N, F, Ho, Wo)
+    (rows 4*(Ho//4) and up are left alone). One parallel task per (patch, band of 8 rows)."""
+    K = len(kt)
+    N, C, H, Wd = x.shape
+    F = out.shape[1]
+    nfb = Up.shape[0]
+    Ho, Wo = H - K + 1, Wd - K + 1
+    nt = Ho // 4
+    nb = (nt + 1) // 2              # bands of two groups per patch
+    zero = np.zeros(1, dtype=x.dtype)[0]     # a 0 of x's dtype (0.0 would be float64)
+    for t in prange(N * nb):
+        n, i0 = t // nb, (t % nb) * 8
+        ng = min(2, nt - i0 // 4)
+        V = np.zeros((2, C, K // 3, 6, Wd + VL), dtype=x.dtype)    # zero padding: see transform_band
+        acc = np.empty(6 * 2 * FB * ACC_ROW, dtype=x.dtype)
+        y = np.empty(4 * ACC_ROW, dtype=x.dtype)
+        transform_band(x, n, i0, ng, V)
+        for blk in range(nfb):
+            f0 = blk * FB
+            nf = min(FB, F - f0)
+            for j0 in range(0, Wo, jt):
+                jn = min(jt, Wo - j0)
+                band_products(acc, V, Up, kt, blk, j0, (jn + VL - 1) // VL * VL, ng)
+                for s in range(ng):
+                    for f in range(nf):
+                        output_rows(acc, s, f, bp[f0 + f], jn, y)
+                        for rho in range(4):
+                            row = out[n, f0 + f, i0 + 4 * s + rho]
+                            if relu:
+                                for j in range(jn):
+                                    row[j0 + j] = max(y[rho * ACC_ROW + j], zero)
+                            else:
+                                for j in range(jn):
+                                    row[j0 + j] = y[rho * ACC_ROW + j]
 
 
 def conv_max(x, W, b, direct_conv_max):
@@ -186,3 +250,21 @@ def conv_max(x, W, b, direct_conv_max):
         zmax = np.where(later, rest_max, zmax)
         argmax = np.where(later, rest_arg + 4 * nt * Wo, argmax)
     return zmax, argmax
+
+
+def conv_dense(x, W, b, relu, direct_forward):
+    """Winograd version of ``cpu.conv2d_forward``: x (N, C, H, W) contiguous, W, b of x's
+    dtype -> out (N, F, Ho, Wo) (with its ReLU when relu). ``direct_forward(xs)`` runs the
+    direct kernel on a row slice (for the Ho % 4 rows past the last group of 4)."""
+    F, C, K, _ = W.shape
+    N, _, H, Wd = x.shape
+    Ho, Wo = H - K + 1, Wd - K + 1
+    nt = Ho // 4
+    if nt == 0 or not usable(K):
+        return direct_forward(x)
+    out = np.empty((N, F, Ho, Wo), dtype=x.dtype)
+    _wino_dense_kernel(x, pack_weights(W, x.dtype), pack_bias(b, F, x.dtype, FB), taps(K), tile_width(Wo),
+                       bool(relu), out)
+    if Ho % 4:
+        out[:, :, 4 * nt:] = direct_forward(np.ascontiguousarray(x[:, :, 4 * nt:]))
+    return out

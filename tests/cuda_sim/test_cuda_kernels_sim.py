@@ -46,6 +46,8 @@ def test_conv2d_forward(dtype):
     rng = np.random.default_rng(0)
     x, W, b = make(rng, (2, 2, 12, 11), dtype), make(rng, (3, 2, 3, 3), dtype), make(rng, 3, dtype)
     assert_close(kc.conv2d_forward(x, W, b), ref.conv2d_forward(x, W, b), dtype)
+    # relu=True: the RELU epilogue, against the reference's conv then max(., 0) written here
+    assert_close(kc.conv2d_forward(x, W, b, relu=True), np.maximum(ref.conv2d_forward(x, W, b), 0), dtype)
 
 
 def test_conv2d_forward_k5_chunked_grid(monkeypatch):
