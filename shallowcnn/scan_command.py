@@ -19,6 +19,7 @@ from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, write_froc
 from .kernels import BackendUnavailable
 from .messages import cap, listed
 from .model import ShallowCNN
+from .operating_point import model_threshold
 from .options import non_negative_float, positive_float, positive_int, probability
 from .scan import (DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult,
                    scan_image)
@@ -94,8 +95,9 @@ def add_command(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the outputs")
     p.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help=f"pixels between windows (default {DEFAULT_STRIDE}; fastest when it divides 128)")
-    p.add_argument("--threshold", type=probability, default=DEFAULT_THRESHOLD,
-                   help=f"probability for a detection, in [0, 1] (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help=f"probability for a detection, in [0, 1] (default: the model's operating point, "
+                        f"chosen on validation mammograms; {DEFAULT_THRESHOLD} for a model without one)")
     p.add_argument("--min-breast", type=probability, default=DEFAULT_MIN_BREAST,
                    help=f"least fraction of a window inside the breast to scan it (default {DEFAULT_MIN_BREAST})")
     p.add_argument("--nms", type=non_negative_float, default=PATCH_SIZE,
@@ -206,8 +208,8 @@ def run_command(args) -> int:
         out = check_writable_dir(args.output)
     except (ScanError, StoreError, OutputError, BackendUnavailable, ValueError) as e:
         return fail(e)
-    options = dict(stride=args.stride, threshold=args.threshold, min_breast_fraction=args.min_breast,
-                   nms_px=args.nms, pixel_size_mm=args.pixel_size, tile=args.tile)
+    options = dict(stride=args.stride, threshold=model_threshold(model, args.threshold),
+                   min_breast_fraction=args.min_breast, nms_px=args.nms, pixel_size_mm=args.pixel_size, tile=args.tile)
     try:
         with scanning_on_dask(args, model, paths, args.hit_radius, options, verbose=not args.quiet) as scanned:
             report = scan_paths(model, paths, out, hit_radius=args.hit_radius, verbose=not args.quiet,

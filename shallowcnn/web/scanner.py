@@ -26,8 +26,9 @@ import numpy as np
 
 from ..constants import PATCH_SIZE
 from ..data.images import ScanError, load_image
+from ..operating_point import model_threshold
 from ..plots import scan_overlay_png
-from ..scan import DEFAULT_THRESHOLD, scan_image
+from ..scan import scan_image
 
 CANDIDATE_MIN_PROBABILITY = 0.01   # peaks kept for the page's threshold slider
 MAX_CANDIDATES = 300               # ... at most this many (strongest first)
@@ -207,7 +208,7 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     timings["read_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    result = scan_image(model, image)
+    result = scan_image(model, image, threshold=model_threshold(model))   # the model's operating point
     timings["scan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
