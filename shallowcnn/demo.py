@@ -4,6 +4,8 @@
     patches.npz      144 x 144 patches split by patient, augmented and balanced
     patches_*.png    example patches and the four augmentations
     run/             model.npz, history.csv, curves.png, metrics.json, roc.png, mistakes.png
+    mine/            model.npz after hard-negative mining (mining.py) with its operating
+                     point, mining.json (the validation FROC of every round)
     scan/            a whole phantom mammogram scanned: heatmap overlay, detections
     report.md        what was done, the numbers, and links to every figure
 
@@ -24,7 +26,9 @@ from .data.patches import make_patches
 from .data.phantom import DEFAULT_CASES, generate_phantom, parse_size, summarise
 from .evaluate import evaluate
 from .kernels import BackendUnavailable
+from .mining import DEFAULT_ROUNDS, MiningConfig, mine
 from .model import ShallowCNN
+from .operating_point import model_threshold
 from .options import non_negative_int, positive_int, refusing
 from .scan_command import scan_paths
 from .storage import atomic_write_text
@@ -42,12 +46,13 @@ def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
     test_patients = set(np.unique(store.patient[store.indices("test")]).tolist())
     paths = [im.dicom_path for im in phantom_images if im.patient in test_patients] or \
         [im.dicom_path for im in phantom_images[:4]]
-    return scan_paths(model, paths, out, verbose=verbose)
+    return scan_paths(model, paths, out, threshold=model_threshold(model), verbose=verbose)
 
 
 def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, backend="auto",
-             scan=True, verbose=True, size="demo") -> dict:
-    """Run phantom -> patches -> train -> evaluate -> scan into ``out``; returns the numbers."""
+             scan=True, verbose=True, size="demo", mine_rounds=DEFAULT_ROUNDS) -> dict:
+    """Run phantom -> patches -> train -> mine -> evaluate -> scan into ``out``; returns the
+    numbers. ``mine_rounds`` 0 skips hard-negative mining."""
     from .plots import plot_store_figures          # matplotlib loads only when figures are drawn
 
     out = Path(out)
@@ -60,7 +65,7 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
             print(f"\n== {name} ==", flush=True)
         return time.perf_counter()
 
-    t = step(f"1/5 phantom: {cases} synthetic patients")
+    t = step(f"1/6 phantom: {cases} synthetic patients")
     images = generate_phantom(out / "phantom", cases=cases, seed=seed, size=size, overwrite=True,
                               verbose=verbose)
     phantom_summary = summarise(images)
@@ -68,27 +73,34 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
         print(phantom_summary)
     timings["phantom"] = time.perf_counter() - t
 
-    t = step("2/5 patches: 144 x 144, split by patient, augmented x5, balanced")
+    t = step("2/6 patches: 144 x 144, split by patient, augmented x5, balanced")
     store = make_patches(out / "phantom", out / "patches.npz", seed=seed, verbose=verbose)
     plot_store_figures(store, out / "patches.npz")
     timings["patches"] = time.perf_counter() - t
 
-    t = step(f"3/5 train: {epochs} epochs (the paper trains 100)")
+    t = step(f"3/6 train: {epochs} epochs (the paper trains 100)")
     config = TrainConfig(epochs=epochs, seed=seed, backend=backend)
     run_dir = out / "run"
     if (run_dir / "checkpoint.npz").exists():
         (run_dir / "checkpoint.npz").unlink()                      # a demo always starts afresh
     trainer = train_run(store, run_dir, config, verbose=verbose)
     timings["train"] = time.perf_counter() - t
+    model_path, mining = run_dir / "model.npz", None
+    if mine_rounds:
+        t = step(f"4/6 mine hard negatives: up to {mine_rounds} rounds on the training patients' mammograms")
+        mining = mine(store, out / "phantom", ShallowCNN.load(model_path, backend=backend), out / "mine",
+                      config, MiningConfig(rounds=mine_rounds), verbose=verbose)
+        model_path = out / "mine" / "model.npz"
+        timings["mine"] = time.perf_counter() - t
 
-    t = step("4/5 evaluate on the test split (patients never seen in training)")
-    best_model = ShallowCNN.load(run_dir / "model.npz", backend=backend)   # the kept epoch
+    t = step("5/6 evaluate on the test split (patients never seen in training)")
+    best_model = ShallowCNN.load(model_path, backend=backend)   # the kept epoch (after mining)
     metrics = evaluate(best_model, store, "test", run_dir, verbose=verbose)
     timings["evaluate"] = time.perf_counter() - t
 
     scan_result = None
     if scan:
-        t = step("5/5 scan the whole mammograms of the test patients")
+        t = step("6/6 scan the whole mammograms of the test patients")
         scan_result = _scan_test_images(best_model, store, images, out / "scan", verbose)
         timings["scan"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -96,7 +108,8 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
     results = {"phantom": phantom_summary, "patches": store.counts(),
                "config": asdict(config), "backend": trainer.model.backend,
                "best_epoch": trainer.best["epoch"], "best_val_accuracy": trainer.best["val_accuracy"],
-               "test_metrics": metrics, "scan": scan_result, "seconds": timings}
+               "test_metrics": metrics, "scan": scan_result, "seconds": timings,
+               "mining": mining, "model": str(model_path.relative_to(out))}
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     atomic_write_text(out / "report.md", render_report(out, results))
     print(f"\ndone in {timings['total']:.0f} s: test accuracy {metrics['accuracy']:.4f}, "
