@@ -26,7 +26,7 @@ from .data.patches import make_patches
 from .data.phantom import DEFAULT_CASES, generate_phantom, parse_size, summarise
 from .evaluate import evaluate
 from .kernels import BackendUnavailable
-from .mining import DEFAULT_ROUNDS, MiningConfig, mine
+from .mining import DEFAULT_ROUNDS, ROUND_EPOCHS, MiningConfig, mine
 from .model import ShallowCNN
 from .operating_point import model_threshold
 from .options import non_negative_int, positive_int, refusing
@@ -89,7 +89,8 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
     if mine_rounds:
         t = step(f"4/6 mine hard negatives: up to {mine_rounds} rounds on the training patients' mammograms")
         mining = mine(store, out / "phantom", ShallowCNN.load(model_path, backend=backend), out / "mine",
-                      config, MiningConfig(rounds=mine_rounds), verbose=verbose)
+                      config, MiningConfig(rounds=mine_rounds, round_epochs=min(ROUND_EPOCHS, epochs)),
+                      verbose=verbose)
         model_path = out / "mine" / "model.npz"
         timings["mine"] = time.perf_counter() - t
 
@@ -132,6 +133,7 @@ def render_report(out: Path, r: dict) -> str:
         f"- Best epoch (highest validation accuracy, kept as `run/model.npz`): {r['best_epoch']} "
         f"(validation accuracy {r['best_val_accuracy']:.4f})", "",
         "## Test split (patients never seen in training)", "",
+    ] + _froc_lines(m.get("froc"), r.get("mining")) + [
         "| accuracy | sensitivity | specificity | precision | F1 | ROC AUC |",
         "|---|---|---|---|---|---|",
         f"| {m['accuracy']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} | {m['precision']:.4f} "
@@ -160,6 +162,32 @@ def render_report(out: Path, r: dict) -> str:
     return "\n".join(lines)
 
 
+def _froc_lines(froc: dict | None, mining: dict | None) -> list:
+    """The whole-image headline: clusters found per false positives per image, and the
+    operating point chosen on the validation patients (markdown lines)."""
+    lines = []
+    if froc:
+        rates = froc["sensitivity_at_fp_per_image"]
+        lines += [f"Whole mammograms of the test patients ({froc['images']} images, {froc['clusters']} clusters; "
+                  f"FROC: `run/froc_test.png`):", "",
+                  "| false positives per image | " + " | ".join(rates) + " |",
+                  "|---|" + "---|" * len(rates),
+                  "| clusters found (sensitivity) | " + " | ".join(f"{v:.2f}" for v in rates.values()) + " |", "",
+                  f"At the operating point p >= {froc['threshold']:.4f}: sensitivity "
+                  f"{froc['operating_point']['sensitivity']:.2f} at {froc['operating_point']['fp_per_image']:.2f} "
+                  f"false positives per image.", ""]
+    if mining:
+        point = mining["operating_point"]
+        rounds = ", ".join(f"round {row['round']}: {row['val_sensitivity_at_fp_per_image']['1']:.2f}"
+                           for row in mining["rounds"])
+        lines += [f"Hard-negative mining (`mine/mining.json`): validation sensitivity at 1 FP/image {rounds}; "
+                  f"kept round {mining['best_round']}. Operating point chosen on the validation patients' "
+                  f"mammograms for {point['target_fp_per_image']:g} false positive per image: p >= "
+                  f"{point['threshold']:.4f} (there: sensitivity {point['sensitivity']:.2f} at "
+                  f"{point['fp_per_image']:.2f} FP/image).", ""]
+    return lines + ["Per 1 cm^2 patch:", ""] if lines else lines
+
+
 def add_command(subparsers):
     p = subparsers.add_parser(
         "demo", help="the whole job on the built-in phantom: phantom, patches, train, evaluate, scan",
@@ -174,6 +202,8 @@ def add_command(subparsers):
                    help="numpy, numba, cuda or auto (default auto)")
     p.add_argument("--size", type=refusing(parse_size), default="demo",
                    help="phantom image size: WIDTHxHEIGHT, demo or full (default demo)")
+    p.add_argument("--mine-rounds", type=non_negative_int, default=DEFAULT_ROUNDS,
+                   help=f"hard-negative mining rounds, 0 for none (default {DEFAULT_ROUNDS})")
     p.add_argument("--no-scan", action="store_true", help="skip the whole-mammogram scan")
     p.add_argument("--quiet", action="store_true", help="less output")
     p.set_defaults(func=run_command)
@@ -182,7 +212,7 @@ def add_command(subparsers):
 def run_command(args) -> int:
     try:
         run_demo(args.output, args.cases, args.epochs, args.seed, args.backend, not args.no_scan, not args.quiet,
-                 args.size)
+                 args.size, args.mine_rounds)
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1

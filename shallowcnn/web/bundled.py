@@ -3,9 +3,11 @@
 ``shallowcnn serve`` without a MODEL serves this model, so that the page works straight
 after ``pip install ".[web]"``. It was trained by :func:`train_bundled_model` on the
 built-in **phantom** (synthetic mammograms, no patient data): the whole demo pipeline
-(phantom -> patches split by patient -> training -> evaluation on unseen phantom
-patients) with the demo's settings. **It has never seen a real mammogram**, and the page
-and ``GET /api/model`` say so; its detections on a real image mean nothing.
+(phantom -> patches split by patient -> training -> hard-negative mining -> evaluation on
+unseen phantom patients) with the demo's settings; its metadata carries the operating
+point chosen on the validation patients' mammograms (1 false positive per image). **It
+has never seen a real mammogram**, and the page and ``GET /api/model`` say so; its
+detections on a real image mean nothing.
 
 Regenerate it (a few minutes on 2 cores; the file is a plain ``.npz`` of ~35 KB written
 by :meth:`shallowcnn.model.ShallowCNN.save`, loaded without pickle)::
@@ -46,7 +48,7 @@ def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed:
     with tempfile.TemporaryDirectory(prefix="shallowcnn-bundled-") as work:
         results = run_demo(Path(work) / "demo", epochs=epochs, seed=seed, backend=backend,
                            scan=False, verbose=verbose)
-        model = ShallowCNN.load(Path(work) / "demo" / "run" / "model.npz")
+        model = ShallowCNN.load(Path(work) / "demo" / results["model"])    # after hard-negative mining
     metrics = {k: v for k, v in results["test_metrics"].items() if isinstance(v, (int, float))}
     training = {"data": "shallowcnn phantom (synthetic mammograms, 0.07 mm, INbreast layout), "
                         "demo size, patches split by patient",
@@ -55,8 +57,11 @@ def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed:
                 "best_val_accuracy": results["best_val_accuracy"], "seed": seed,
                 "test_metrics": metrics,
                 "made_by": "python -m shallowcnn.web.bundled"}
+    if results.get("mining"):
+        training["mining"] = {k: results["mining"][k] for k in ("config", "rounds", "best_round")}
+    extra = {"operating_point": model.metadata["operating_point"]} if "operating_point" in model.metadata else {}
     return model.save(out, metadata={"bundled": True, "warning": NEVER_SAW_A_MAMMOGRAM,
-                                     "training": training})
+                                     "training": training, **extra})
 
 
 def main(argv=None) -> int:
