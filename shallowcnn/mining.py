@@ -136,10 +136,12 @@ def mine_image(model, path, count: int = MINED_PER_IMAGE) -> dict:
 
 
 def cases_of_split(store, source, split: str) -> list:
-    """The annotated cases of ``source`` (INbreast layout) whose patients are in ``split``
-    of the store (:class:`~shallowcnn.data.patches.PatchStore`)."""
+    """The cases of ``source`` (INbreast layout) whose patients are in ``split`` of the store
+    (:class:`~shallowcnn.data.patches.PatchStore`). Images without XML are kept: in that
+    layout they have no findings, so every window of theirs is cluster-free and every
+    detection on them a false positive."""
     patients = set(np.unique(store.patient[store.indices(split)]).tolist())
-    return [case for case in list_cases(source).cases if case.patient in patients and case.xml_path is not None]
+    return [case for case in list_cases(source).cases if case.patient in patients]
 
 
 def mine_cases(model, cases, count: int = MINED_PER_IMAGE, verbose: bool = False) -> dict:
@@ -243,7 +245,7 @@ def mine(store, source, model, out_dir, config: TrainConfig | None = None,
     train_cases, val_cases = cases_of_split(store, source, "train"), cases_of_split(store, source, "val")
     train_patients = set(np.unique(store.patient[store.indices("train")]).tolist())
     if not train_cases or not val_cases:
-        raise ValueError(f"{source}: mining needs annotated images of training and validation patients "
+        raise ValueError(f"{source}: mining needs images of training and validation patients "
                          f"(found {len(train_cases)} and {len(val_cases)})")
     x_val, y_val = store.arrays("val")
     rng = np.random.default_rng([config.seed, 23])
