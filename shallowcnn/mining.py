@@ -35,7 +35,7 @@ import numpy as np
 from .constants import PATCH_SIZE, pixels_to_input
 from .data.augment import TRANSFORMS, augment
 from .data.clusters import find_clusters
-from .data.inbreast import list_cases
+from .data.inbreast import is_inbreast_folder, list_cases
 from .froc import DEFAULT_HIT_RADIUS, DEFAULT_HULL_MARGIN, froc_curve, image_truth, match_detections
 from .model import ShallowCNN
 from .operating_point import TARGET_FP_PER_IMAGE, choose_threshold
@@ -240,6 +240,9 @@ def mine(store, source, model, out_dir, config: TrainConfig | None = None,
     """
     config = config or TrainConfig(epochs=12)
     mining = mining or MiningConfig()
+    if source is None or not is_inbreast_folder(source):
+        raise ValueError(f"{source}: mining needs the store's INbreast-layout folder of whole mammograms "
+                         f"(AllDICOMs/ inside)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_cases, val_cases = cases_of_split(store, source, "train"), cases_of_split(store, source, "val")

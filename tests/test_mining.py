@@ -149,3 +149,12 @@ def test_scan_uses_the_models_operating_point_unless_told(tiny_phantom, tmp_path
     assert main(["scan", str(path), image, "-o", str(tmp_path / "b"), "--quiet", "--backend", FAST,
                  "--threshold", "0.7"]) == 0
     assert json.loads((tmp_path / "b" / "scan_summary.json").read_text())["threshold"] == 0.7
+
+
+def test_mine_command_names_a_missing_source(small_store, tmp_path, capsys):
+    from shallowcnn.cli import main
+
+    path, _ = small_store
+    model = ShallowCNN(backend="numpy", seed=0).save(tmp_path / "m.npz")
+    status = main(["mine", str(path), str(model), "-o", str(tmp_path / "out"), "--source", str(tmp_path / "nowhere")])
+    assert status == 2 and "nowhere" in capsys.readouterr().err
