@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "shallowcnn.data.phantom",
     "shallowcnn.patches_command",
     "shallowcnn.train",
+    "shallowcnn.mine_command",
     "shallowcnn.evaluate",
     "shallowcnn.scan_command",
     "shallowcnn.demo",
