@@ -144,7 +144,7 @@ def render_report(out: Path, r: dict) -> str:
     if scan:
         lines += ["## Whole mammograms of the test patients", "",
                   f"Every 144 x 144 window at stride {scan['stride']} px, fully convolutional "
-                  f"(backend {scan['backend']}); a detection is a local maximum with p >= {scan['threshold']}.", ""]
+                  f"(backend {scan['backend']}); a detection is a local maximum with p >= {scan['threshold']:.4g}.", ""]
         froc = scan.get("froc")
         if froc:
             lines += [f"Over {froc['images']} images with {froc['clusters']} true clusters: sensitivity "
