@@ -26,7 +26,8 @@ for case in cases:
         r, c = rng.integers(0, H - 256), rng.integers(0, W - 256)
         if mask[r:r+256, c:c+256].mean() < 0.999:
             continue
-        if len(calcs) and np.any((calcs[:, 0] >= r - 10) & (calcs[:, 0] < r + 266) & (calcs[:, 1] >= c - 10) & (calcs[:, 1] < c + 266)):
+        near = (calcs[:, 0] >= r - 10) & (calcs[:, 0] < r + 266) & (calcs[:, 1] >= c - 10) & (calcs[:, 1] < c + 266)
+        if near.any():
             continue
         roi = px[r:r+256, c:c+256]
         roi = roi - roi.mean()
@@ -58,8 +59,10 @@ for case in cases:
         bg = ring[np.hypot(yy, xx) > 10]
         cnr.append((px[y-1:y+2, x-1:x+2].max() - np.median(bg)) / (bg.std() + 1e-9))
 q = lambda a: np.percentile(a, [10, 50, 90]).round(2).tolist()
-print(f"images {len(cases)}; beta (0.1-1 cycles/mm, {len(betas)} ROIs 256^2): mean {np.mean(betas):.2f} sd {np.std(betas):.2f} p10/50/90 {q(betas)}")
-print(f"clusters per image p10/50/90 {q(per_image)} (mean {np.mean(per_image):.2f}); calcifications per cluster p10/50/90 {q(counts)}")
+print(f"images {len(cases)}; beta (0.1-1 cycles/mm, {len(betas)} ROIs 256^2): mean {np.mean(betas):.2f} "
+      f"sd {np.std(betas):.2f} p10/50/90 {q(betas)}")
+print(f"clusters per image p10/50/90 {q(per_image)} (mean {np.mean(per_image):.2f}); "
+      f"calcifications per cluster p10/50/90 {q(counts)}")
 print(f"cluster span (max extent of members, mm) p10/50/90 {q(spans)}")
 print(f"contoured calcification diameter (mm) p10/50/90 {q(sizes)} (n={len(sizes)})")
 print(f"calcification CNR (peak - local median)/local std, p10/50/90 {q(cnr)} (n={len(cnr)})")
