@@ -35,8 +35,9 @@ def add_command(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the outputs")
     p.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help=f"pixels between windows (default {DEFAULT_STRIDE}; fastest when it divides 128)")
-    p.add_argument("--threshold", type=probability, default=DEFAULT_THRESHOLD,
-                   help=f"probability for a detection, in [0, 1] (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help=f"probability for a detection, in [0, 1] (default: the model's operating point, "
+                        f"chosen on validation mammograms; {DEFAULT_THRESHOLD} for a model without one)")
     p.add_argument("--min-breast", type=probability, default=DEFAULT_MIN_BREAST,
                    help=f"least fraction of a window inside the breast to scan it (default {DEFAULT_MIN_BREAST})")
     p.add_argument("--nms", type=non_negative_float, default=PATCH_SIZE,

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..constants import PATCH_SIZE
 from ..data.images import ScanError, UnsupportedFormat, load_image
+from ..operating_point import model_threshold
 from ..plots import scan_overlay_png
 from ..scan import scan_image
 
@@ -162,7 +163,7 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     timings["read_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    result = scan_image(model, image)
+    result = scan_image(model, image, threshold=model_threshold(model))   # the model's operating point
     timings["scan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
