@@ -158,3 +158,22 @@ def test_mine_command_names_a_missing_source(small_store, tmp_path, capsys):
     model = ShallowCNN(backend="numpy", seed=0).save(tmp_path / "m.npz")
     status = main(["mine", str(path), str(model), "-o", str(tmp_path / "out"), "--source", str(tmp_path / "nowhere")])
     assert status == 2 and "nowhere" in capsys.readouterr().err
+
+
+def test_scan_settings_without_threshold_take_the_models_operating_point(tiny_phantom, tmp_path):
+    """The library, not only the command, resolves the threshold: scan_paths and scan_one
+    (what a Dask worker runs) with ScanSettings() use the stored operating point."""
+    from shallowcnn.scan_files import ScanSettings, scan_one, scan_paths
+
+    folder, images = tiny_phantom
+    model = ShallowCNN(backend=FAST, seed=2)
+    model.metadata = {"operating_point": {"threshold": 0.125}}     # as ShallowCNN.load gives it
+    assert ScanSettings().threshold is None
+    assert ScanSettings().for_model(model).threshold == 0.125
+    assert ScanSettings(threshold=0.7).for_model(model).threshold == 0.7
+    result, _ = scan_one(model, images[0].dicom_path, ScanSettings())
+    assert result.threshold == 0.125
+    assert [d.probability for d in result.detections] == [d.probability for d in result.candidates
+                                                          if d.probability >= 0.125]
+    report = scan_paths(model, [images[0].dicom_path], tmp_path / "out", ScanSettings(), verbose=False)
+    assert report["threshold"] == 0.125
