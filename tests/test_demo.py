@@ -27,6 +27,11 @@ def test_demo_writes_every_output(tmp_path, capsys):
     assert "| clusters found (sensitivity) |" in report and "Operating point chosen on the validation" in report
     assert froc["threshold"] == results["mining"]["operating_point"]["threshold"]
     assert json.loads((out / "scan" / "scan_summary.json").read_text())["threshold"] == froc["threshold"]
+    # evaluate's headline scans the same test patients at the same operating point as the scan step:
+    # the localization errors of its hits are the scan's (two paths through the library)
+    assert froc["localization"] == results["scan"]["froc"]["localization"]
+    written = json.loads((out / "run" / "froc_test.json").read_text())["localization"]
+    assert written["hits"] == froc["localization"]["hits"]
     # the localization error of the hits, in froc.json, the scan's summary and the report
     froc = json.loads((out / "scan" / "froc.json").read_text())
     located = results["scan"]["froc"]["localization"]
