@@ -68,6 +68,18 @@ def test_patches_keep_an_image_whose_xml_has_a_point_outside(tiny_phantom, tmp_p
     out = capsys.readouterr().out
     assert status == 0 and "skipped 0 case(s)" in out
     assert case.dicom_path.name in out and "clipped" in out
+    # scan reads the same truth: the clipped point is a warning line naming the XML, not a library source line
+    status = main(["scan", _tiny_model(tmp_path), str(case.dicom_path),
+                   "-o", str(tmp_path / "scan"), "--quiet", "--backend", "numpy"])
+    err = capsys.readouterr().err
+    assert status == 0 and f"shallowcnn scan: warning: {case.xml_path}: ROI " in err
+    assert "clipped to the border" in err and case.dicom_path.name in err and "inbreast.py" not in err
+
+
+def _tiny_model(tmp_path) -> str:
+    from shallowcnn.model import ShallowCNN
+
+    return str(ShallowCNN(backend="numpy", seed=0).save(tmp_path / "m.npz"))
 
 
 # ------------------------------------------------------------------- positive windows

@@ -35,7 +35,7 @@ import numpy as np
 from ..messages import cap, number, short
 from .dicom import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, PIXEL_MM_RANGE, DicomImage,  # noqa: F401 (re-exported)
                     check_dicom_header, read_dicom, read_dicom_pixels)
-from .problems import InbreastError, Problems  # noqa: F401 (re-exported)
+from .problems import InbreastError, Problems, ReaderWarning  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------------------------------
 # Regions of interest (XML property lists)
@@ -213,8 +213,8 @@ def read_rois(path, image_shape=None, image_name=None, problems: Problems | None
         if image_shape is not None:
             warning = clip_to_image(roi, image_shape)
             if warning:
-                message = (f"{image_name or 'image'}: {path}: {where} ({short(roi.name)}) {warning}; "
-                           f"clipped to the border, the rest of the file kept")
+                message = (f"{path}: {where} ({short(roi.name)}) {warning}; clipped to the border, "
+                           f"the rest of the file kept (image {image_name or 'unnamed'})")
                 if problems is not None:
                     problems.note(message)
                 else:
@@ -223,8 +223,9 @@ def read_rois(path, image_shape=None, image_name=None, problems: Problems | None
     return rois
 
 
-class AnnotationClipped(UserWarning):
-    """An annotation point lay outside its image and was moved onto the border."""
+class AnnotationClipped(ReaderWarning):
+    """An annotation point lay outside its image and was moved onto the border (the message
+    starts with the XML's path, so the command line prints it as its own warning)."""
 
 
 def clip_to_image(roi: ROI, image_shape) -> str | None:
