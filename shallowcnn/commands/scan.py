@@ -44,7 +44,8 @@ def add_command(subparsers) -> None:
                    help=f"non-maximum suppression distance in pixels (default {PATCH_SIZE}: one patch)")
     p.add_argument("--hit-radius", type=non_negative_float, default=DEFAULT_HIT_RADIUS,
                    help=f"a detection within this many pixels of a true cluster centre (or inside "
-                        f"its outline) hits it (default {DEFAULT_HIT_RADIUS:g})")
+                        f"its outline, or within 1 mm of the hull of its calcifications) hits it "
+                        f"(default {DEFAULT_HIT_RADIUS:g})")
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="MM",
                    help=f"pixel size of the input in mm, 0.01 - 1 (default: the DICOM's PixelSpacing, else "
                         f"ImagerPixelSpacing, else {PIXEL_MM}, said to be assumed); images are resampled to "
