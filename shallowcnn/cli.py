@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "shallowcnn.commands.phantom",
     "shallowcnn.commands.patches",
     "shallowcnn.commands.train",
+    "shallowcnn.commands.mine",
     "shallowcnn.commands.evaluate",
     "shallowcnn.commands.scan",
     "shallowcnn.commands.demo",

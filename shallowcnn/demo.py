@@ -4,6 +4,8 @@
     patches.npz      144 x 144 patches split by patient, augmented and balanced
     patches_*.png    example patches and the four augmentations
     run/             model.npz, history.csv, curves.png, metrics.json, roc.png, mistakes.png
+    mine/            model.npz after hard-negative mining (mining.py) with its operating
+                     point, mining.json (the validation FROC of every round)
     scan/            a whole phantom mammogram scanned: heatmap overlay, detections
     report.md        what was done, the numbers, and links to every figure
 
@@ -23,6 +25,7 @@ import numpy as np
 from .data.patches import make_patches
 from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
 from .evaluate import evaluate
+from .mining import DEFAULT_ROUNDS, ROUND_EPOCHS, MiningConfig, mine
 from .model import ShallowCNN
 from .scan_files import scan_paths
 from .storage import atomic_write_text
@@ -41,12 +44,13 @@ def _scan_test_images(model, store, phantom_images, out: Path, verbose: bool):
     test_patients = set(np.unique(store.patient[store.indices("test")]).tolist())
     paths = [im.dicom_path for im in phantom_images if im.patient in test_patients] or \
         [im.dicom_path for im in phantom_images[:4]]
-    return scan_paths(model, paths, out, verbose=verbose)
+    return scan_paths(model, paths, out, verbose=verbose)     # at the model's operating point
 
 
 def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, backend="auto",
-             scan=True, verbose=True, size="demo") -> dict:
-    """Run phantom -> patches -> train -> evaluate -> scan into ``out``; returns the numbers."""
+             scan=True, verbose=True, size="demo", mine_rounds=DEFAULT_ROUNDS) -> dict:
+    """Run phantom -> patches -> train -> mine -> evaluate -> scan into ``out``; returns the
+    numbers. ``mine_rounds`` 0 skips hard-negative mining."""
     from .plots import plot_store_figures          # matplotlib loads only when figures are drawn
 
     out = Path(out)
@@ -59,7 +63,7 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
             print(f"\n== {name} ==", flush=True)
         return time.perf_counter()
 
-    t = step(f"1/5 phantom: {cases} synthetic patients")
+    t = step(f"1/6 phantom: {cases} synthetic patients")
     images = generate_phantom(out / "phantom", cases=cases, seed=seed, size=size, overwrite=True,
                               verbose=verbose)
     phantom_summary = summarise(images)
@@ -67,27 +71,35 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
         print(phantom_summary)
     timings["phantom"] = time.perf_counter() - t
 
-    t = step("2/5 patches: 144 x 144, split by patient, augmented x5, balanced")
+    t = step("2/6 patches: 144 x 144, split by patient, augmented x5, balanced")
     store = make_patches(out / "phantom", out / "patches.npz", seed=seed, verbose=verbose)
     plot_store_figures(store, out / "patches.npz")
     timings["patches"] = time.perf_counter() - t
 
-    t = step(f"3/5 train: {epochs} epochs (the paper trains 100)")
+    t = step(f"3/6 train: {epochs} epochs (the paper trains 100)")
     config = TrainConfig(epochs=epochs, seed=seed, backend=backend)
     run_dir = out / "run"
     if (run_dir / "checkpoint.npz").exists():
         (run_dir / "checkpoint.npz").unlink()                      # a demo always starts afresh
     trainer = train_run(store, run_dir, config, verbose=verbose)
     timings["train"] = time.perf_counter() - t
+    model_path, mining = run_dir / "model.npz", None
+    if mine_rounds:
+        t = step(f"4/6 mine hard negatives: up to {mine_rounds} rounds on the training patients' mammograms")
+        mining = mine(store, out / "phantom", ShallowCNN.load(model_path, backend=backend), out / "mine",
+                      config, MiningConfig(rounds=mine_rounds, round_epochs=min(ROUND_EPOCHS, epochs)),
+                      verbose=verbose)
+        model_path = out / "mine" / "model.npz"
+        timings["mine"] = time.perf_counter() - t
 
-    t = step("4/5 evaluate on the test split (patients never seen in training)")
-    best_model = ShallowCNN.load(run_dir / "model.npz", backend=backend)   # the kept epoch
+    t = step("5/6 evaluate on the test split (patients never seen in training)")
+    best_model = ShallowCNN.load(model_path, backend=backend)   # the kept epoch (after mining)
     metrics = evaluate(best_model, store, "test", run_dir, verbose=verbose)
     timings["evaluate"] = time.perf_counter() - t
 
     scan_result = None
     if scan:
-        t = step("5/5 scan the whole mammograms of the test patients")
+        t = step("6/6 scan the whole mammograms of the test patients")
         scan_result = _scan_test_images(best_model, store, images, out / "scan", verbose)
         timings["scan"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -95,7 +107,8 @@ def run_demo(out="shallowcnn_demo", cases=None, epochs=DEMO_EPOCHS, seed=0, back
     results = {"phantom": phantom_summary, "patches": store.counts(),
                "config": asdict(config), "backend": trainer.model.backend,
                "best_epoch": trainer.best["epoch"], "best_val_accuracy": trainer.best["val_accuracy"],
-               "test_metrics": metrics, "scan": scan_result, "seconds": timings}
+               "test_metrics": metrics, "scan": scan_result, "seconds": timings,
+               "mining": mining, "model": str(model_path.relative_to(out))}
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str))
     atomic_write_text(out / "report.md", render_report(out, results))
     print(f"\ndone in {timings['total']:.0f} s: test accuracy {metrics['accuracy']:.4f}, "
@@ -118,6 +131,7 @@ def render_report(out: Path, r: dict) -> str:
         f"- Best epoch (highest validation accuracy, kept as `run/model.npz`): {r['best_epoch']} "
         f"(validation accuracy {r['best_val_accuracy']:.4f})", "",
         "## Test split (patients never seen in training)", "",
+    ] + _froc_lines(m.get("froc"), r.get("mining")) + [
         "| accuracy | sensitivity | specificity | precision | F1 | ROC AUC |",
         "|---|---|---|---|---|---|",
         f"| {m['accuracy']:.4f} | {m['sensitivity']:.4f} | {m['specificity']:.4f} | {m['precision']:.4f} "
@@ -128,7 +142,7 @@ def render_report(out: Path, r: dict) -> str:
     if scan:
         lines += ["## Whole mammograms of the test patients", "",
                   f"Every 144 x 144 window at stride {scan['stride']} px, fully convolutional "
-                  f"(backend {scan['backend']}); a detection is a local maximum with p >= {scan['threshold']}.", ""]
+                  f"(backend {scan['backend']}); a detection is a local maximum with p >= {scan['threshold']:.4g}.", ""]
         froc = scan.get("froc")
         if froc:
             lines += [f"Over {froc['images']} images with {froc['clusters']} true clusters: sensitivity "
@@ -153,20 +167,62 @@ def render_report(out: Path, r: dict) -> str:
     return "\n".join(lines)
 
 
+def _froc_lines(froc: dict | None, mining: dict | None) -> list:
+    """The whole-image headline: clusters found per false positives per image, and the
+    operating point chosen on the validation patients (markdown lines)."""
+    lines = []
+    if froc:
+        rates = froc["sensitivity_at_fp_per_image"]
+        lines += [f"Whole mammograms of the test patients ({froc['images']} images, {froc['clusters']} clusters; "
+                  f"FROC: `run/froc_test.png`):", "",
+                  "| false positives per image | " + " | ".join(rates) + " |",
+                  "|---|" + "---|" * len(rates),
+                  "| clusters found (sensitivity) | " + " | ".join(f"{v:.2f}" for v in rates.values()) + " |", "",
+                  f"At the operating point p >= {froc['threshold']:.4f}: sensitivity "
+                  f"{froc['operating_point']['sensitivity']:.2f} at {froc['operating_point']['fp_per_image']:.2f} "
+                  f"false positives per image.", ""]
+    if mining:
+        point = mining["operating_point"]
+        rounds = ", ".join(f"round {row['round']}: {row['val_sensitivity_at_fp_per_image']['1']:.2f}"
+                           for row in mining["rounds"])
+        lines += [f"Hard-negative mining (`mine/mining.json`): validation sensitivity at 1 FP/image {rounds}; "
+                  f"kept round {mining['best_round']}. Operating point chosen on the validation patients' "
+                  f"mammograms for {point['target_fp_per_image']:g} false positive per image: p >= "
+                  f"{point['threshold']:.4f} (there: sensitivity {point['sensitivity']:.2f} at "
+                  f"{point['fp_per_image']:.2f} FP/image).", ""]
+    return lines + ["Per 1 cm^2 patch:", ""] if lines else lines
+
+
+
 def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed: int = 0,
-                        backend: str = "auto", verbose: bool = True) -> Path:
-    """Run the demo pipeline in a temporary folder and keep only its best model.
+                        backend: str = "auto", verbose: bool = True, mine_rounds: int = DEFAULT_ROUNDS,
+                        keep=None) -> Path:
+    """Run the demo pipeline (hard-negative mining included) and keep its best model.
 
     The model's metadata gains ``training`` (what it was trained on, epochs, best epoch,
-    the test-patient metrics per 1 cm^2 patch, and ``whole_image``: the scan of the test
-    patients' whole mammograms -- clusters found, false positives per image, localization
-    error) and ``bundled``/``warning``, which the server shows.
+    the test-patient metrics per 1 cm^2 patch, the mining rounds, and ``whole_image``: the
+    scan of the test patients' whole mammograms -- clusters found, false positives per
+    image, localization error), the mined model's ``operating_point`` and
+    ``bundled``/``warning``, which the server shows.
+
+    keep  a folder (must not exist yet, or be empty) to run the demo in and leave behind,
+          with its report and figures; None: a temporary folder, deleted afterwards
     """
     epochs = DEMO_EPOCHS if epochs is None else epochs
+    if keep is not None:
+        keep = Path(keep)
+        if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+            raise FileExistsError(f"{keep}: the demo folder to keep must be new or empty")
+        return _bundle_from_demo(keep, out, epochs, seed, backend, verbose, mine_rounds)
     with tempfile.TemporaryDirectory(prefix="shallowcnn-bundled-") as work:
-        results = run_demo(Path(work) / "demo", epochs=epochs, seed=seed, backend=backend,
-                           scan=True, verbose=verbose)
-        model = ShallowCNN.load(Path(work) / "demo" / "run" / "model.npz")
+        return _bundle_from_demo(Path(work) / "demo", out, epochs, seed, backend, verbose, mine_rounds)
+
+
+def _bundle_from_demo(demo_dir: Path, out, epochs, seed, backend, verbose, mine_rounds) -> Path:
+    """Run the demo into ``demo_dir`` and save its kept model (after mining) to ``out``."""
+    results = run_demo(demo_dir, epochs=epochs, seed=seed, backend=backend, scan=True, verbose=verbose,
+                       mine_rounds=mine_rounds)
+    model = ShallowCNN.load(demo_dir / results["model"])    # after hard-negative mining
     metrics = {k: v for k, v in results["test_metrics"].items() if isinstance(v, (int, float))}
     training = {"data": "shallowcnn phantom (synthetic mammograms, 0.07 mm, INbreast layout), "
                         "demo size, patches split by patient",
@@ -175,8 +231,11 @@ def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed:
                 "best_val_accuracy": results["best_val_accuracy"], "seed": seed,
                 "test_metrics": metrics, "whole_image": whole_image_figures(results.get("scan")),
                 "made_by": "shallowcnn bundle"}
+    if results.get("mining"):
+        training["mining"] = {k: results["mining"][k] for k in ("config", "rounds", "best_round")}
+    extra = {"operating_point": model.metadata["operating_point"]} if "operating_point" in model.metadata else {}
     return model.save(out, metadata={"bundled": True, "warning": NEVER_SAW_A_MAMMOGRAM,
-                                     "training": training})
+                                     "training": training, **extra})
 
 
 def whole_image_figures(scan: dict | None) -> dict | None:
@@ -189,4 +248,5 @@ def whole_image_figures(scan: dict | None) -> dict | None:
             "clusters_found": froc["sensitivity"], "fp_per_image": froc["fp_per_image"],
             "localization": froc.get("localization"),
             "definition": "test patients' whole mammograms scanned at stride 16; a cluster is found when "
-                          "a detection lies inside its outline or within 5 mm of its centre"}
+                          "a detection lies inside its outline, within 1 mm of the convex hull of its "
+                          "calcifications or within 5 mm of its centre"}

@@ -3,13 +3,17 @@
 ``shallowcnn evaluate RUN_DIR/model.npz patches.npz --split test`` prints the
 table of :mod:`shallowcnn.metrics` at the paper's 0.5 threshold and writes,
 beside the model (or into ``-o OUT``): ``metrics.json``, ``roc.png`` and
-``mistakes.png`` (the most confidently wrong patches).
+``mistakes.png`` (the most confidently wrong patches). When the store's source folder of
+whole mammograms is at hand, the FROC headline comes beside them: sensitivity at 0.5, 1,
+2 and 4 false positives per image on the split's patients' mammograms
+(:mod:`shallowcnn.detection_report`; ``froc_<split>.json`` and ``froc_<split>.png``).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from .detection_report import split_froc
 from .metrics import classification_metrics, format_metrics, roc_curve
 from .model import ShallowCNN
 from .recipe import PAPER
@@ -24,12 +28,15 @@ def _split_images(store, split):
     return store.patches[idx], store.labels[idx]
 
 
-def evaluate(model, store, split="test", out_dir=None, threshold=PAPER.threshold, verbose=True) -> dict:
+def evaluate(model, store, split="test", out_dir=None, threshold=PAPER.threshold, verbose=True,
+             whole_images=True) -> dict:
     """Metrics of ``model`` (a ShallowCNN or the path of a model file) on a split.
 
     ``store``: a :class:`~shallowcnn.data.patches.PatchStore`
     (:func:`~shallowcnn.data.patches.open_patches` opens a file or a PNG folder). Writes
-    metrics.json, roc.png and mistakes.png into ``out_dir`` when given. Returns the metrics dict.
+    metrics.json, roc.png and mistakes.png into ``out_dir`` when given. Returns the metrics
+    dict; with ``whole_images`` and the store's mammograms at hand, ``metrics["froc"]`` holds the
+    whole-image figures (:func:`~shallowcnn.detection_report.split_froc`), else None.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -45,6 +52,8 @@ def evaluate(model, store, split="test", out_dir=None, threshold=PAPER.threshold
     if verbose:
         print(f"{split} split of {source}:")
         print(format_metrics(metrics))
+    metrics["froc"] = split_froc(model, store, split, out_dir, verbose=verbose) \
+        if whole_images and split != "all" else None
     if out_dir is not None:
         from .plots import plot_confident_mistakes, plot_roc   # matplotlib loads only when figures are drawn
         out_dir = Path(out_dir)

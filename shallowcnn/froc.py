@@ -5,8 +5,10 @@ The truth of an image is its microcalcification clusters, as defined by
 3 calcifications within 1 cm^2. A detection (a peak window of the probability map,
 :func:`shallowcnn.scan.find_peaks`, at the position the network points to,
 :mod:`shallowcnn.evidence`) **hits** a cluster when its position lies within
-``hit_radius`` (default 72 px = half a patch, 5 mm) of the cluster centre, or inside the
-cluster's outline. A detection that hits no cluster is a **false positive**; several
+``hit_radius`` (default 72 px = half a patch, 5 mm) of the cluster centre, inside the
+cluster's outline, or inside the convex hull of its calcifications grown by ``hull_margin``
+(default 1 mm = 14.3 px): a spread-out cluster without an outline is then hit anywhere on
+it, not only near its centre. A detection that hits no cluster is a **false positive**; several
 detections on one cluster count it once and are not false positives.
 
 FROC (free-response ROC): for every threshold t,
@@ -39,15 +41,64 @@ from .data.clusters import find_clusters, points_in_polygon
 from .storage import atomic_write_text
 
 DEFAULT_HIT_RADIUS = PATCH_SIZE / 2     # 72 px = 5 mm at 0.07 mm
+DEFAULT_HULL_MARGIN = 1.0 / PIXEL_MM    # 14.3 px = 1 mm around the hull of a cluster's calcifications
 
 
-def match_detections(det_rc: np.ndarray, clusters: list, hit_radius: float) -> np.ndarray:
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """z component of the cross product of 2-D vectors (..., 2) x (..., 2): > 0 for a left turn."""
+    return u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0]
+
+
+def convex_hull(points: np.ndarray) -> np.ndarray:
+    """(H, 2) vertices of the convex hull of (N, 2) points, counter-clockwise (monotone chain).
+
+    Fewer than 3 distinct points, or points on one line, give the 1 or 2 extreme points.
+    """
+    pts = np.unique(np.asarray(points, dtype=np.float64).reshape(-1, 2), axis=0)   # sorted by x, then y
+    if len(pts) < 3:
+        return pts
+
+    def half(sequence):
+        chain = []
+        for p in sequence:
+            # drop the last point while it does not make a left turn towards p
+            while len(chain) >= 2 and _cross(chain[-1] - chain[-2], p - chain[-2]) <= 0:
+                chain.pop()
+            chain.append(p)
+        return chain[:-1]
+
+    return np.array(half(pts) + half(pts[::-1]))
+
+
+def distance_to_hull(points: np.ndarray, hull: np.ndarray) -> np.ndarray:
+    """(N,) distance of each of the (N, 2) points to the filled convex polygon ``hull``
+    (:func:`convex_hull`'s output, same coordinates): 0 inside, else to the nearest edge."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(hull) == 0:
+        return np.full(len(points), np.inf)
+    a = hull                                                   # (H, 2) edge starts
+    b = np.roll(hull, -1, axis=0) if len(hull) > 1 else hull   # (H, 2) edge ends
+    ab = b - a
+    length2 = np.maximum((ab ** 2).sum(axis=1), 1e-300)
+    t = np.clip(((points[:, None, :] - a) * ab).sum(axis=2) / length2, 0.0, 1.0)   # (N, H)
+    nearest = a + t[..., None] * ab
+    dist = np.sqrt(((points[:, None, :] - nearest) ** 2).sum(axis=2)).min(axis=1)
+    if len(hull) >= 3:                # counter-clockwise: inside = left of (or on) every edge
+        inside = (_cross(ab[None], points[:, None, :] - a[None]) >= 0).all(axis=1)
+        dist[inside] = 0.0
+    return dist
+
+
+def match_detections(det_rc: np.ndarray, clusters: list, hit_radius: float,
+                     hull_margin: float = DEFAULT_HULL_MARGIN) -> np.ndarray:
     """Which detection hits which cluster.
 
     det_rc      (D, 2) detection centres (row, col), same pixels as the clusters
     clusters    list of :class:`~shallowcnn.data.clusters.Cluster` (C of them)
     hit_radius  distance in pixels
-    returns     (D, C) bool: ``|det - centre| <= hit_radius`` or det inside the outline
+    hull_margin distance in pixels around the convex hull of the cluster's calcifications
+    returns     (D, C) bool: ``|det - centre| <= hit_radius``, det inside the outline, or
+                det within ``hull_margin`` of the hull of the cluster's calcifications
     """
     det_rc = np.asarray(det_rc, dtype=np.float64).reshape(-1, 2)
     hits = np.zeros((len(det_rc), len(clusters)), dtype=bool)
@@ -55,6 +106,8 @@ def match_detections(det_rc: np.ndarray, clusters: list, hit_radius: float) -> n
         hits[:, c] = np.hypot(*(det_rc - np.asarray(cluster.centre)).T) <= hit_radius
         if cluster.outline is not None and len(det_rc):
             hits[:, c] |= points_in_polygon(det_rc[:, ::-1], cluster.outline)  # polygon is (x, y)
+        if len(cluster.members) and len(det_rc):
+            hits[:, c] |= distance_to_hull(det_rc, convex_hull(cluster.members)) <= hull_margin
     return hits
 
 
@@ -89,7 +142,7 @@ class ImageTruth:
         return {
             "true_clusters": [
                 {"row": round(float(cl.centre[0]), 2), "col": round(float(cl.centre[1]), 2),
-                 "source": cl.source, "calcifications": int(len(cl.members)), "hit": bool(h),
+                 "source": cl.source, "calcifications": len(cl.members), "hit": bool(h),
                  "best_probability": None if b < 0 else float(b)}
                 for cl, h, b in zip(self.clusters, self.hit, self.best)],
             "clusters_hit": int(self.hit.sum()),
@@ -99,7 +152,8 @@ class ImageTruth:
 
 
 def score_image(name: str, clusters: list, candidates: list, threshold: float,
-                hit_radius: float = DEFAULT_HIT_RADIUS, pixel_mm: float = PIXEL_MM) -> ImageTruth:
+                hit_radius: float = DEFAULT_HIT_RADIUS, pixel_mm: float = PIXEL_MM,
+                hull_margin: float = DEFAULT_HULL_MARGIN) -> ImageTruth:
     """Score the NMS peaks of one image (``candidates``: list of
     :class:`~shallowcnn.scan.Detection`, all thresholds) against its clusters.
 
@@ -107,7 +161,7 @@ def score_image(name: str, clusters: list, candidates: list, threshold: float,
     """
     det_rc = np.array([(d.row, d.col) for d in candidates], dtype=np.float64).reshape(-1, 2)
     probs = np.array([d.probability for d in candidates], dtype=np.float64)
-    hits = match_detections(det_rc, clusters, hit_radius)                 # (D, C)
+    hits = match_detections(det_rc, clusters, hit_radius, hull_margin)    # (D, C)
     best = np.where(hits, probs[:, None], -1.0).max(axis=0) if len(probs) else np.full(len(clusters), -1.0)
     fp_probs = probs[~hits.any(axis=1)]
     above = probs >= threshold
@@ -130,16 +184,17 @@ def image_truth(result, hit_radius: float = DEFAULT_HIT_RADIUS) -> ImageTruth | 
     """Score a :class:`~shallowcnn.scan.ScanResult` against its image's annotations, or
     None when the truth of the image is unknown (not from an INbreast-layout folder).
 
-    ``hit_radius`` is in 0.07 mm pixels; clusters are found with a 1 cm^2 window in the
-    image's own pixels; errors are in mm of the image's own pixel size (the mean of its
-    row and column spacing).
+    ``hit_radius`` is in 0.07 mm pixels (the hull margin is :data:`DEFAULT_HULL_MARGIN`);
+    clusters are found with a 1 cm^2 window in the image's own pixels; errors are in mm of
+    the image's own pixel size (the mean of its row and column spacing).
     """
     img = result.image
     if img.rois is None:
         return None
     clusters = find_clusters(img.rois, size=int(round(PATCH_SIZE * img.scale)))
     return score_image(img.name, clusters, result.candidates, result.threshold,
-                       hit_radius * img.scale, pixel_mm=float(np.mean(img.spacing_mm)))
+                       hit_radius * img.scale, pixel_mm=float(np.mean(img.spacing_mm)),
+                       hull_margin=DEFAULT_HULL_MARGIN * img.scale)
 
 
 @dataclass
@@ -208,7 +263,8 @@ def write_froc(curve: FrocCurve, path, threshold: float = 0.5) -> Path:
         "n_images": curve.n_images, "n_clusters": curve.n_clusters,
         "definition": "sensitivity = clusters hit / clusters; fp_per_image = detections hitting "
                       "no cluster / images; a detection hits a cluster within hit_radius of its "
-                      "centre or inside its outline",
+                      "centre, inside its outline, or within 1 mm of the convex hull of its "
+                      "calcifications",
         "operating_point": curve.at_threshold(threshold),
         "localization": {**localization_summary(curve.errors_mm),
                          "definition": "distance from each hit's position (the conv2 maximum the network "

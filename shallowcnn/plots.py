@@ -238,10 +238,16 @@ def scan_overlay_figure(result, truth=None, max_side: int = 1600, title: str | N
     return fig
 
 
-def plot_froc(curve, path, threshold: float = 0.5) -> Path:
-    """FROC figure: sensitivity against false positives per image, operating point marked."""
+def plot_froc(curve, path, threshold: float = 0.5, rates=()) -> Path:
+    """FROC figure: sensitivity against false positives per image, operating point marked,
+    and the sensitivity at each false-positive rate of ``rates`` (e.g. 0.5, 1, 2, 4)."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
     ax.step(curve.fp_per_image, curve.sensitivity, where="post", color="tab:blue")
+    label = "sensitivity at " + " / ".join(f"{r:g}" for r in rates) + " FP per image"
+    for k, rate in enumerate(rates):
+        sens = curve.sensitivity_at_fpi(rate)
+        ax.plot([rate], [sens], "s", color="tab:green", ms=5, label=label if k == 0 else None)
+        ax.annotate(f"{sens:.2f}", (rate, sens), textcoords="offset points", xytext=(4, -11), fontsize=7)
     op = curve.at_threshold(threshold)
     ax.plot([op["fp_per_image"]], [op["sensitivity"]], "o", color="tab:red",
             label=f"threshold {threshold:g}: sens {op['sensitivity']:.2f}, "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -19,7 +19,8 @@ from .constants import PATCH_SIZE
 from .data.images import ScanError
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, localization_summary, write_froc
 from .messages import cap
-from .scan import DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_THRESHOLD, DEFAULT_TILE, ScanResult, scan_image
+from .operating_point import model_threshold
+from .scan import DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_TILE, ScanResult, scan_image
 from .storage import atomic_write_text, save_npy
 
 # What makes one image fail without costing the others.
@@ -31,7 +32,8 @@ class ScanSettings:
     """How the images are scanned and scored (``shallowcnn scan``'s options).
 
     stride               pixels between windows
-    threshold            probability for a detection, in [0, 1]
+    threshold            probability for a detection, in [0, 1]; None: the model's operating
+                         point (:func:`~shallowcnn.operating_point.model_threshold`)
     min_breast_fraction  least fraction of a window inside the breast to scan it
     nms_px               non-maximum suppression distance in pixels
     hit_radius           a detection within this many pixels of a true cluster hits it (FROC)
@@ -39,7 +41,7 @@ class ScanSettings:
     tile                 tile side in conv2 positions (bounds memory)
     """
     stride: int = DEFAULT_STRIDE
-    threshold: float = DEFAULT_THRESHOLD
+    threshold: float | None = None
     min_breast_fraction: float = DEFAULT_MIN_BREAST
     nms_px: float = PATCH_SIZE
     hit_radius: float = DEFAULT_HIT_RADIUS
@@ -51,6 +53,11 @@ class ScanSettings:
         options = asdict(self)
         del options["hit_radius"]
         return options
+
+    def for_model(self, model) -> ScanSettings:
+        """These settings with the threshold resolved: the one given, else the model's
+        operating point, else :data:`~shallowcnn.operating_point.FALLBACK_THRESHOLD`."""
+        return replace(self, threshold=model_threshold(model, self.threshold))
 
 def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None = None) -> dict:
     """Write ``<name>.prob.npy``, ``<name>.overlay.png`` and ``<name>.detections.json``.
@@ -105,6 +112,7 @@ def scan_one(model, path, settings: ScanSettings, progress=False):
     (:mod:`shallowcnn.scan_dask`), so both ways fail the same way.
     """
     try:
+        settings = settings.for_model(model)
         result = scan_image(model, path, progress=progress, **settings.image_options())
         return result, image_truth(result, hit_radius=settings.hit_radius)
     except SCAN_FAILURES as e:
@@ -123,7 +131,7 @@ def scan_paths(model, paths, out, settings: ScanSettings | None = None, verbose:
     """
     from .plots import plot_froc              # matplotlib loads only when figures are drawn
 
-    settings = settings or ScanSettings()
+    settings = (settings or ScanSettings()).for_model(model)
     stride, threshold = settings.stride, settings.threshold
     out = Path(out)
     truths, summary, failed = [], [], []

@@ -134,7 +134,7 @@ LAYERS = (
     ("work", ("shallowcnn.checkpoint", "shallowcnn.train", "shallowcnn.evaluate", "shallowcnn.scan",
               "shallowcnn.scan_files", "shallowcnn.evidence",
               "shallowcnn.scan_dask", "shallowcnn.dask_cluster", "shallowcnn.froc", "shallowcnn.gradcheck",
-              "shallowcnn.grading")),
+              "shallowcnn.grading", "shallowcnn.operating_point", "shallowcnn.mining", "shallowcnn.detection_report")),
     ("applications", ("shallowcnn.search", "shallowcnn.web", "shallowcnn.interop")),
     ("demo", ("shallowcnn.demo",)),
     ("commands", ("shallowcnn.commands",)),

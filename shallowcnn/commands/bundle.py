@@ -6,25 +6,40 @@ For maintainers: it rewrites ``shallowcnn/web/bundled_model.npz`` by default
 from __future__ import annotations
 
 from ..demo import train_bundled_model
+from ..kernels import BackendUnavailable
+from ..mining import DEFAULT_ROUNDS
+from ..train import TrainingDiverged
 from ..web.bundled import BUNDLED_MODEL_PATH
-from .common import add_backend_option, non_negative_int, positive_int
+from .common import CommandError, add_backend_option, non_negative_int, positive_int
 
 
 def add_command(subparsers) -> None:
     p = subparsers.add_parser(
         "bundle", help="retrain the phantom model bundled with 'shallowcnn serve' (for maintainers)",
-        description="Run the demo's pipeline (phantom, patches split by patient, training) in a temporary "
-                    "folder and save its best model, with its training record, as the model that "
+        description="Run the demo's pipeline (phantom, patches split by patient, training, hard-negative "
+                    "mining, evaluation, scan) in a temporary folder (or --keep DIR) and save its best model, "
+                    "with its training record, as the model that "
                     "'shallowcnn serve' uses without a MODEL.")
     p.add_argument("-o", "--output", default=str(BUNDLED_MODEL_PATH),
                    help=f"where to write it (default {BUNDLED_MODEL_PATH})")
     p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the demo's)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for everything (default 0)")
+    p.add_argument("--mine-rounds", type=non_negative_int, default=DEFAULT_ROUNDS,
+                   help=f"hard-negative mining rounds, 0 for none (default {DEFAULT_ROUNDS})")
+    p.add_argument("--keep", metavar="DIR", default=None,
+                   help="run the demo in DIR (new or empty) and keep it: its report.md, figures and models")
     add_backend_option(p)
     p.set_defaults(func=run_command)
 
 
 def run_command(args) -> int:
-    path = train_bundled_model(args.output, args.epochs, args.seed, args.backend)
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    try:
+        path = train_bundled_model(args.output, args.epochs, args.seed, args.backend,
+                                   mine_rounds=args.mine_rounds, keep=args.keep)
+    except TrainingDiverged as e:
+        raise CommandError(f"training diverged: {e}", status=1) from None
+    except (ValueError, FileExistsError, OSError, BackendUnavailable) as e:
+        raise CommandError(e) from None
+    kept = f"; the demo it came from: {args.keep}" if args.keep else ""
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB){kept}")
     return 0

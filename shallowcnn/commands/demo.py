@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..data.phantom import parse_size
 from ..demo import DEMO_EPOCHS, run_demo
 from ..kernels import BackendUnavailable
+from ..mining import DEFAULT_ROUNDS
 from ..train import TrainingDiverged
 from .common import CommandError, add_backend_option, non_negative_int, positive_int, refusing
 
@@ -21,6 +22,8 @@ def add_command(subparsers):
     add_backend_option(p)
     p.add_argument("--size", type=refusing(parse_size), default="demo",
                    help="phantom image size: WIDTHxHEIGHT, demo or full (default demo)")
+    p.add_argument("--mine-rounds", type=non_negative_int, default=DEFAULT_ROUNDS,
+                   help=f"hard-negative mining rounds, 0 for none (default {DEFAULT_ROUNDS})")
     p.add_argument("--no-scan", action="store_true", help="skip the whole-mammogram scan")
     p.add_argument("--quiet", action="store_true", help="less output")
     p.set_defaults(func=run_command)
@@ -29,7 +32,7 @@ def add_command(subparsers):
 def run_command(args) -> int:
     try:
         run_demo(args.output, args.cases, args.epochs, args.seed, args.backend, not args.no_scan, not args.quiet,
-                 args.size)
+                 args.size, args.mine_rounds)
     except TrainingDiverged as e:
         raise CommandError(f"training diverged: {e}", status=1) from None
     except (ValueError, FileExistsError, OSError, BackendUnavailable) as e:

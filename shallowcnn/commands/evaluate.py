@@ -16,8 +16,10 @@ def add_command(subparsers):
         "evaluate", help="accuracy, sensitivity, specificity, ROC AUC... of a model on a patch store",
         description="Evaluate a model on one split of a patch store (or on every patch of a folder of "
                     "PNG patches with class subfolders 0/ and 1/: all in the test split) at the paper's 0.5 "
-                    "threshold. Prints a "
-                    "table and writes metrics.json, roc.png and mistakes.png.")
+                    "threshold. Prints a table and writes metrics.json, roc.png and mistakes.png; when the "
+                    "store's folder of whole mammograms is at hand, also the FROC headline of the split's "
+                    "patients (sensitivity at 0.5, 1, 2 and 4 false positives per image, at the model's "
+                    "operating point): froc_<split>.json and froc_<split>.png.")
     p.add_argument("model", help="model file (RUN_DIR/model.npz)")
     p.add_argument("patches", help="patch store (.npz) or folder of PNG patches with 0/ and 1/ "
                                    "(all of its patches form the test split)")

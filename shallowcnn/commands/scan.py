@@ -35,15 +35,17 @@ def add_command(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the outputs")
     p.add_argument("--stride", type=positive_int, default=DEFAULT_STRIDE,
                    help=f"pixels between windows (default {DEFAULT_STRIDE}; fastest when it divides 128)")
-    p.add_argument("--threshold", type=probability, default=DEFAULT_THRESHOLD,
-                   help=f"probability for a detection, in [0, 1] (default {DEFAULT_THRESHOLD})")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help=f"probability for a detection, in [0, 1] (default: the model's operating point, "
+                        f"chosen on validation mammograms; {DEFAULT_THRESHOLD} for a model without one)")
     p.add_argument("--min-breast", type=probability, default=DEFAULT_MIN_BREAST,
                    help=f"least fraction of a window inside the breast to scan it (default {DEFAULT_MIN_BREAST})")
     p.add_argument("--nms", type=non_negative_float, default=PATCH_SIZE,
                    help=f"non-maximum suppression distance in pixels (default {PATCH_SIZE}: one patch)")
     p.add_argument("--hit-radius", type=non_negative_float, default=DEFAULT_HIT_RADIUS,
                    help=f"a detection within this many pixels of a true cluster centre (or inside "
-                        f"its outline) hits it (default {DEFAULT_HIT_RADIUS:g})")
+                        f"its outline, or within 1 mm of the hull of its calcifications) hits it "
+                        f"(default {DEFAULT_HIT_RADIUS:g})")
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="MM",
                    help=f"pixel size of the input in mm, 0.01 - 1 (default: the DICOM's PixelSpacing, else "
                         f"ImagerPixelSpacing, else {PIXEL_MM}, said to be assumed); images are resampled to "

@@ -25,6 +25,7 @@ import csv
 import io
 import plistlib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from xml.parsers.expat import ExpatError
@@ -34,7 +35,7 @@ import numpy as np
 from ..messages import cap, number, short
 from .dicom import (MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, PIXEL_MM_RANGE, DicomImage,  # noqa: F401 (re-exported)
                     check_dicom_header, read_dicom, read_dicom_pixels)
-from .problems import InbreastError, Problems  # noqa: F401 (re-exported)
+from .problems import InbreastError, Problems, ReaderWarning  # noqa: F401 (re-exported)
 
 # ---------------------------------------------------------------------------------------
 # Regions of interest (XML property lists)
@@ -153,13 +154,16 @@ def _whole_number(value, name: str) -> int:
     return int(as_float)
 
 
-def read_rois(path, image_shape=None) -> list:
+def read_rois(path, image_shape=None, image_name=None, problems: Problems | None = None) -> list:
     """Read every ROI of an INbreast XML property list.
 
     path         AllXML/<FileName>.xml
-    image_shape  (H, W) of the image, if known: every point must then lie inside
-                 ``0 <= x <= W-1, 0 <= y <= H-1`` (a point outside is an error, since
-                 it means the XML belongs to another image or is damaged)
+    image_shape  (H, W) of the image, if known: points are then kept inside it
+                 (:func:`clip_to_image`): sub-pixel coordinates run up to the width, so
+                 x in (W-1, W] is the last column; a point further out is clipped too, with
+                 a warning naming the image, this file and the ROI, and the rest is kept
+    image_name   the image's file, for that warning; problems: where the warning is
+                 recorded (a :class:`Problems`), else it is issued with ``warnings.warn``
     returns      list of :class:`ROI` in file order (unknown names included)
 
     Raises :class:`InbreastError` naming the file for anything that is not an INbreast
@@ -207,16 +211,43 @@ def read_rois(path, image_shape=None) -> list:
             raise InbreastError(path, f"{where} ({short(entry['Name'])}) has no points")
         roi = make_roi(entry["Name"], roi_type, points, index=index)
         if image_shape is not None:
-            height, width = image_shape[:2]
-            x, y = roi.points[:, 0], roi.points[:, 1]
-            outside = (x < 0) | (x > width - 1) | (y < 0) | (y > height - 1)
-            if outside.any():
-                k = int(np.argmax(outside))
-                raise InbreastError(
-                    path, f"{where} ({short(roi.name)}) has point (x={number(x[k])}, y={number(y[k])}) "
-                          f"outside the {width} x {height} image")
+            warning = clip_to_image(roi, image_shape)
+            if warning:
+                message = (f"{path}: {where} ({short(roi.name)}) {warning}; clipped to the border, "
+                           f"the rest of the file kept (image {image_name or 'unnamed'})")
+                if problems is not None:
+                    problems.note(message)
+                else:
+                    warnings.warn(message, AnnotationClipped, stacklevel=2)
         rois.append(roi)
     return rois
+
+
+class AnnotationClipped(ReaderWarning):
+    """An annotation point lay outside its image and was moved onto the border (the message
+    starts with the XML's path, so the command line prints it as its own warning)."""
+
+
+def clip_to_image(roi: ROI, image_shape) -> str | None:
+    """Move the points of ``roi`` into the (H, W) image, in place.
+
+    INbreast's sub-pixel coordinates run from 0 up to the width (a point at x = 3327.74 on
+    a 3328-pixel-wide image lies in the last column), so x in (W-1, W] becomes W-1 without
+    a word, and likewise y. Returns None then, or, for a point truly outside (x < 0 or
+    x > W, or y likewise), a description of the first such point (the points are clipped
+    all the same, so that one stray point does not cost the image its truth).
+    """
+    height, width = image_shape[:2]
+    x, y = roi.points[:, 0], roi.points[:, 1]
+    outside = (x < 0) | (x > width) | (y < 0) | (y > height)
+    warning = None
+    if outside.any():
+        k = int(np.argmax(outside))
+        warning = (f"has {int(outside.sum())} point(s) outside the {width} x {height} image, the first "
+                   f"(x={number(x[k])}, y={number(y[k])})")
+    roi.points[:, 0] = np.clip(x, 0, width - 1)
+    roi.points[:, 1] = np.clip(y, 0, height - 1)
+    return warning
 
 
 # ---------------------------------------------------------------------------------------
@@ -407,7 +438,8 @@ def load_case(case: Case, problems: Problems | None = None) -> tuple:
     is given, unknown ROI names are counted in it.
     """
     image = read_dicom(case.dicom_path)
-    rois = read_rois(case.xml_path, image.pixels.shape) if case.xml_path is not None else []
+    rois = (read_rois(case.xml_path, image.pixels.shape, case.dicom_path.name, problems)
+            if case.xml_path is not None else [])
     if problems is not None:
         for roi in rois:
             if not roi.known:
@@ -429,4 +461,4 @@ def truth_for_dicom(path: Path, shape) -> list | None:
     if path.parent.name != "AllDICOMs" or not xml_dir.is_dir():
         return None
     xml = xml_dir / f"{parts['file_name']}.xml"
-    return read_rois(xml, shape) if xml.is_file() else []
+    return read_rois(xml, shape, path.name) if xml.is_file() else []

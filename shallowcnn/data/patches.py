@@ -3,9 +3,10 @@
 How a store is made from an INbreast-layout folder (real or phantom)::
 
     for each image:  pixels --breast mask, 8-bit window (intensity.to_network_input)--> u8 image
-        positives: windows holding >= 3 calcifications of one cluster (clusters.py), or
-                   centred inside a Cluster outline without calcification marks;
-                   up to `per_cluster` different offsets (stride 8 px) per cluster
+        positives: windows of the scan's grid (stride 16 px) holding >= 3 calcifications
+                   of one cluster (clusters.py), or centred inside a Cluster outline without
+                   calcification marks; up to `per_cluster` windows per cluster (clusters
+                   that give none are counted and named in the summary)
         negatives: windows >= 98 % inside the breast that touch no annotation of any
                    kind (bounding boxes grown by 12 px); up to `negatives_per_image`,
                    overlapping each other by at most 25 %
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..constants import PATCH_SIZE, PIXEL_MM, pixels_to_input
-from ..messages import cap
+from ..messages import cap, listed
 from ..storage import StoreError, load_npz, save_npz
 from .augment import TRANSFORMS, augment
 from .breast import WINDOW_PERCENTILES, window_fraction
@@ -49,7 +50,7 @@ from .split import DEFAULT_FRACTIONS, SPLITS, format_audit, leakage_audit, split
 
 STORE_KIND = "shallowcnn.patches"
 STORE_VERSION = 1
-POSITIVE_STRIDE = 8        # px between candidate offsets around a cluster
+POSITIVE_STRIDE = 16       # px between candidate windows: the scan's grid (scan.DEFAULT_STRIDE)
 EDGE_MARGIN = 3            # a calcification centre must be this far inside a positive window
 ANNOTATION_MARGIN = 12     # px added around every annotation that a negative must avoid
 MIN_BREAST_FRACTION = 0.98  # of a negative window's pixels
@@ -186,31 +187,43 @@ def positive_windows(clusters, image_shape, rng, size: int = PATCH_SIZE, per_clu
                      stride: int = POSITIVE_STRIDE) -> np.ndarray:
     """Top-left corners (P, 2) int (row, col) of positive windows, up to ``per_cluster`` each.
 
-    A window is positive for a cluster if it holds >= 3 of its calcifications; a cluster
-    known only by its outline gives windows whose centre lies inside the outline.
+    Candidates are the windows of the scan's grid (tops at multiples of ``stride``, 16 as
+    :func:`shallowcnn.scan.scan_image` uses), so the network learns the very windows a scan
+    shows it. A window is positive for a cluster if it holds >= 3 of its calcifications
+    (the paper's cluster: >= 3 in 1 cm^2), EDGE_MARGIN px inside; a cluster wider than a
+    window therefore gives windows over parts of it. A cluster known only by its outline
+    gives windows whose centre lies inside the outline. A cluster may give none (e.g. near
+    the image's edge): :func:`clusters_without_positives` names them.
     """
+    return np.concatenate([_cluster_windows(cluster, image_shape, rng, size, per_cluster, stride)
+                           for cluster in clusters] or [np.zeros((0, 2), np.int64)]).astype(np.int64)
+
+
+def _cluster_windows(cluster, image_shape, rng, size: int, per_cluster: int, stride: int) -> np.ndarray:
+    """(P, 2) positive window corners of one cluster (see :func:`positive_windows`)."""
     height, width = image_shape
-    chosen = []
-    for cluster in clusters:
-        r0, c0, r1, c1 = cluster.bbox
-        rows = np.arange(np.floor(r1) - size + 1 + EDGE_MARGIN, np.ceil(r0) - EDGE_MARGIN + 1, stride)
-        cols = np.arange(np.floor(c1) - size + 1 + EDGE_MARGIN, np.ceil(c0) - EDGE_MARGIN + 1, stride)
-        if len(cluster.members) < 3:  # an outline without (enough) marked calcifications
-            rows = np.arange(r0 - size // 2, r1 - size // 2 + 1, stride)
-            cols = np.arange(c0 - size // 2, c1 - size // 2 + 1, stride)
-        rows = np.unique(np.clip(rows, 0, height - size)).astype(np.int64)
-        cols = np.unique(np.clip(cols, 0, width - size)).astype(np.int64)
-        tops = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
-        if len(cluster.members) >= 3:
-            ok = _calcs_inside(tops, cluster.members, size).sum(axis=1) >= 3
-        else:
-            centres_xy = tops[:, ::-1] + (size - 1) / 2.0
-            ok = points_in_polygon(centres_xy, cluster.outline)
-        tops = tops[ok]
-        if len(tops) > per_cluster:
-            tops = tops[np.sort(rng.choice(len(tops), per_cluster, replace=False))]
-        chosen.append(tops)
-    return np.concatenate(chosen).astype(np.int64) if chosen else np.zeros((0, 2), np.int64)
+    r0, c0, r1, c1 = cluster.bbox
+    # every grid window that could hold a point of the bounding box
+    rows = np.arange(0, height - size + 1, stride, dtype=np.int64)
+    cols = np.arange(0, width - size + 1, stride, dtype=np.int64)
+    rows = rows[(rows + size - 1 >= r0) & (rows <= r1)]
+    cols = cols[(cols + size - 1 >= c0) & (cols <= c1)]
+    tops = np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
+    if len(cluster.members) >= 3:
+        ok = _calcs_inside(tops, cluster.members, size).sum(axis=1) >= 3
+    else:  # an outline without (enough) marked calcifications
+        ok = points_in_polygon(tops[:, ::-1] + (size - 1) / 2.0, cluster.outline)
+    tops = tops[ok]
+    if len(tops) > per_cluster:
+        tops = tops[np.sort(rng.choice(len(tops), per_cluster, replace=False))]
+    return tops
+
+
+def clusters_without_positives(clusters, image_shape, size: int = PATCH_SIZE,
+                               stride: int = POSITIVE_STRIDE) -> list:
+    """The clusters of one image for which :func:`positive_windows` finds no window."""
+    rng = np.random.default_rng(0)      # unused: a count, not a sample
+    return [cl for cl in clusters if len(_cluster_windows(cl, image_shape, rng, size, 1, stride)) == 0]
 
 
 def negative_windows(mask: np.ndarray, rois, rng, size: int = PATCH_SIZE, count: int = 24) -> np.ndarray:
@@ -269,19 +282,24 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
     """Patches of every readable image of an INbreast-layout folder (before augmentation).
 
     returns dict of arrays: patches (M, size, size) uint8, labels (M,), patient, image,
-    position (M, 2); plus ``clusters`` (number found) and ``images`` (number read)
+    position (M, 2); plus ``clusters`` (number found), ``images`` (number read) and
+    ``clusters_without_positives`` (list of "FileName (row, col)" of the clusters that
+    gave no positive window)
     """
     problems = problems if problems is not None else Problems()
     case_list = list_cases(folder)
     problems.merge(case_list.problems)
     parts = {"patches": [], "labels": [], "patient": [], "image": [], "position": []}
     n_clusters = n_images = 0
+    unused_clusters = []
     for case in tqdm(case_list.cases, desc="patches", unit="image", disable=None if verbose else True,
                      file=sys.stderr):
         try:
             dicom, rois = load_case(case, problems)
             clusters = find_clusters(rois, size)
         except InbreastError as e:
+            if e.path != case.dicom_path:    # its XML is bad: say which image that costs
+                e = InbreastError(e.path, f"{e.reason} (image {case.dicom_path.name} left out)")
             problems.skip(e)
             continue
         except (ValueError, OverflowError, MemoryError, RecursionError) as e:
@@ -298,6 +316,8 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
         u8, mask, _ = to_network_input(dicom.pixels)     # the scanner's mapping, exactly
         n_clusters += len(clusters)
         pos = positive_windows(clusters, u8.shape, rng, size, per_cluster)
+        unused_clusters += [f"{case.file_name} (row {cl.centre[0]:.0f}, col {cl.centre[1]:.0f})"
+                            for cl in clusters_without_positives(clusters, u8.shape, size)]
         neg = negative_windows(mask, rois, rng, size, negatives_per_image)
         tops = np.concatenate([pos, neg])
         parts["patches"].append(cut(u8, tops, size))
@@ -309,7 +329,7 @@ def extract_from_folder(folder, seed: int = 0, per_cluster: int = 20, negatives_
             "labels": np.concatenate(parts["labels"]) if parts["labels"] else np.zeros(0, np.uint8),
             "patient": np.array(parts["patient"], dtype=str), "image": np.array(parts["image"], dtype=str),
             "position": (np.concatenate(parts["position"]) if parts["position"] else np.zeros((0, 2))).astype(np.int32),
-            "clusters": n_clusters, "images": n_images}
+            "clusters": n_clusters, "images": n_images, "clusters_without_positives": unused_clusters}
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,6 +388,7 @@ def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patien
         base = read_png_folder(source, PATCH_SIZE, problems)
         base["position"] = np.full((len(base["labels"]), 2), -1, np.int32)
         base["clusters"], base["images"] = None, len(base["labels"])
+        base["clusters_without_positives"] = []
     else:
         raise PatchError(f"{source}: neither an INbreast-layout folder (AllDICOMs/ inside) nor a PNG "
                          f"folder (0/ and 1/ inside)")
@@ -404,8 +425,10 @@ def make_patches(source, out_path=None, seed: int = 0, split_mode: str = "patien
         "source": str(source), "source_kind": source_kind, "seed": int(seed), "split_mode": split_mode,
         "fractions": list(fractions), "patch_size": PATCH_SIZE, "pixel_mm": PIXEL_MM,
         "per_cluster": per_cluster, "negatives_per_image": negatives_per_image,
-        "positive_rule": ">= 3 calcifications of one cluster inside (3 px from the edge), or centre inside "
-                         "a Cluster outline without marked calcifications",
+        "positive_rule": f"windows of the scan's grid (stride {POSITIVE_STRIDE} px) holding >= 3 calcifications "
+                         "of one cluster (3 px from the edge), or centred inside a Cluster outline without "
+                         "marked calcifications",
+        "clusters_without_positives": base["clusters_without_positives"],
         "negative_rule": f">= {MIN_BREAST_FRACTION:.0%} breast, no annotation within {ANNOTATION_MARGIN} px, "
                          f"overlap between negatives <= {MAX_NEGATIVE_OVERLAP:.0%}",
         "window": {"percentiles_of_breast_pixels": list(WINDOW_PERCENTILES), "maps_to": [0, 255],
@@ -433,6 +456,11 @@ def describe(store: PatchStore, problems: Problems | None = None, seconds: float
     lines.append(f"source {meta.get('source')} ({meta.get('source_kind')}): {meta.get('images')} images, "
                  f"{meta.get('clusters')} clusters -> {before.get('positive')} positive and "
                  f"{before.get('negative')} negative patches before augmentation")
+    unused = meta.get("clusters_without_positives") or []
+    if unused:
+        lines.append(f"{len(unused)} cluster(s) gave no positive window (fewer than 3 calcifications fit "
+                     f"one window of the scan's grid):")
+        lines += listed((f"  {name}" for name in unused), what="more clusters without positives")
     if meta.get("split_mode") == "paper":
         lines.append("split: the paper's random split of augmented patches")
     else:

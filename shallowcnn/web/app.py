@@ -9,7 +9,7 @@ Routes::
     GET  /api/results/{id}/heatmap.png      one grey pixel per window (see the JSON's "heatmap")
     GET  /api/results/{id}/overlay.png      the overlay figure of ``shallowcnn scan``
     GET  /api/results/{id}/window/{k}.png   candidate k's 144 x 144 window
-    GET  /api/results/{id}/detections.json  ... .csv; ``?threshold=p`` (default 0.5)
+    GET  /api/results/{id}/detections.json  ... .csv; ``?threshold=p`` (default: the scan's)
 
 Every error under ``/api`` is JSON ``{"error": message}`` with a 4xx status (503 when the
 scan queue is full); nothing a client sends can stop the server.
@@ -38,7 +38,6 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..scan import DEFAULT_THRESHOLD
 from .jobs import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WAITING, DEFAULT_WORKERS, QueueFull, ResultStore, ScanQueue
 from .scanner import UploadRejected, png_bytes, scan_upload
 from .uploads import drain, receive_upload
@@ -181,7 +180,7 @@ async def result_route(request):
         return Response(outcome.pictures[name], media_type="image/png")
     if name in ("detections.json", "detections.csv"):
         try:
-            threshold = float(request.query_params.get("threshold", DEFAULT_THRESHOLD))
+            threshold = float(request.query_params.get("threshold", outcome.report["scan"]["threshold"]))
         except ValueError:
             return error(400, "threshold must be a number")
         if not 0 <= threshold <= 1:

@@ -3,12 +3,15 @@
 ``shallowcnn serve`` without a MODEL serves this model, so that the page works straight
 after ``pip install ".[web]"``. It was trained by :func:`shallowcnn.demo.train_bundled_model` on the
 built-in **phantom** (synthetic mammograms, no patient data): the whole demo pipeline
-(phantom -> patches split by patient -> training -> evaluation on unseen phantom
-patients) with the demo's settings. **It has never seen a real mammogram**, and the page
-and ``GET /api/model`` say so; its detections on a real image mean nothing.
+(phantom -> patches split by patient -> training -> hard-negative mining -> evaluation on
+unseen phantom patients) with the demo's settings; its metadata carries the operating
+point chosen on the validation patients' mammograms (1 false positive per image). **It
+has never seen a real mammogram**, and the page and ``GET /api/model`` say so; its
+detections on a real image mean nothing.
 
-Regenerate it (a few minutes on 2 cores; the file is a plain ``.npz`` of ~35 KB written
-by :meth:`shallowcnn.model.ShallowCNN.save`, loaded without pickle)::
+Regenerate it (several minutes on 2 cores: training, then three rounds of hard-negative
+mining; the file is a plain ``.npz`` of ~35 KB written by
+:meth:`shallowcnn.model.ShallowCNN.save`, loaded without pickle)::
 
     shallowcnn bundle            # rewrites shallowcnn/web/bundled_model.npz
 """

@@ -4,7 +4,8 @@ Everything the web application needs from the scanner (:mod:`shallowcnn.scan`,
 :mod:`shallowcnn.data.images`, the overlay of :mod:`shallowcnn.plots`) is imported here
 and nowhere else in ``shallowcnn/web/``, so when the scanner's modules move only these
 imports change. Detections are those of ``shallowcnn scan`` on the same file: the same
-:func:`scan_image` with the same defaults (stride 16, threshold 0.5, NMS 144 px).
+:func:`scan_image` with the same defaults (stride 16, NMS 144 px) at the model's operating point
+(:func:`shallowcnn.operating_point.model_threshold`: 0.5 for a model without one).
 
 An upload is read once, by :func:`shallowcnn.data.images.load_image` (the reading path of
 ``shallowcnn scan``), and what it refuses gets its own HTTP status:
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..constants import PATCH_SIZE
 from ..data.images import ScanError, UnsupportedFormat, load_image
+from ..operating_point import model_threshold
 from ..plots import scan_overlay_png
 from ..scan import scan_image
 
@@ -162,7 +164,7 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     timings["read_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    result = scan_image(model, image)
+    result = scan_image(model, image, threshold=model_threshold(model))   # the model's operating point
     timings["scan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()

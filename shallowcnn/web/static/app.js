@@ -163,6 +163,7 @@ function upload() {
 function showResult(r) {
   state.result = r;
   state.chosen = null;
+  $("threshold").value = r.scan.threshold;      // the model's operating point (its metadata), else 0.5
   $("result").hidden = false;
   const img = r.image;
   const stage = $("stage");

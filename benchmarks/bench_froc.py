@@ -1,0 +1,122 @@
+"""Whole-image detection on unseen phantom cases: sensitivity at 0.5 / 1 / 2 / 4 false
+positives per image, for several models, under the old and the new FROC hit rule.
+
+    python benchmarks/bench_froc.py --work /tmp/froc                       # train (demo recipe + mining), then score
+    python benchmarks/bench_froc.py --work /tmp/froc --no-train --model main=shallowcnn/web/bundled_model.npz
+    python benchmarks/bench_froc.py --work /tmp/froc --no-train --scratch-rounds 1 --results scratch.json
+
+With training (the default), the demo's pipeline runs in WORK/demo (phantom of 20 patients,
+seed 0, patches, 12 epochs, then hard-negative mining) and both of its models are scored:
+``no-mining`` (WORK/demo/run/model.npz, what the bundled model is without mining) and
+``mined`` (WORK/demo/mine/model.npz). The test set is ``shallowcnn phantom --cases 8
+--seed 31`` (28 images, 47 clusters), patients the models never saw. Each image is scanned
+once per model and its candidates scored twice: ``new rule`` (inside the outline, within
+5 mm of the centre, or within 1 mm of the hull of the cluster's calcifications) and
+``old rule`` (outline or 5 mm only). Writes WORK/bench_froc.json and prints a table.
+
+``--scratch-rounds N`` mines again from WORK/demo/run/model.npz (an earlier run's), but
+retrains from new weights for the full epochs each round (``from_scratch``), into
+WORK/mine_scratch, and scores that model as ``mined-scratch``: continuing against starting
+afresh.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from shallowcnn.constants import PATCH_SIZE
+from shallowcnn.data.clusters import find_clusters
+from shallowcnn.data.inbreast import list_cases
+from shallowcnn.data.phantom import generate_phantom
+from shallowcnn.froc import DEFAULT_HIT_RADIUS, DEFAULT_HULL_MARGIN, froc_curve, score_image
+from shallowcnn.model import ShallowCNN
+from shallowcnn.operating_point import model_threshold
+from shallowcnn.scan import scan_image
+
+RATES = (0.5, 1, 2, 4)
+NO_HULL = -1.0      # a hull margin below 0: no detection is within it (the old rule)
+
+
+def score_model(model, cases) -> dict:
+    """Scan every case once; the FROC under both hit rules and the model's operating point."""
+    truths = {"new rule": [], "old rule": []}
+    threshold = model_threshold(model)
+    t0 = time.perf_counter()
+    for case in cases:
+        result = scan_image(model, case.dicom_path, threshold=threshold)
+        img = result.image
+        clusters = find_clusters(img.rois or [], size=int(round(PATCH_SIZE * img.scale)))
+        for rule, margin in (("new rule", DEFAULT_HULL_MARGIN), ("old rule", NO_HULL)):
+            truths[rule].append(score_image(img.name, clusters, result.candidates, threshold,
+                                            DEFAULT_HIT_RADIUS * img.scale, hull_margin=margin * img.scale))
+    out = {"threshold": threshold, "seconds_scanning": round(time.perf_counter() - t0, 1)}
+    for rule, items in truths.items():
+        curve = froc_curve(items)
+        out[rule] = {"images": curve.n_images, "clusters": curve.n_clusters,
+                     "sensitivity_at_fp_per_image": {str(f): curve.sensitivity_at_fpi(f) for f in RATES},
+                     # clusters hit by any NMS peak at all: the most any threshold can find
+                     "sensitivity_ceiling": float(curve.sensitivity.max()) if len(curve.sensitivity) else 0.0,
+                     "at_threshold": curve.at_threshold(threshold)}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, help="working folder (phantoms, runs, results)")
+    parser.add_argument("--no-train", action="store_true", help="only score the --model files")
+    parser.add_argument("--mine-rounds", type=int, default=3, help="mining rounds (default 3)")
+    parser.add_argument("--epochs", type=int, default=12, help="training epochs (default 12, the demo's)")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH", help="another model to score")
+    parser.add_argument("--scratch-rounds", type=int, default=0, help="also mine retraining from scratch (rounds)")
+    parser.add_argument("--results", default="bench_froc.json", help="results file in WORK (default bench_froc.json)")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    test = work / "ph_seed31"
+    if not (test / "AllDICOMs").is_dir():
+        generate_phantom(test, cases=8, seed=31, verbose=False)
+    models = dict(item.split("=", 1) for item in args.model)
+    timings = {}
+    if not args.no_train:
+        from shallowcnn.demo import run_demo
+
+        t0 = time.perf_counter()
+        run_demo(work / "demo", epochs=args.epochs, scan=False, verbose=True, mine_rounds=args.mine_rounds)
+        timings["demo_seconds"] = round(time.perf_counter() - t0, 1)
+        models["no-mining"] = str(work / "demo" / "run" / "model.npz")
+        if args.mine_rounds:
+            models["mined"] = str(work / "demo" / "mine" / "model.npz")
+    if args.scratch_rounds:
+        from shallowcnn.data.patches import load_patches
+        from shallowcnn.mining import MiningConfig, mine
+        from shallowcnn.train import TrainConfig
+
+        t0 = time.perf_counter()
+        demo = work / "demo"
+        start = ShallowCNN.load(demo / "run" / "model.npz", backend="auto")
+        mine(load_patches(demo / "patches.npz"), demo / "phantom", start, work / "mine_scratch",
+             TrainConfig(epochs=args.epochs), MiningConfig(rounds=args.scratch_rounds, from_scratch=True))
+        timings["scratch_seconds"] = round(time.perf_counter() - t0, 1)
+        models["mined-scratch"] = str(work / "mine_scratch" / "model.npz")
+    cases = [c for c in list_cases(test).cases]
+    results = {"test_set": "shallowcnn phantom --cases 8 --seed 31", **timings, "models": {}}
+    for name, path in models.items():
+        results["models"][name] = {"path": path, **score_model(ShallowCNN.load(path, backend="auto"), cases)}
+        (work / args.results).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{'model':<14}{'rule':<10}" + "".join(f"{f:>8} FPI" for f in RATES) + "   ceiling   operating point")
+    for name, r in results["models"].items():
+        for rule in ("old rule", "new rule"):
+            s = r[rule]["sensitivity_at_fp_per_image"]
+            op = r[rule]["at_threshold"]
+            print(f"{name:<14}{rule:<10}" + "".join(f"{s[str(f)]:>12.3f}" for f in RATES)
+                  + f"{r[rule]['sensitivity_ceiling']:>10.3f}   p >= {r['threshold']:.3f}: "
+                  f"{op['sensitivity']:.3f} at {op['fp_per_image']:.2f} FPI")
+    print(f"({results['models'][next(iter(models))]['new rule']['images']} images, "
+          f"{results['models'][next(iter(models))]['new rule']['clusters']} clusters) -> {work / args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
