@@ -70,6 +70,7 @@ from .layers import sigmoid
 DEFAULT_STRIDE = 16
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MIN_BREAST = 0.5
+SAME_FINDING_PX = PATCH_SIZE / 2   # 72 px = 5 mm at 0.07 mm: detections closer than this are one finding
 DEFAULT_TILE = 256        # conv2 positions per tile side (16 x 256 x 256 float32 = 4 MB per tile)
 
 
@@ -317,6 +318,23 @@ def find_peaks(logit_map: np.ndarray, rows: np.ndarray, cols: np.ndarray,
     return peaks
 
 
+def merge_same_findings(detections: list, distance: float) -> list:
+    """Drop every detection whose position lies within ``distance`` of a stronger kept one.
+
+    detections  :class:`Detection` s strongest first (as :func:`locate_detections` gives them)
+    distance    in the detections' (original) pixels
+    Window NMS compares window corners, so two windows up to 144 px apart can both point
+    at one cluster; their evidence positions then lie close together, and the weaker one
+    says nothing the stronger has not said. As in :func:`find_peaks`, only stronger
+    detections suppress, so a threshold applied afterwards keeps the same set.
+    """
+    kept = []
+    for d in detections:
+        if all(math.hypot(d.row - k.row, d.col - k.col) >= distance for k in kept):
+            kept.append(d)
+    return kept
+
+
 def locate_detections(model, image: ScanImage, peaks: list) -> list:
     """:class:`Detection` of each peak window, positioned by the network's own evidence.
 
@@ -435,7 +453,8 @@ def scan_image(model, image, stride: int = DEFAULT_STRIDE, threshold: float = DE
         logit_map[valid] = model.head_forward(feats[valid])
     prob_map = sigmoid(logit_map)                                  # NaN stays NaN
     peaks = find_peaks(logit_map, rows, cols, threshold=0.0, nms_px=nms_px)
-    candidates = locate_detections(model, scan, peaks)
+    # one detection per finding: a 5 mm radius (FROC's hit radius), in original pixels
+    candidates = merge_same_findings(locate_detections(model, scan, peaks), SAME_FINDING_PX * scan.scale)
     detections = [d for d in candidates if d.probability >= threshold]
     return ScanResult(prob_map=prob_map.astype(np.float32), logit_map=logit_map.astype(np.float32),
                       window_rows=rows, window_cols=cols, breast_fraction=fraction,

@@ -18,7 +18,7 @@ from shallowcnn.evidence import strongest, to_original, window_evidence, window_
 from shallowcnn.froc import froc_curve, localization_summary, score_image, write_froc
 from shallowcnn.kernels import get_backend, reference
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import scan_image
+from shallowcnn.scan import SAME_FINDING_PX, find_peaks, locate_detections, scan_image
 from shallowcnn.scan_files import write_scan_outputs
 
 try:
@@ -190,6 +190,29 @@ def test_detections_sit_exactly_on_the_spots_the_network_fires_on():
     assert found[0] == (150, 170)                  # the strongest window points at the brightest spot
     assert (60, 300) in found                      # the lone spot is found on itself
     assert set(found) <= set(spots)                # and nothing is placed between spots
+
+
+def test_one_detection_per_finding_the_weaker_near_a_stronger_one_is_dropped():
+    """Spots 20-30 px apart sit in windows 144 px apart after window NMS (corners), so
+    several windows point at one group of spots; the scan keeps only the strongest of
+    detections closer than 5 mm. Checked against every located peak, pair by pair."""
+    rng = np.random.default_rng(1)
+    image = np.clip(rng.normal(80, 4, (320, 360)), 0, 255).astype(np.uint8)
+    for (r, c), value in {(150, 170): 250, (140, 190): 200, (165, 160): 180, (60, 300): 230}.items():
+        image[r, c] = value
+    model = spot_model(FAST)
+    result = scan_image(model, image, mask=np.ones(image.shape, bool), stride=16, threshold=0.0)
+    peaks = find_peaks(result.logit_map, result.window_rows, result.window_cols, threshold=0.0)
+    located = locate_detections(model, result.image, peaks)          # before the merge, strongest first
+    kept = result.candidates
+    assert len(located) > len(kept) >= 2                              # some peaks were one finding
+    for i, a in enumerate(kept):                                       # kept: pairwise >= 5 mm apart
+        for b in kept[i + 1:]:
+            assert np.hypot(a.row - b.row, a.col - b.col) >= SAME_FINDING_PX
+    for d in located:                                                  # dropped: near a stronger kept one
+        if not any(d is k for k in kept):
+            assert any(k.logit >= d.logit and np.hypot(d.row - k.row, d.col - k.col) < SAME_FINDING_PX
+                       for k in kept)
 
 
 def test_bundled_model_points_at_the_phantoms_calcifications(tiny_phantom):
