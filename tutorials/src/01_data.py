@@ -34,7 +34,8 @@ import matplotlib.pyplot as plt
 import pydicom
 
 from shallowcnn.data.augment import TRANSFORMS, apply_transform
-from shallowcnn.data.breast import breast_mask, to_uint8, window_limits
+from shallowcnn.data.breast import apply_window, breast_mask
+from shallowcnn.data.intensity import to_network_input
 from shallowcnn.data.clusters import find_clusters
 from shallowcnn.data.inbreast import list_cases, load_case, make_roi, parse_dicom_name, read_dicom, read_rois
 from shallowcnn.data.patches import describe, load_patches, make_patches
@@ -186,29 +187,37 @@ assert np.allclose(find_clusters(close3)[0].centre, [(500 + 500 + 525) / 3, (500
 # ## 1.6 From 14 bits to 8
 #
 # The paper converted the DICOM images to 8-bit PNGs (and divided by 255 for the network) but
-# does not say how. The package makes it explicit -- our reading, one reasonable choice -- per
-# image: find the breast (Otsu's
-# threshold separates it from the dark background), take the 0.5th and 99.9th percentiles
-# $lo, hi$ of the breast's pixels, and map linearly,
+# does not say how. The package makes it explicit -- our reading, one reasonable choice -- and
+# uses the same mapping for every image the network ever sees (training patches, `scan`, the
+# web page), whatever file it came in: find the breast (Otsu's threshold separates it from
+# the dark background), take the median $lo$ of the *background* and the 99.9th percentile
+# $hi$ of the breast, and map linearly,
 #
 # $$u_8 = \mathrm{round}\Bigl(255 \cdot \mathrm{clip}\Bigl(\frac{v - lo}{hi - lo}, 0, 1\Bigr)\Bigr),$$
 #
-# so that the background does not waste grey levels and only the brightest 0.1% of the breast
-# (calcifications among them) saturate. **Checks:** $v = lo \mapsto 0$, $v = hi \mapsto 255$, the midpoint
-# $\mapsto 128$ (127.5 rounds to even, 128), and about 0.1% of breast pixels are 255.
+# so that only the brightest 0.1% of the breast (calcifications among them) saturate. Why these
+# two statistics: a mammogram saved as 12, 14 or 16 bits, stretched into an 8-bit PNG or
+# stored MONOCHROME1 differs from the original by an increasing straight-line map $a v + b$ of
+# its values, and a median and a percentile move with such a map -- so $(v - lo)/(hi - lo)$
+# cancels it and the network sees the same image from every container
+# (`shallowcnn/data/intensity.py`). **Checks:** $lo$ is the background's median, $v = lo \mapsto 0$,
+# $v = hi \mapsto 255$, the midpoint $\mapsto 128$ (127.5 rounds to even, 128), about 0.1% of breast
+# pixels are 255, and the same image stretched to other values gives the same 8 bits.
 
 # %%
 mask = breast_mask(dicom.pixels)
-u8, (lo, hi) = to_uint8(dicom.pixels, mask)
-probe = np.array([[lo, hi, (lo + hi) / 2]])
-probe_u8, _ = to_uint8(probe, np.ones_like(probe, bool), percentiles=(0, 100))
+u8, mask8, (lo, hi) = to_network_input(dicom.pixels)
+probe_u8 = apply_window(np.array([[lo, hi, (lo + hi) / 2]]), lo, hi)
+stretched = to_network_input(3 * dicom.pixels.astype(np.int64) + 1000).pixels     # another "container"
 print(f"breast covers {mask.mean():.0%} of the image; window [{lo:.0f}, {hi:.0f}] -> [0, 255]")
-print(probe_u8, f"saturated: {np.mean(u8[mask] == 255):.3%}")
+print(probe_u8, f"saturated: {np.mean(u8[mask8] == 255):.3%}",
+      f"pixels that differ after a stretch: {np.mean(stretched != u8):.4%}")
 
 # %% check
-assert (lo, hi) == window_limits(dicom.pixels, mask)
+assert lo == np.median(dicom.pixels[~mask])
 assert probe_u8.tolist() == [[0, 255, 128]]
 assert 0.0005 < np.mean(u8[mask] == 255) < 0.003
+assert np.abs(stretched.astype(int) - u8).max() <= 1            # the same 8 bits, up to rounding
 
 # %%
 clusters = find_clusters(rois)
@@ -256,7 +265,7 @@ print(describe(store))
 # %%
 k = np.flatnonzero((store.transform == "none") & (store.labels == 1))[0]      # the first positive original
 its_dicom, its_rois = load_case(next(cs for cs in case_list if cs.file_name == store.image[k]))
-its_u8, _ = to_uint8(its_dicom.pixels, breast_mask(its_dicom.pixels))
+its_u8 = to_network_input(its_dicom.pixels).pixels
 r, c = store.position[k]
 mine = its_u8[r:r + 144, c:c + 144]
 inside = [cl for cl in find_clusters(its_rois)
@@ -385,8 +394,9 @@ assert y.mean() == 0.5                                   # balanced
 #
 # 1. Generate a phantom at full INbreast size (`size="full"`, $3328 \times 4084$) for one patient and
 #    time `read_dicom`. How many non-overlapping 1 cm² patches fit in the breast?
-# 2. Change the window percentiles of `to_uint8` to (0, 100). Which patches change the most, and
-#    why could that matter for the network?
+# 2. Map an image with the breast's 0th and 100th percentiles instead of the background's median
+#    and the 99.9th percentile (`apply_window`). Which patches change the most, and why could that
+#    matter for the network?
 # 3. A cluster is "at least three within 1 cm²". Build a set of calcification points that forms
 #    one cluster by chaining (A near B, B near C) although no single window holds all of them.
 #    What does `find_clusters` return, and is that what a radiologist would call it?
