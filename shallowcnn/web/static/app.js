@@ -47,7 +47,7 @@ function wholeImageRows(w) {
   if (!w) return [];
   const located = w.localization || {};
   return [
-    ["whole images (test)", `${w.images} images, ${w.clusters} clusters, p \u2265 ${w.threshold}`],
+    ["whole images (test)", `${w.images} images, ${w.clusters} clusters, p \u2265 ${Number(w.threshold).toFixed(3)}`],
     ["clusters found", fmt(w.clusters_found)],
     ["false positives per image", fmt(w.fp_per_image, 2)],
     ["localization error", located.hits ? `median ${fmt(located.median_mm, 2)} mm, ` +
