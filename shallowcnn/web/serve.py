@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..options import non_negative_int, positive_float, positive_int
 from .jobs import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WAITING, DEFAULT_WORKERS
 
 DEFAULT_HOST = "127.0.0.1"
@@ -31,12 +32,12 @@ def add_command(subparsers) -> None:
                         f"the unauthenticated server to the network)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     p.add_argument("--backend", default="auto", help="numpy, numba, cuda or auto (default auto)")
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB,
+    p.add_argument("--max-upload-mb", type=positive_float, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest upload accepted, in MiB; larger ones get 413 (default {DEFAULT_MAX_UPLOAD_MB})")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+    p.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                    help=f"scans run at the same time, each in its own thread (default {DEFAULT_WORKERS}; "
                         f"one scan already uses every core)")
-    p.add_argument("--waiting", type=int, default=DEFAULT_WAITING,
+    p.add_argument("--waiting", type=non_negative_int, default=DEFAULT_WAITING,
                    help=f"uploads allowed to wait for a scan; more get 503 (default {DEFAULT_WAITING})")
     p.set_defaults(func=run_command)
 
