@@ -62,14 +62,14 @@ def run_command(args) -> int:
 
     if not 0 < args.port < 65536:
         return fail(f"--port must lie in 1..65535, got {args.port}")
-    if not args.max_upload_mb > 0:
-        return fail(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not 0 < args.max_upload_mb < 2**20:
+        return fail(f"--max-upload-mb must lie in (0, {2**20}) MiB, got {args.max_upload_mb}")
     if args.workers < 1 or args.waiting < 0:
         return fail(f"--workers must be >= 1 and --waiting >= 0, got {args.workers} and {args.waiting}")
     try:
         import uvicorn
 
-        from .app import create_app
+        from .app import LOCAL_HOST_NAMES, WILDCARD_HOSTS, create_app
     except ImportError as e:
         return fail(f"the web server needs the [web] extra: pip install \".[web]\" ({e})")
     try:
@@ -86,8 +86,18 @@ def run_command(args) -> int:
                     "'workqueue' (shallowcnn's default, the fastest for one scan at a time); use --workers 1 "
                     "(one scan already uses every core), or start the server with "
                     "NUMBA_THREADING_LAYER=omp")
+    if args.host.strip("[]") in WILDCARD_HOSTS:
+        # Bound to every interface: the names it is reached by are unknown, so any Host is
+        # accepted (an Origin must still match the Host).
+        allowed_hosts = None
+        print(f"shallowcnn serve: warning: --host {args.host} exposes this server, which has no login, "
+              "to every network this machine is on; anyone who can reach the port can upload images "
+              "and use its CPU. Use --host 127.0.0.1 (the default) unless that is what you want.",
+              file=sys.stderr, flush=True)
+    else:
+        allowed_hosts = (*LOCAL_HOST_NAMES, args.host)
     app = create_app(model, name, bundled, max_upload_mb=args.max_upload_mb, workers=args.workers,
-                     waiting=args.waiting)
+                     waiting=args.waiting, allowed_hosts=allowed_hosts)
     print(f"serving {name} ({'bundled phantom model, never saw a real mammogram' if bundled else 'your model'}, "
           f"backend {model.backend}) on http://{args.host}:{args.port}/  (Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
