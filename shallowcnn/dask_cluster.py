@@ -12,16 +12,80 @@ cores: oversubscribed cores spend their time switching between threads.
 
 Dask is an optional extra: without it, :func:`dask_client` raises
 :class:`DaskUnavailable` saying how to install it.
+
+A ``--scheduler`` address is checked before Dask sees it: it must parse
+(:func:`split_scheduler_address`), and for ``tcp://`` the peer must speak Dask's
+protocol (:func:`probe_dask_scheduler`: a Dask scheduler sends its handshake as soon
+as a connection opens; a web server sends nothing, and Dask would otherwise read the
+first bytes of an HTTP answer as the length of a message and try to allocate exabytes).
+Then Dask's own connection gets ``SCHEDULER_TIMEOUT_S``.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import socket
+import struct
 import sys
+from urllib.parse import urlsplit
 
 INSTALL_HINT = ('this command needs Dask: pip install "shallowcnn[dask]" '
                 '(or, in a checkout, pip install ".[dask]")')
+
+
+SCHEDULER_TIMEOUT_S = 10.0       # to reach a scheduler and hear that it is one
+DASK_PORT = 8786                 # dask scheduler's default port
+_SCHEMES = ("tcp", "tls", "ws", "wss", "inproc", "ucx")
+
+
+def split_scheduler_address(address: str) -> tuple:
+    """``(scheme, host, port)`` of ``tcp://host:8786``, ``host:8786`` or ``host`` (port
+    8786, scheme tcp); ValueError saying what is wrong otherwise."""
+    text = address.strip()
+    if not text:
+        raise ValueError("the scheduler address is empty; expected tcp://HOST:PORT")
+    try:
+        parts = urlsplit(text if "://" in text else f"tcp://{text}")
+        port = parts.port
+        host = parts.hostname
+    except ValueError as e:
+        raise ValueError(f"{address[:80]!r} is not a scheduler address like tcp://HOST:8786 ({e})") from None
+    if parts.scheme not in _SCHEMES:
+        raise ValueError(f"{address[:80]!r}: unknown protocol {parts.scheme!r} (expected one of {', '.join(_SCHEMES)})")
+    if parts.scheme != "inproc" and (not host or parts.path not in ("", "/") or parts.query):
+        raise ValueError(f"{address[:80]!r} is not a scheduler address like tcp://HOST:8786")
+    return parts.scheme, host, port or DASK_PORT
+
+
+def probe_dask_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Raise ConnectionError (naming ``--scheduler ADDRESS``) unless a ``tcp://`` peer
+    answers like a Dask scheduler within ``timeout`` seconds: on a new connection it sends
+    a framed handshake, whose first 16 bytes are two little-endian uint64, the message's
+    length (a few dozen bytes) and its number of frames (a few). Other protocols are left
+    to Dask."""
+    scheme, host, port = split_scheduler_address(address)
+    if scheme != "tcp":
+        return
+    where = f"--scheduler {address}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            head = b""
+            while len(head) < 16:
+                chunk = conn.recv(16 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except socket.timeout:
+        raise ConnectionError(f"{where}: the service there sent nothing within {timeout:g} s; a Dask "
+                              f"scheduler greets every connection, so this is not one (a web server?)") from None
+    except OSError as e:
+        raise ConnectionError(f"{where}: cannot connect ({e.strerror or e})") from None
+    length, frames = struct.unpack("<QQ", head) if len(head) == 16 else (0, 0)
+    if not (16 <= length <= 2**20 and 1 <= frames <= 64):
+        shown = head[:16].decode("ascii", "replace").strip() or "nothing"
+        raise ConnectionError(f"{where}: the service there is not a Dask scheduler (it answered {shown!r})")
 
 
 class DaskUnavailable(RuntimeError):
@@ -83,9 +147,15 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, numba_
     cluster = None
     if scheduler:
         try:
-            client = distributed.Client(scheduler)          # Dask's connect timeout: 30 s by default
-        except (OSError, TimeoutError) as e:
-            raise ConnectionError(f"--scheduler {scheduler}: cannot connect ({e})") from None
+            split_scheduler_address(scheduler)
+        except ValueError as e:
+            raise ConnectionError(f"--scheduler: {e}") from None
+        probe_dask_scheduler(scheduler)
+        try:
+            client = distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError, MemoryError) as e:
+            raise ConnectionError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there "
+                                  f"({type(e).__name__}: {str(e)[:200]})") from None
         where = f"the cluster at {scheduler}"
     else:
         n_workers, threads = local_layout(workers, numba_threads)
