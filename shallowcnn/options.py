@@ -53,6 +53,12 @@ non_negative_int = _checked(_int, lambda v: v >= 0, "a whole number of at least 
                             "A whole number >= 0 (seeds, counts that may be zero).")
 
 
+def whole_number_in(low: int, high: int, doc: str):
+    """An argparse ``type`` for a whole number in ``low..high`` (a bound given before any
+    memory or time is spent on the value: trial counts, image sizes)."""
+    return _checked(_int, lambda v: low <= v <= high, f"a whole number in {low}..{high:,}", doc)
+
+
 def refusing(parse):
     """An argparse ``type`` from a function that raises ValueError with its own message
     (argparse would otherwise print only "invalid parse value")."""
@@ -63,3 +69,14 @@ def refusing(parse):
             raise argparse.ArgumentTypeError(str(e)) from None
     checked.__doc__ = parse.__doc__
     return checked
+
+
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler address that parses: tcp://HOST:PORT, HOST:PORT or HOST."""
+    from .dask_cluster import split_scheduler_address
+
+    try:
+        split_scheduler_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
