@@ -19,18 +19,20 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+from .options import positive_int, scheduler_address
+
 
 def add_arguments(parser) -> None:
     """The options of ``shallowcnn scan`` that send the images to Dask."""
     group = parser.add_argument_group(
         "spreading the images over Dask workers (needs pip install \"shallowcnn[dask]\")")
-    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+    group.add_argument("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
                        help="address of a running Dask scheduler (tcp://host:8786); every image path "
                             "must be readable by the workers")
-    group.add_argument("--workers", type=int, default=None,
+    group.add_argument("--workers", type=positive_int, default=None,
                        help="scan on a local Dask cluster of this many worker processes "
                             "(default: no cluster, the images one after another in this process)")
-    group.add_argument("--numba-threads", type=int, default=None,
+    group.add_argument("--numba-threads", type=positive_int, default=None,
                        help="Numba threads per image (default: cores // workers locally, 1 on --scheduler)")
 
 

@@ -5,8 +5,11 @@ import argparse
 import sys
 import textwrap
 
+from ..options import non_negative_int, positive_int, scheduler_address, whole_number_in
 from ..storage import StoreError
 from .space import SearchSpace, SpaceError, load_space
+
+MAX_TRIALS = 100_000     # a search of the paper's kind runs tens to hundreds
 
 
 _DESCRIPTION = "\n\n".join(textwrap.fill(paragraph, 79) for paragraph in (
@@ -30,16 +33,16 @@ def add_command(subparsers) -> None:
         description=_DESCRIPTION.format(space=SearchSpace().describe()))
     p.add_argument("patches", help="patch store (.npz) made by 'shallowcnn patches'")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the search's files")
-    p.add_argument("--trials", type=int, required=True, help="number of trials (sampled networks)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5; the paper used 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed: the same seed samples the same trials (default 0)")
+    p.add_argument("--trials", type=whole_number_in(1, MAX_TRIALS, "trials"), required=True, help="number of trials (sampled networks)")
+    p.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial (default 5; the paper used 100)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed: the same seed samples the same trials (default 0)")
     p.add_argument("--space", default=None, metavar="FILE", help="search space file (.json or .toml); "
                    "parameters it does not name keep the defaults above")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+    p.add_argument("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
                    help="address of a running Dask scheduler (tcp://host:8786); default: a local cluster")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="local cluster: worker processes (default: one per core)")
-    p.add_argument("--numba-threads", type=int, default=None,
+    p.add_argument("--numba-threads", type=positive_int, default=None,
                    help="Numba threads per trial (default: cores // workers locally, 1 on --scheduler)")
     p.add_argument("--backend", default="numba", choices=("numba", "numpy", "cuda"),
                    help="kernels each trial trains with (default numba: trials are spread over CPU cores)")
