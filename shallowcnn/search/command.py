@@ -66,8 +66,8 @@ def run_command(args) -> int:
     except DaskUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (SpaceError, StoreError, ValueError, ConnectionError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (SpaceError, StoreError, ValueError, ConnectionError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)   # an OSError names its path (storage.atomic_open)
         return 2
     best = outcome.best
     print(f"{len(outcome.ran)} trials run in {outcome.wall_seconds:.0f} s; "
