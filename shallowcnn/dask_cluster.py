@@ -25,9 +25,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import struct
 import sys
+import threading
 from urllib.parse import urlsplit
 
 INSTALL_HINT = ('this command needs Dask: pip install "shallowcnn[dask]" '
@@ -133,6 +135,22 @@ def dashboard_address(client) -> str:
 
 
 @contextlib.contextmanager
+def _children_ignore_ctrl_c():
+    """Processes started inside this block inherit SIGINT ignored (a Python started with
+    SIGINT ignored keeps ignoring it). Ctrl-C in a terminal reaches every process of the
+    foreground group; only this one should act on it (cancel the work, close the cluster),
+    rather than each local worker printing its own KeyboardInterrupt traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None, numba_threads: int | None = None,
                 processes: bool = True, verbose: bool = True, wait_seconds: float = 60):
     """A connected ``distributed.Client``, closed (with its LocalCluster) on exit.
@@ -161,8 +179,9 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, numba_
         n_workers, threads = local_layout(workers, numba_threads)
         extra = {"env": {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1",
                          "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}} if processes else {}
-        cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
-                                           dashboard_address=":0", silence_logs=logging.ERROR, **extra)
+        with _children_ignore_ctrl_c():
+            cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=processes,
+                                               dashboard_address=":0", silence_logs=logging.ERROR, **extra)
         client = distributed.Client(cluster)
         where = (f"a local cluster of {n_workers} worker {'processes' if processes else 'threads'}, "
                  f"1 task each, {threads} Numba thread(s) per task")
@@ -180,6 +199,11 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, numba_
                   "'workqueue' threading layer that can abort them. Start workers with --nthreads 1 "
                   "(--nworkers one per core), or with NUMBA_THREADING_LAYER=omp", file=sys.stderr, flush=True)
         yield client
+    except KeyboardInterrupt:
+        # Closing a cluster with tasks in flight makes distributed log every broken
+        # connection; after Ctrl-C the user asked for silence and exit status 130.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        raise
     finally:
         client.close()
         if cluster is not None:
