@@ -46,6 +46,7 @@ FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": tu
 _chosen: dict = {}            # signature -> record, for this process
 _disk: dict | None = None     # the cache file's choices, read once
 _force = False                # True while `shallowcnn tune` re-times everything
+_warned = False               # the cache file's warning was printed
 
 
 # ---------------------------------------------------------------- the machine
@@ -220,15 +221,50 @@ def _time_variants(family, signature, run) -> dict:
 
 
 def _read_disk() -> dict:
+    """The cache file's choices: {signature: {"variant", "cpu_ms"}}. A file of any other
+    shape (choices not an object, a record that is not one, no or an unknown "variant",
+    times that are not numbers), or a folder in its place, counts as no cache, with a
+    warning naming it; the next timing (or ``shallowcnn tune``) writes it anew."""
     global _disk
     if _disk is None:
         _disk = {}
+        path = cache_path()
+
+        def unusable(why):
+            global _warned
+            if not _warned:                    # once per process (tune reads it again per save)
+                print(f"shallowcnn: warning: ignoring the kernel choices in {path}: {why}; "
+                      f"`shallowcnn tune` writes them anew", file=sys.stderr, flush=True)
+            _warned = True
+
+        if path.is_dir():
+            unusable("a folder is in the cache file's place (remove it)")
+            return _disk
         try:
-            data = json.loads(cache_path().read_text(encoding="utf-8"))
-            if data.get("identity") == identity():
-                _disk = dict(data.get("choices", {}))
-        except (OSError, ValueError, AttributeError):
-            pass                               # no file, or an unreadable one: time again
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return _disk                       # never tuned here: time when first needed
+        except (OSError, ValueError, RecursionError) as e:
+            unusable(f"unreadable ({e})")
+            return _disk
+        if not isinstance(data, dict) or data.get("identity") != identity():
+            if not isinstance(data, dict):
+                unusable(f"a JSON {type(data).__name__}, not an object")
+            return _disk                       # another CPU or version's file: time again
+        choices = data.get("choices", {})
+        known = {name for names in FAMILIES.values() for name in names}
+        if not isinstance(choices, dict):
+            unusable(f'"choices" is a JSON {type(choices).__name__}, not an object')
+            return _disk
+        for sig, rec in choices.items():
+            times = rec.get("cpu_ms") if isinstance(rec, dict) else None
+            if (not isinstance(rec, dict) or rec.get("variant") not in known or not isinstance(times, dict)
+                    or rec["variant"] not in times
+                    or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times.values())):
+                unusable(f"the record of {sig} is not {{\"variant\": one of {', '.join(sorted(known))}, "
+                         f"\"cpu_ms\": {{...}}}}")
+                return _disk
+        _disk = dict(choices)
     return _disk
 
 
