@@ -27,7 +27,7 @@ import numpy as np
 from .layers import (Conv2D, ConvReLUGlobalMaxPool, Dense, Dropout, GlobalMaxPool2D, ReLU, Sigmoid)
 from .losses import BinaryCrossEntropy, BinaryCrossEntropyWithLogits
 from .model import ShallowCNN
-from .options import non_negative_int
+from .options import non_negative_int, whole_number_in
 
 SMOOTH_BOUND = 1e-7   # linear and smooth functions
 KINK_BOUND = 1e-5     # functions with ReLU or max inside
@@ -202,7 +202,8 @@ def add_command(subparsers):
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for inputs and weights, >= 0 (default 0)")
     p.add_argument("--entries", type=non_negative_int, default=40,
                    help="entries checked per array, chosen at random (default 40; 0 = all)")
-    p.add_argument("--size", type=int, default=21, help="input height and width, at least 17 (default 21)")
+    p.add_argument("--size", type=whole_number_in(17, 256, "input side"), default=21,
+                   help="input height and width, 17..256 (default 21)")
     p.set_defaults(func=run_command)
 
 

@@ -334,6 +334,8 @@ def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
 
 
 def add_command(subparsers):
+    from ..options import whole_number_in
+
     p = subparsers.add_parser(
         "tune", help="time the CPU kernel variants on this machine and remember the fastest",
         description="Times each variant of the Numba CPU kernels (more filters or rows per "
@@ -342,8 +344,8 @@ def add_command(subparsers):
                     "the fastest per layer shape in a file beside Numba's cache, and prints "
                     "the table. Later runs use the saved choice at once. Run it again after "
                     "changing the CPU or the packages, or on a quiet machine.")
-    p.add_argument("--size", type=int, action="append", metavar="PIXELS",
-                   help="patch side to tune for (repeatable; default 144 and 60)")
+    p.add_argument("--size", type=whole_number_in(17, 512, "patch side"), action="append", metavar="PIXELS",
+                   help="patch side to tune for, 17..512 (repeatable; default 144 and 60)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="data type of the kernels (default float32)")
     p.add_argument("--no-scan", action="store_true", help="skip the scanning kernel")
