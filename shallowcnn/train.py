@@ -26,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,6 +98,13 @@ def store_fingerprint(store) -> str:
     for name in ("labels", "split", "image", "position"):
         digest.update(np.ascontiguousarray(getattr(store, name)).tobytes())
     return digest.hexdigest()[:16]
+
+
+def pixels_checksum(store) -> str:
+    """CRC-32 of every pixel of the store (tens of milliseconds for thousands of patches):
+    with :func:`store_fingerprint` it tells ``--resume`` that the images changed while the
+    labels, split and positions did not (a store re-made with inverted or noisy pixels)."""
+    return f"{zlib.crc32(np.ascontiguousarray(store.patches)):08x}"
 
 
 @dataclass
@@ -272,20 +280,22 @@ class Trainer:
                 "dropout_rng": self.model.dropout.rng.bit_generator.state, **self.extra_metadata}
 
     def save_checkpoint(self, improved):
-        """Write model.npz (if improved), then checkpoint.npz and history.csv, each atomically.
+        """Write model.npz (if improved), history.csv, then checkpoint.npz, each atomically.
 
-        The model goes first: a stop between the two writes then leaves the new best model
-        beside the previous checkpoint, and resuming re-runs that epoch, which (being
-        seeded) finds and writes the same model again. :meth:`resume` also rewrites
-        model.npz from the checkpoint, so the pair is consistent whichever write was lost.
+        The checkpoint goes last: a stop before it leaves the new model and history beside
+        the previous checkpoint, and resuming re-runs that epoch, which (being seeded)
+        finds and writes the same numbers again. :meth:`resume` also rewrites model.npz
+        and history.csv from the checkpoint, so the files agree whichever write was lost
+        (a kill between the checkpoint and the history of the last epoch used to leave
+        history.csv without that epoch for good).
         """
         if improved:
             self.save_best(self.run_dir / "model.npz")
         arrays = {f"model.{k}": v for k, v in self.model.params.items()}
         arrays.update({f"best.{k}": v for k, v in self.best_params.items()})
         arrays.update(self.optimizer.state_dict())
-        save_npz(self.run_dir / "checkpoint.npz", arrays, self._metadata())
         atomic_write_text(self.run_dir / "history.csv", history_to_csv(self.history))
+        save_npz(self.run_dir / "checkpoint.npz", arrays, self._metadata())
 
     def save_best(self, path):
         """Save the best epoch's weights as a model file (what evaluate and scan load)."""
@@ -315,10 +325,12 @@ class Trainer:
             if config.get(key) != getattr(self.config, key):
                 raise StoreError(f"{path}: was made with {key}={str(config.get(key))[:40]}, "
                                  f"not {getattr(self.config, key)}; resume with the same settings")
-        saved_store, store = meta.get("store_fingerprint"), self.extra_metadata.get("store_fingerprint")
-        if saved_store is not None and store is not None and saved_store != store:
-            raise StoreError(f"{path}: was trained on another patch store ({str(meta.get('patches'))[:200]}); "
-                             f"resume with that store, or start a new run in another folder")
+        for key, what in (("store_fingerprint", "another patch store"),
+                          ("pixels_crc32", "a patch store with other pixels")):
+            saved_store, store = meta.get(key), self.extra_metadata.get(key)   # absent in older checkpoints
+            if saved_store is not None and store is not None and saved_store != store:
+                raise StoreError(f"{path}: was trained on {what} ({str(meta.get('patches'))[:200]}); "
+                                 f"resume with that store, or start a new run in another folder")
         history, best = meta["history"], meta["best"]
         if (not isinstance(history, dict) or any(not isinstance(history.get(k), list) for k in HISTORY_COLUMNS)
                 or len({len(history[k]) for k in HISTORY_COLUMNS}) != 1):
@@ -358,6 +370,10 @@ class Trainer:
         self.best = dict(best)
         if self.best["epoch"] >= 1:
             self.save_best(self.run_dir / "model.npz")   # the model that goes with this checkpoint
+        atomic_write_text(self.run_dir / "history.csv", history_to_csv(self.history))   # ... and its history
+        for stale in self.run_dir.glob(".*.tmp"):        # a killed atomic write's temporary file
+            if stale.name.split(".")[1] in ("checkpoint", "history", "model", "config", "curves"):
+                stale.unlink(missing_ok=True)
         return len(self.history["epoch"])
 
 
@@ -408,7 +424,8 @@ def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
     check_writable_dir(run_dir)
     model = ShallowCNN(backend=config.backend, seed=config.seed, p_drop=config.p_drop)
     trainer = Trainer(model, config, run_dir, verbose,
-                      extra_metadata={"patches": source, "store_fingerprint": store_fingerprint(store)})
+                      extra_metadata={"patches": source, "store_fingerprint": store_fingerprint(store),
+                                      "pixels_crc32": pixels_checksum(store)})
     if resume:
         done = trainer.resume()
         if verbose:
