@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
+
+import pydicom
+from pydicom import config as pydicom_config
 
 from shallowcnn.cli import main
 
@@ -27,3 +31,16 @@ def png_claiming(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
             + chunk(b"IEND", b""))
+
+
+def edit_dicom(path: Path, **attributes) -> None:
+    """Set header attributes of a DICOM, writing values pydicom would refuse to write."""
+    ds = pydicom.dcmread(path)
+    mode = pydicom_config.settings.writing_validation_mode
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+    try:
+        for key, value in attributes.items():
+            setattr(ds, key, value)
+        ds.save_as(path)
+    finally:
+        pydicom_config.settings.writing_validation_mode = mode
