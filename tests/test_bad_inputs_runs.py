@@ -250,3 +250,14 @@ def test_a_failed_atomic_write_names_its_file(tmp_path, monkeypatch):
         storage.atomic_write_text(target, "{}")
     assert caught.value.errno == errno.ENOSPC and str(target) in str(caught.value)
     assert not target.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_file_named_like_a_formula_is_scanned(tiny_phantom, paper_model_file, tmp_path, capsys):
+    """matplotlib would read IMG$1_$ in the overlay's title as mathtext and fail."""
+    _, images = tiny_phantom
+    source = tmp_path / "IMG$1_$.dcm"
+    shutil.copy(images[0].dicom_path, source)
+    status, _, err = run_cli(capsys, ["scan", paper_model_file, source, "-o", tmp_path / "out", "--stride", "32",
+                                      "--backend", "numba", "--quiet"])
+    assert status == 0, err
+    assert (tmp_path / "out" / "IMG$1_$.overlay.png").stat().st_size > 1000
