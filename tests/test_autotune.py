@@ -111,5 +111,7 @@ def test_cli_tune_times_saves_and_shows(fresh, capsys):
 
 def test_cli_tune_refuses_a_tiny_size(capsys):
     from shallowcnn.cli import main
-    assert main(["tune", "--size", "10"]) == 2
+    with pytest.raises(SystemExit) as stop:                # refused when the command line is read
+        main(["tune", "--size", "10"])
+    assert stop.value.code == 2
     assert "--size" in capsys.readouterr().err
