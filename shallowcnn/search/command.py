@@ -33,9 +33,11 @@ def add_command(subparsers) -> None:
         description=_DESCRIPTION.format(space=SearchSpace().describe()))
     p.add_argument("patches", help="patch store (.npz) made by 'shallowcnn patches'")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the search's files")
-    p.add_argument("--trials", type=whole_number_in(1, MAX_TRIALS, "trials"), required=True, help="number of trials (sampled networks)")
+    p.add_argument("--trials", type=whole_number_in(1, MAX_TRIALS, "trials"), required=True,
+                   help=f"number of trials (sampled networks), at most {MAX_TRIALS:,}")
     p.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial (default 5; the paper used 100)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed: the same seed samples the same trials (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed: the same seed samples the same trials (default 0)")
     p.add_argument("--space", default=None, metavar="FILE", help="search space file (.json or .toml); "
                    "parameters it does not name keep the defaults above")
     p.add_argument("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
