@@ -68,7 +68,7 @@ def run(root: Path, tests: Path, timeout: int) -> Counter:
         for name in FILES + SHARED:
             shutil.copy(tests / name, target / name)
         shutil.copy(tests / CUDA, target / CUDA)
-    passed, total = Counter(), Counter()
+    passed, total, failed = Counter(), Counter(), []
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "count_timeout.py").write_text(PLUGIN)
         for files, extra_env in ((FILES, {}), ([CUDA], {"NUMBA_ENABLE_CUDASIM": "1"})):
@@ -87,7 +87,9 @@ def run(root: Path, tests: Path, timeout: int) -> Counter:
                 total[label] += 1
                 if case.find("failure") is None and case.find("error") is None:
                     passed[label] += 1
-    return Counter({k: (passed[k], total[k]) for k in total})
+                else:
+                    failed.append(f"{case.get('classname')}::{case.get('name')}")
+    return Counter({k: (passed[k], total[k]) for k in total}), failed
 
 
 def main() -> None:
@@ -96,11 +98,13 @@ def main() -> None:
     parser.add_argument("--tests", type=Path, default=Path(__file__).resolve().parents[1] / "tests")
     parser.add_argument("--timeout", type=int, default=90)
     args = parser.parse_args()
-    counts = run(args.root.resolve(), args.tests.resolve(), args.timeout)
+    counts, failed = run(args.root.resolve(), args.tests.resolve(), args.timeout)
     for label in sorted(counts):
         ok, n = counts[label]
         print(f"{label:32s} {ok:3d} / {n:3d} pass")
     print(f"{'all':32s} {sum(v[0] for v in counts.values()):3d} / {sum(v[1] for v in counts.values()):3d} pass")
+    for name in failed:
+        print(f"failed: {name}")
 
 
 if __name__ == "__main__":
