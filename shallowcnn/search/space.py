@@ -82,10 +82,11 @@ def draw(rule, rng: np.random.Generator):
 
 
 # The least and largest value each parameter may take (None: no limit). A learning rate
-# below 1e-8 cannot move float32 weights (and breaks the figure's log colour scale); a
-# batch larger than 65,536 patches is more than a store holds and than memory allows.
+# below 1e-8 cannot move float32 weights (and broke the figure's log colour scale); a huge
+# one is allowed (its trial is recorded as diverged). A batch larger than 65,536 patches
+# is more than a store holds and than memory allows.
 LIMITS = {"conv1_filters": (1, MAX_CHANNELS), "conv2_filters": (1, MAX_CHANNELS), "batch_size": (1, 65_536),
-          "kernel_size": (1, MAX_KERNEL_SIZE), "keep": (None, 1.0), "lr": (1e-8, 10.0)}
+          "kernel_size": (1, MAX_KERNEL_SIZE), "keep": (None, 1.0), "lr": (1e-8, None)}
 _REPR = reprlib.Repr()       # a rule as shown in a message: short, however deep or long
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 4, 40, 40
 _short = _REPR.repr
@@ -123,11 +124,11 @@ def _check_rule(name, rule, where):
     if kind == "odd" and any(int(a) % 2 == 0 for a in args):
         bad(f"odd needs odd bounds, got {args}")
     low, high = min(args), max(args)
+    if (name in ("lr", "keep") or kind == "log_uniform") and low <= 0:
+        bad(f"must be positive, got {_short(rule)}")
     lo_limit, hi_limit = LIMITS.get(name, (None, None))
     if (lo_limit is not None and low < lo_limit) or (hi_limit is not None and high > hi_limit):
         bad(f"values must lie in [{lo_limit}, {hi_limit if hi_limit is not None else 'any'}], got {_short(rule)}")
-    if (name in ("lr", "keep") or kind == "log_uniform") and low <= 0:
-        bad(f"must be positive, got {_short(rule)}")
     if name == "kernel_size":        # the kernels are centred on a pixel: odd sizes only
         sizes = range(int(low), int(high) + 1) if kind == "int" else args if kind in ("fixed", "choice") else []
         if any(int(v) % 2 == 0 for v in sizes):
