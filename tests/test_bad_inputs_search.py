@@ -112,7 +112,9 @@ def test_ctrl_c_with_dask_workers_exits_130_without_worker_tracebacks(small_stor
     process = subprocess.Popen([sys.executable, "-m", "shallowcnn", "search", str(small_store[0]), "-o", str(out),
                                 "--trials", "4", "--epochs", "500", "--workers", "2", "--numba-threads", "1"],
                                stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-                               start_new_session=True)
+                               start_new_session=True,   # its own group, as a terminal's foreground job
+                               # a test run in the background inherits SIGINT ignored; a terminal's job does not
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     reader.start()
