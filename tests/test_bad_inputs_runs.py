@@ -60,7 +60,7 @@ def test_ctrl_c_in_evaluate_exits_130_every_time(big_store_file, tmp_path):
 def test_ctrl_c_two_causes_down_is_recognised(monkeypatch, capsys):
     """The chain of a Ctrl-C inside a Numba dispatcher: KeyboardInterrupt -> SystemError ->
     SystemError (as evaluate showed it)."""
-    from shallowcnn import evaluate
+    from shallowcnn.commands import evaluate
 
     def interrupted(args):
         try:
