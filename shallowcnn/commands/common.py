@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..constants import MIN_INPUT_SIDE
 from ..kernels import BACKENDS
 
 
@@ -71,9 +70,6 @@ positive_int = _checked(_int, lambda v: v >= 1, "a whole number of at least 1",
                         "A whole number >= 1 (epochs, batch size, stride, counts).")
 non_negative_int = _checked(_int, lambda v: v >= 0, "a whole number of at least 0",
                             "A whole number >= 0 (seeds, counts that may be zero).")
-input_side = _checked(_int, lambda v: v >= MIN_INPUT_SIDE,
-                      f"at least {MIN_INPUT_SIDE} (two valid 9x9 convolutions)",
-                      f"An input side in pixels >= {MIN_INPUT_SIDE}: the smallest the network accepts.")
 upload_mib = _checked(_float, lambda v: 0 < v < 2**20, f"in (0, {2**20}) MiB",
                      "An upload size limit in MiB, above 0 and below 1 TiB.")
 tcp_port = _checked(_int, lambda v: 0 < v < 65536, "a TCP port in 1..65535", "A TCP port, 1 to 65535.")
