@@ -3,6 +3,7 @@
     checkpoint.npz   model.* (the weights now), best.* (the best epoch's), adam.* (the
                      optimiser's moments and step); metadata: config, architecture,
                      history, best, both random generators' states, the store's fingerprint
+                     and its pixels' CRC-32
     history.csv      one row per finished epoch (HISTORY_COLUMNS)
 
 :class:`shallowcnn.train.Trainer` writes them after every epoch and resumes from them;
@@ -13,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import zlib
 
 import numpy as np
 
@@ -33,6 +35,13 @@ def store_fingerprint(store) -> str:
     return digest.hexdigest()[:16]
 
 
+def pixels_checksum(store) -> str:
+    """CRC-32 of every pixel of the store (tens of milliseconds for thousands of patches):
+    with :func:`store_fingerprint` it tells a resumed run that the images changed while the
+    labels, split and positions did not (a store re-made with inverted or noisy pixels)."""
+    return f"{zlib.crc32(np.ascontiguousarray(store.patches)):08x}"
+
+
 def history_to_csv(history) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -42,11 +51,11 @@ def history_to_csv(history) -> str:
     return buf.getvalue()
 
 
-def read_checkpoint(path, model, train_config, fingerprint=None) -> tuple:
+def read_checkpoint(path, model, train_config, fingerprint=None, pixels_crc32=None) -> tuple:
     """``(arrays, meta, shuffle_rng, dropout_rng)`` of the checkpoint at ``path``, every
-    part checked against ``model`` (a ShallowCNN), ``train_config`` (a TrainConfig) and the
-    store's ``fingerprint`` (None: not checked). Raises StoreError naming the file and what
-    is wrong; changes nothing.
+    part checked against ``model`` (a ShallowCNN), ``train_config`` (a TrainConfig), the
+    store's ``fingerprint`` and its ``pixels_crc32`` (:func:`pixels_checksum`; None: not
+    checked). Raises StoreError naming the file and what is wrong; changes nothing.
     """
     arrays, meta = load_npz(path, kind=CHECKPOINT_KIND, max_bytes=CHECKPOINT_MAX_BYTES)
     missing = [k for k in ("architecture", "config", "history", "best", "shuffle_rng", "dropout_rng")
@@ -60,10 +69,12 @@ def read_checkpoint(path, model, train_config, fingerprint=None) -> tuple:
         if config.get(key) != getattr(train_config, key):
             raise StoreError(f"{path}: was made with {key}={str(config.get(key))[:40]}, "
                              f"not {getattr(train_config, key)}; resume with the same settings")
-    saved_store, store = meta.get("store_fingerprint"), fingerprint
-    if saved_store is not None and store is not None and saved_store != store:
-        raise StoreError(f"{path}: was trained on another patch store ({str(meta.get('patches'))[:200]}); "
-                         f"resume with that store, or start a new run in another folder")
+    for key, what, now in (("store_fingerprint", "another patch store", fingerprint),
+                           ("pixels_crc32", "a patch store with other pixels", pixels_crc32)):
+        saved = meta.get(key)                  # absent in older checkpoints
+        if saved is not None and now is not None and saved != now:
+            raise StoreError(f"{path}: was trained on {what} ({str(meta.get('patches'))[:200]}); "
+                             f"resume with that store, or start a new run in another folder")
     history, best = meta["history"], meta["best"]
     if (not isinstance(history, dict) or any(not isinstance(history.get(k), list) for k in HISTORY_COLUMNS)
             or len({len(history[k]) for k in HISTORY_COLUMNS}) != 1):

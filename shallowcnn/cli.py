@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _caused_by_ctrl_c(error: BaseException) -> bool:
+    """True when a KeyboardInterrupt is anywhere in the chain of causes of ``error``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -76,9 +87,10 @@ def main(argv=None) -> int:
         return 130
     except SystemError as e:
         # Ctrl-C inside a compiled (Numba) function surfaces as a SystemError caused by
-        # the KeyboardInterrupt; training avoids this (train.StopOnCtrlC), other commands
-        # land here.
-        if isinstance(e.__cause__, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt):
+        # the KeyboardInterrupt, sometimes through another SystemError ("CPUDispatcher(...)
+        # returned a result with an exception set", caused by "_numba_unpickle returned
+        # ..."). Training and evaluate avoid this (train.StopOnCtrlC); other commands land here.
+        if _caused_by_ctrl_c(e):
             print("interrupted", file=sys.stderr)
             return 130
         raise

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .detection_report import split_froc
 from .metrics import classification_metrics, format_metrics, roc_curve
 from .model import ShallowCNN
 from .recipe import PAPER
 from .storage import atomic_write_text
+from .train import StopOnCtrlC
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -26,6 +29,18 @@ def _split_images(store, split):
     """uint8 images (n, 144, 144) and labels (n,) of a split ('all' for every patch)."""
     idx = store.indices(None if split == "all" else split)
     return store.patches[idx], store.labels[idx]
+
+
+def _predict_stopping_on_ctrl_c(model, images, batch_size: int = 64) -> np.ndarray:
+    """``model.predict_proba`` of (n, 144, 144) images, batch by batch; Ctrl-C stops between
+    batches with a clean KeyboardInterrupt (train.StopOnCtrlC), never inside a Numba kernel,
+    where it would surface as a SystemError (or worse)."""
+    out = []
+    with StopOnCtrlC() as stop:
+        for i in range(0, len(images), batch_size):
+            out.append(model.predict_proba(images[i:i + batch_size, None], batch_size=batch_size))
+            stop.check()
+    return np.concatenate(out)
 
 
 def evaluate(model, store, split="test", out_dir=None, threshold=PAPER.threshold, verbose=True,
@@ -46,7 +61,7 @@ def evaluate(model, store, split="test", out_dir=None, threshold=PAPER.threshold
     images, labels = _split_images(store, split)
     if len(images) == 0:
         raise ValueError(f"{source}: no patches in split {split!r}")
-    probs = model.predict_proba(images[:, None], batch_size=64)
+    probs = _predict_stopping_on_ctrl_c(model, images)
     metrics = classification_metrics(labels, probs, threshold)
     metrics.update({"split": split, "patches": str(source)})
     if verbose:

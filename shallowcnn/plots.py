@@ -234,7 +234,8 @@ def scan_overlay_figure(result, truth=None, max_side: int = 1600, title: str | N
     cbar.set_label("P(cluster) per 144 x 144 window")
     n_truth = "" if truth is None else f", {sum(truth.hit)}/{len(truth.clusters)} clusters hit"
     ax.set_title(title or (f"{img.name}: {len(result.detections)} detection(s) at "
-                           f"p >= {result.threshold:g}{n_truth} (stride {s})"), fontsize=9)
+                           f"p >= {result.threshold:g}{n_truth} (stride {s})"), fontsize=9,
+                 parse_math=False)   # a file name like IMG$1_$.dcm is text, not a formula
     return fig
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -86,22 +87,36 @@ def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None
 
 
 def output_names(paths) -> list:
-    """A distinct output name per input: the file's stem, or, where two inputs share a stem
-    (``a/img.dcm`` and ``b/img.dcm``), the stem prefixed by as many parent folders as it
-    takes to tell them apart (``a_img``, ``b_img``), then a number as the last resort."""
+    """A distinct output name per input, also where case is ignored (macOS, Windows):
+
+    1. the file's stem (``img``);
+    2. where one folder holds two files of the same stem, the extension too
+       (``img.dcm``, ``img.png`` -> ``img_dcm``, ``img_png``);
+    3. where inputs from different folders share a name (``a/img.dcm``, ``b/img.dcm``),
+       as many parent folders as it takes (``a_img``, ``b_img``);
+    4. as the last resort a number, never one that another input's name already is
+       (``img``, ``img``, ``img-2.dcm`` -> ``img``, ``img-3``, ``img-2``)."""
     paths = [Path(p) for p in paths]
-    names = [p.stem for p in paths]
+    same_folder = Counter((p.parent, p.stem.lower()) for p in paths)
+    names = [f"{p.stem}_{p.suffix.lstrip('.')}" if same_folder[(p.parent, p.stem.lower())] > 1 and p.suffix
+             else p.stem for p in paths]
     depth = 0
-    while len(set(names)) < len(names) and depth < 8:
+    while depth < 8:
+        counts = Counter(n.lower() for n in names)
+        if max(counts.values(), default=1) == 1:
+            break
         depth += 1
-        counts = {n: names.count(n) for n in names}
-        names = ["_".join([*p.parts[-1 - depth:-1], p.stem]) if counts[n] > 1 else n
+        names = ["_".join([*p.parts[-1 - depth:-1], p.stem]) if counts[n.lower()] > 1 else n
                  for p, n in zip(paths, names)]
-    seen = {}
+    taken = Counter(n.lower() for n in names)
+    used = set()
     for k, name in enumerate(names):
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            names[k] = f"{name}-{seen[name]}"
+        candidate, number = name, 1
+        while candidate.lower() in used or (candidate != name and taken[candidate.lower()]):
+            number += 1
+            candidate = f"{name}-{number}"
+        used.add(candidate.lower())
+        names[k] = candidate
     return names
 
 
@@ -151,7 +166,15 @@ def scan_paths(model, paths, out, settings: ScanSettings | None = None, verbose:
             failed.append({"image": str(path), "error": error})
             continue
         result, truth = outcome
-        content = write_scan_outputs(result, out, truth=truth, name=name)
+        try:
+            content = write_scan_outputs(result, out, truth=truth, name=name)
+        except OSError as e:
+            # a full disk (or a file that cannot be written): name it and go on with the
+            # other images, whose smaller files may still fit
+            error = f"{path}: cannot write its results: {e}"
+            tqdm.write(f"skipped {error}", file=sys.stderr)
+            failed.append({"image": str(path), "error": error})
+            continue
         if truth is not None:
             truths.append(truth)
         line = (f"{path.name}: {result.n_windows} windows in {result.seconds:.1f} s, "

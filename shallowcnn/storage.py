@@ -67,9 +67,12 @@ def atomic_open(path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # a full disk fails in write() or fsync(), whose error names no file: name it
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
         raise
 
 

@@ -30,7 +30,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
-from .checkpoint import CHECKPOINT_KIND, HISTORY_COLUMNS, history_to_csv, read_checkpoint, store_fingerprint
+from .checkpoint import (CHECKPOINT_KIND, HISTORY_COLUMNS, history_to_csv, pixels_checksum, read_checkpoint,
+                         store_fingerprint)
 from .layers import sigmoid
 from .losses import BinaryCrossEntropyWithLogits
 from .model import ShallowCNN
@@ -257,20 +258,22 @@ class Trainer:
                 "dropout_rng": self.model.dropout.rng.bit_generator.state, **self.extra_metadata}
 
     def save_checkpoint(self, improved):
-        """Write model.npz (if improved), then checkpoint.npz and history.csv, each atomically.
+        """Write model.npz (if improved), history.csv, then checkpoint.npz, each atomically.
 
-        The model goes first: a stop between the two writes then leaves the new best model
-        beside the previous checkpoint, and resuming re-runs that epoch, which (being
-        seeded) finds and writes the same model again. :meth:`resume` also rewrites
-        model.npz from the checkpoint, so the pair is consistent whichever write was lost.
+        The checkpoint goes last: a stop before it leaves the new model and history beside
+        the previous checkpoint, and resuming re-runs that epoch, which (being seeded)
+        finds and writes the same numbers again. :meth:`resume` also rewrites model.npz
+        and history.csv from the checkpoint, so the files agree whichever write was lost
+        (a kill between the checkpoint and the history of the last epoch used to leave
+        history.csv without that epoch for good).
         """
         if improved:
             self.save_best(self.run_dir / "model.npz")
         arrays = {f"model.{k}": v for k, v in self.model.params.items()}
         arrays.update({f"best.{k}": v for k, v in self.best_params.items()})
         arrays.update(self.optimizer.state_dict())
-        save_npz(self.run_dir / "checkpoint.npz", arrays, self._metadata())
         atomic_write_text(self.run_dir / "history.csv", history_to_csv(self.history))
+        save_npz(self.run_dir / "checkpoint.npz", arrays, self._metadata())
 
     def save_best(self, path):
         """Save the best epoch's weights as a model file (what evaluate and scan load)."""
@@ -288,7 +291,8 @@ class Trainer:
         naming the file and what is wrong, and nothing is changed.
         """
         arrays, meta, shuffle_rng, dropout_rng = read_checkpoint(
-            self.run_dir / "checkpoint.npz", self.model, self.config, self.extra_metadata.get("store_fingerprint"))
+            self.run_dir / "checkpoint.npz", self.model, self.config, self.extra_metadata.get("store_fingerprint"),
+            self.extra_metadata.get("pixels_crc32"))
         history, best = meta["history"], meta["best"]
         # Everything checked: now change the trainer.
         self.model.set_params({k[len("model."):]: v for k, v in arrays.items() if k.startswith("model.")})
@@ -301,6 +305,10 @@ class Trainer:
         self.best = dict(best)
         if self.best["epoch"] >= 1:
             self.save_best(self.run_dir / "model.npz")   # the model that goes with this checkpoint
+        atomic_write_text(self.run_dir / "history.csv", history_to_csv(self.history))   # ... and its history
+        for stale in self.run_dir.glob(".*.tmp"):        # a killed atomic write's temporary file
+            if stale.name.split(".")[1] in ("checkpoint", "history", "model", "config", "curves"):
+                stale.unlink(missing_ok=True)
         return len(self.history["epoch"])
 
 
@@ -344,7 +352,8 @@ def train_run(store, run_dir, config: TrainConfig, resume=False, verbose=True):
     check_writable_dir(run_dir)
     model = ShallowCNN(backend=config.backend, seed=config.seed, p_drop=config.p_drop)
     trainer = Trainer(model, config, run_dir, verbose,
-                      extra_metadata={"patches": source, "store_fingerprint": store_fingerprint(store)})
+                      extra_metadata={"patches": source, "store_fingerprint": store_fingerprint(store),
+                                      "pixels_crc32": pixels_checksum(store)})
     if resume:
         done = trainer.resume()
         if verbose:

@@ -112,4 +112,4 @@ def test_cli_tune_refuses_a_tiny_size(capsys):
     with pytest.raises(SystemExit) as stop:           # refused when the command line is read
         main(["tune", "--size", "10"])
     assert stop.value.code == 2
-    assert "argument --size: must be at least 17" in capsys.readouterr().err
+    assert "argument --size: must be a whole number in 17..512" in capsys.readouterr().err

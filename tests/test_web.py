@@ -54,7 +54,7 @@ def model():
 @pytest.fixture(scope="module")
 def client(model):
     app = create_app(model, BUNDLED_MODEL_PATH.name, bundled=True, max_upload_mb=4)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         yield c
 
 
@@ -229,7 +229,7 @@ def test_upload_is_never_written_under_the_client_name(client, phantom_dicom, mo
 
 def test_a_full_queue_answers_503_then_serves_again(model, phantom_dicom):
     app = create_app(model, "m", workers=1, waiting=0, render_overlay=False)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         queue = app.state.server.queue
         queue.take_place()                                  # someone is scanning
         busy = c.post("/api/scan", files={"file": ("a.dcm", phantom_dicom.read_bytes())})

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..constants import MIN_INPUT_SIDE
 from ..kernels import BACKENDS
 
 
@@ -71,10 +70,15 @@ positive_int = _checked(_int, lambda v: v >= 1, "a whole number of at least 1",
                         "A whole number >= 1 (epochs, batch size, stride, counts).")
 non_negative_int = _checked(_int, lambda v: v >= 0, "a whole number of at least 0",
                             "A whole number >= 0 (seeds, counts that may be zero).")
-input_side = _checked(_int, lambda v: v >= MIN_INPUT_SIDE,
-                      f"at least {MIN_INPUT_SIDE} (two valid 9x9 convolutions)",
-                      f"An input side in pixels >= {MIN_INPUT_SIDE}: the smallest the network accepts.")
+upload_mib = _checked(_float, lambda v: 0 < v < 2**20, f"in (0, {2**20}) MiB",
+                     "An upload size limit in MiB, above 0 and below 1 TiB.")
 tcp_port = _checked(_int, lambda v: 0 < v < 65536, "a TCP port in 1..65535", "A TCP port, 1 to 65535.")
+
+
+def whole_number_in(low: int, high: int, doc: str):
+    """An argparse ``type`` for a whole number in ``low..high`` (a bound given before any
+    memory or time is spent on the value: trial counts, image sizes)."""
+    return _checked(_int, lambda v: low <= v <= high, f"a whole number in {low}..{high:,}", doc)
 
 
 def refusing(parse):
@@ -89,6 +93,17 @@ def refusing(parse):
     return checked
 
 
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler address that parses: tcp://HOST:PORT, HOST:PORT or HOST."""
+    from ..dask_cluster import split_scheduler_address
+
+    try:
+        split_scheduler_address(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def add_backend_option(parser, default: str = "auto", choices=BACKENDS + ("auto",), what: str = "") -> None:
     """``--backend``: which kernels run (:data:`shallowcnn.kernels.BACKENDS`, or auto)."""
     parser.add_argument("--backend", default=default, choices=choices,
@@ -99,7 +114,7 @@ def add_dask_options(parser, title: str, scheduler_note: str = "", workers_defau
                      threads_per: str = "task") -> None:
     """``--scheduler``, ``--workers``, ``--numba-threads``: spread the work over Dask workers."""
     group = parser.add_argument_group(title)
-    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+    group.add_argument("--scheduler", type=scheduler_address, default=None, metavar="ADDRESS",
                        help=f"address of a running Dask scheduler (tcp://host:8786){scheduler_note}")
     group.add_argument("--workers", type=positive_int, default=None,
                        help=f"local Dask cluster of this many worker processes (default: {workers_default})")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..gradcheck import format_report, run_all
 from ..kernels import BackendUnavailable
-from .common import CommandError, add_backend_option, input_side, non_negative_int
+from ..constants import MIN_INPUT_SIDE
+from .common import CommandError, add_backend_option, non_negative_int, whole_number_in
 
 
 def add_command(subparsers):
@@ -16,7 +17,8 @@ def add_command(subparsers):
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for inputs and weights, >= 0 (default 0)")
     p.add_argument("--entries", type=non_negative_int, default=40,
                    help="entries checked per array, chosen at random (default 40; 0 = all)")
-    p.add_argument("--size", type=input_side, default=21, help="input height and width, at least 17 (default 21)")
+    p.add_argument("--size", type=whole_number_in(MIN_INPUT_SIDE, 256, "input side"), default=21,
+                   help=f"input height and width, {MIN_INPUT_SIDE}..256 (default 21)")
     p.set_defaults(func=run_command)
 
 

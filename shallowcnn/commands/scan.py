@@ -78,7 +78,9 @@ def run_command(args) -> int:
     except DaskUnavailable as e:
         raise CommandError(e, status=3) from None
     except ConnectionError as e:
-        raise CommandError(e) from None
+        raise CommandError(f"--scheduler: {e}" if args.scheduler else e) from None
+    except OSError as e:              # the summary or the FROC files (an OSError names its path)
+        raise CommandError(f"cannot write the results: {e}", status=1) from None
     failed = report["failed"]
     print(f"wrote {len(report['images'])} scan(s) to {out}" + (f"; {len(failed)} image(s) failed:" if failed else ""))
     for line in listed(f"  {f['error']}" for f in failed):

@@ -4,12 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 
 from ..dask_cluster import DaskSettings, DaskUnavailable
 from ..search.driver import SearchSettings, run_search
 from ..search.space import SearchSpace, SpaceError, load_space
 from ..storage import StoreError
-from .common import CommandError, add_backend_option, add_dask_options, non_negative_int, positive_int
+from .common import (CommandError, add_backend_option, add_dask_options, non_negative_int, positive_int,
+                     whole_number_in)
+
+MAX_TRIALS = 100_000     # a search of the paper's kind runs tens to hundreds
 
 
 _DESCRIPTION = "\n\n".join(textwrap.fill(paragraph, 79) for paragraph in (
@@ -33,7 +37,8 @@ def add_command(subparsers) -> None:
         description=_DESCRIPTION.format(space=SearchSpace().describe()))
     p.add_argument("patches", help="patch store (.npz) made by 'shallowcnn patches'")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="folder for the search's files")
-    p.add_argument("--trials", type=positive_int, required=True, help="number of trials (sampled networks)")
+    p.add_argument("--trials", type=whole_number_in(1, MAX_TRIALS, "trials"), required=True,
+                   help=f"number of trials (sampled networks), at most {MAX_TRIALS:,}")
     p.add_argument("--epochs", type=positive_int, default=5, help="epochs per trial (default 5; the paper used 100)")
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed: the same seed samples the same trials (default 0)")
@@ -48,6 +53,8 @@ def add_command(subparsers) -> None:
 
 
 def run_command(args) -> int:
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise CommandError(f"-o {args.output}: exists and is not a folder; the search writes a folder of files")
     try:
         space = load_space(args.space) if args.space else SearchSpace()
         settings = SearchSettings(args.trials, args.epochs, args.seed, space, args.backend)
@@ -59,8 +66,10 @@ def run_command(args) -> int:
         return 130
     except DaskUnavailable as e:
         raise CommandError(e, status=3) from None
-    except (SpaceError, StoreError, ValueError, ConnectionError, FileNotFoundError) as e:
-        raise CommandError(e) from None
+    except ConnectionError as e:
+        raise CommandError(f"--scheduler: {e}" if args.scheduler else e) from None
+    except (SpaceError, StoreError, ValueError, OSError) as e:
+        raise CommandError(e) from None          # an OSError names its path (storage.atomic_open)
     best = outcome.best
     print(f"{len(outcome.ran)} trials run in {outcome.wall_seconds:.0f} s; "
           f"{len(outcome.records)} recorded in {args.output}")

@@ -7,6 +7,7 @@ says so instead of failing with a traceback.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..kernels import BackendUnavailable
@@ -14,7 +15,7 @@ from ..model import ShallowCNN
 from ..storage import StoreError
 from ..web.bundled import BUNDLED_MODEL_PATH, load_bundled_model
 from ..web.jobs import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WAITING, DEFAULT_WORKERS
-from .common import CommandError, add_backend_option, non_negative_int, positive_float, positive_int, tcp_port
+from .common import CommandError, add_backend_option, non_negative_int, positive_int, tcp_port, upload_mib
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -35,7 +36,7 @@ def add_command(subparsers) -> None:
                         f"the unauthenticated server to the network)")
     p.add_argument("--port", type=tcp_port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     add_backend_option(p)
-    p.add_argument("--max-upload-mb", type=positive_float, default=DEFAULT_MAX_UPLOAD_MB,
+    p.add_argument("--max-upload-mb", type=upload_mib, default=DEFAULT_MAX_UPLOAD_MB,
                    help=f"largest upload accepted, in MiB; larger ones get 413 (default {DEFAULT_MAX_UPLOAD_MB})")
     p.add_argument("--workers", type=positive_int, default=DEFAULT_WORKERS,
                    help=f"scans run at the same time, each in its own thread (default {DEFAULT_WORKERS}; "
@@ -56,7 +57,7 @@ def run_command(args) -> int:
     try:                       # the optional [web] extra, imported only by this command
         import uvicorn
 
-        from ..web.app import create_app
+        from ..web.app import LOCAL_HOST_NAMES, WILDCARD_HOSTS, create_app
     except ImportError as e:
         raise CommandError(f"the web server needs the [web] extra: pip install \".[web]\" ({e})") from None
     try:
@@ -73,8 +74,18 @@ def run_command(args) -> int:
                            "'workqueue' (shallowcnn's default, the fastest for one scan at a time); use --workers 1 "
                            "(one scan already uses every core), or start the server with "
                            "NUMBA_THREADING_LAYER=omp")
+    if args.host.strip("[]") in WILDCARD_HOSTS:
+        # Bound to every interface: the names it is reached by are unknown, so any Host is
+        # accepted (an Origin must still match the Host).
+        allowed_hosts = None
+        print(f"shallowcnn serve: warning: --host {args.host} exposes this server, which has no login, "
+              "to every network this machine is on; anyone who can reach the port can upload images "
+              "and use its CPU. Use --host 127.0.0.1 (the default) unless that is what you want.",
+              file=sys.stderr, flush=True)
+    else:
+        allowed_hosts = (*LOCAL_HOST_NAMES, args.host)
     app = create_app(model, name, bundled, max_upload_mb=args.max_upload_mb, workers=args.workers,
-                     waiting=args.waiting)
+                     waiting=args.waiting, allowed_hosts=allowed_hosts)
     print(f"serving {name} ({'bundled phantom model, never saw a real mammogram' if bundled else 'your model'}, "
           f"backend {model.backend}) on http://{args.host}:{args.port}/  (Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -11,11 +11,12 @@ import sys
 
 import numpy as np
 
+from ..constants import MIN_INPUT_SIDE
 from ..kernels import autotune, get_backend
 from ..kernels.autotune_cache import cache_path
 from ..model import ShallowCNN
 from ..scan import DEFAULT_STRIDE, DEFAULT_TILE
-from .common import input_side
+from .common import whole_number_in
 
 
 def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
@@ -43,8 +44,9 @@ def add_command(subparsers):
                     "the fastest per layer shape in a file beside Numba's cache, and prints "
                     "the table. Later runs use the saved choice at once. Run it again after "
                     "changing the CPU or the packages, or on a quiet machine.")
-    p.add_argument("--size", type=input_side, action="append", metavar="PIXELS",
-                   help="patch side to tune for, at least 17 (repeatable; default 144 and 60)")
+    p.add_argument("--size", type=whole_number_in(MIN_INPUT_SIDE, 512, "patch side"), action="append",
+                   metavar="PIXELS",
+                   help=f"patch side to tune for, {MIN_INPUT_SIDE}..512 (repeatable; default 144 and 60)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="data type of the kernels (default float32)")
     p.add_argument("--no-scan", action="store_true", help="skip the scanning kernel")

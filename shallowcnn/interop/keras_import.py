@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -49,6 +50,13 @@ from .torch_twin import STATE_DICT_SUFFIXES, import_state_dict
 EXPECTED = "Conv2D 6 9x9 relu, Conv2D 16 9x9 relu, GlobalMaxPooling2D, Dropout 0.2, Dense 1 sigmoid"
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
+
+# Bounds checked before anything is read or parsed, so that a small hostile file cannot
+# claim gigabytes. The paper's model is 8,301 numbers and a config.json of a few KB.
+MAX_CONFIG_BYTES = 4 * 2**20          # config.json / model_config / metadata.json
+MAX_JSON_DEPTH = 64                   # nesting of that JSON (a real one is about 6 deep)
+MAX_WEIGHTS_BYTES = 256 * 2**20       # model.weights.h5 inside a .keras zip
+MAX_WEIGHT_VALUES = 2**24             # numbers in one weight array (16 M, 128 MB as float64)
 
 
 class KerasImportError(ValueError):
@@ -79,10 +87,10 @@ def read_keras_layers(path) -> tuple[list, dict]:
             return _read_keras_zip(path, h5py)
         if magic == HDF5_SIGNATURE:
             with h5py.File(path, "r") as f:
-                return _read_legacy_h5(path, f)
+                return _read_legacy_h5(path, f, h5py)
     except KerasImportError:
         raise
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError) as e:
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError, RuntimeError) as e:
         raise KerasImportError(f"{path}: damaged or truncated Keras file: {e}") from None
     raise KerasImportError(f"{path}: not a Keras model (neither a .keras zip archive nor an HDF5 .h5 file)")
 
@@ -95,9 +103,20 @@ def _read_keras_zip(path: Path, h5py) -> tuple[list, dict]:
             if needed not in names:
                 raise KerasImportError(f"{path}: a zip archive without {needed}, so not a .keras model "
                                        f"(it holds {', '.join(sorted(names)) or 'nothing'})")
-        config = json.loads(z.read("config.json"))
-        meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
-        weights_h5 = z.read("model.weights.h5")
+
+        def member(name, limit):
+            # The sizes the archive declares, checked before inflating anything (a zip
+            # bomb declares its real size: zipfile never inflates past the declared one).
+            size = z.getinfo(name).file_size
+            if size > limit:
+                raise KerasImportError(f"{path}: its {name} declares {size:,} bytes, more than the "
+                                       f"{limit:,} a ShallowCNN model needs (a damaged file or a zip bomb)")
+            return z.read(name)
+
+        config = _parse_json(path, member("config.json", MAX_CONFIG_BYTES), "config.json")
+        meta = (_parse_json(path, member("metadata.json", MAX_CONFIG_BYTES), "metadata.json")
+                if "metadata.json" in names else {})
+        weights_h5 = member("model.weights.h5", MAX_WEIGHTS_BYTES)
     model_class, layer_configs = _sequential_layers(path, config)
     layers = []
     with h5py.File(io.BytesIO(weights_h5), "r") as f:
@@ -106,43 +125,108 @@ def _read_keras_zip(path: Path, h5py) -> tuple[list, dict]:
             group = f"layers/{_unique_name(_snake_case(layer['class_name']), used)}/vars"
             if group not in f:             # files that address layers by their own names
                 group = f"layers/{layer['config'].get('name')}/vars"
-            found = f[group] if group in f else {}
+            found = f[group] if group in f and isinstance(f[group], h5py.Group) else {}
             # vars/0, vars/1, ... in numeric order (vars/10 after vars/9)
-            weights = [np.asarray(found[k]) for k in sorted(found, key=int)]
+            weights = [_read_dataset(path, found[k], h5py) for k in sorted(found, key=int)]
             layers.append({**layer, "weights": weights})
+    keras_version = meta.get("keras_version") if isinstance(meta, dict) else None
     return layers, {"format": ".keras", "model_class": model_class,
-                    "keras_version": meta.get("keras_version")}
+                    "keras_version": keras_version if isinstance(keras_version, str) else None}
 
 
-def _read_legacy_h5(path: Path, f) -> tuple[list, dict]:
+def _read_dataset(path: Path, dataset, h5py) -> np.ndarray:
+    """One weight array, after checking what its HDF5 header declares (free to read):
+    a dataset of real numbers of at most MAX_WEIGHT_VALUES values, so that a 56 KB file
+    declaring a 3 GB kernel is refused before any memory is given."""
+    where = getattr(dataset, "name", "?")
+    if not isinstance(dataset, h5py.Dataset):
+        raise KerasImportError(f"{path}: {where} is not a weight array (an HDF5 {type(dataset).__name__})")
+    shape, dtype = dataset.shape, dataset.dtype
+    if shape is None or dtype.kind not in "fiu" or len(shape) > 4:
+        raise KerasImportError(f"{path}: weight {where} is not an array of numbers "
+                               f"(declares dtype {dtype}, shape {shape})")
+    if math.prod(shape) > MAX_WEIGHT_VALUES:
+        raise KerasImportError(f"{path}: weight {where} declares shape {shape} "
+                               f"({math.prod(shape):,} values), far more than a ShallowCNN has")
+    return np.asarray(dataset[()])
+
+
+def _parse_json(path: Path, data, what: str):
+    """``json.loads`` of a configuration, refusing (naming ``what`` in ``path``) text that
+    is not UTF-8, is too large, or nests deeper than MAX_JSON_DEPTH: the depth is counted
+    before parsing, since Python's parser recurses once per level."""
+    if len(data) > MAX_CONFIG_BYTES:
+        raise KerasImportError(f"{path}: its {what} has {len(data):,} bytes, more than the "
+                               f"{MAX_CONFIG_BYTES:,} a Keras configuration needs")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
+    except UnicodeDecodeError as e:
+        raise KerasImportError(f"{path}: its {what} is not UTF-8 text ({e})") from None
+    depth = deepest = 0
+    for bracket in re.finditer(r'[\[\]{}]', re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            raise KerasImportError(f"{path}: its {what} nests deeper than {MAX_JSON_DEPTH} levels, "
+                                   f"which no Keras model does")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise KerasImportError(f"{path}: its {what} is not valid JSON ({e})") from None
+
+
+def _read_legacy_h5(path: Path, f, h5py) -> tuple[list, dict]:
     """A legacy HDF5 model: attribute model_config + group model_weights."""
     if "model_config" not in f.attrs:
         what = ("weights only (model.save_weights), without the architecture"
                 if "layers" in f or "layer_names" in f.attrs else "no Keras model configuration")
         raise KerasImportError(f"{path}: an HDF5 file with {what}; save the whole model with "
                                f"model.save('model.keras') and import that")
-    config = json.loads(_text(f.attrs["model_config"]))
+    raw = f.attrs["model_config"]
+    if isinstance(raw, np.void):          # opaque bytes
+        raw = raw.tobytes()
+    config = _parse_json(path, raw if isinstance(raw, bytes) else _text(raw).encode("utf-8", "replace"),
+                         "model_config")
     model_class, layer_configs = _sequential_layers(path, config)
     weights_root = f["model_weights"] if "model_weights" in f else f
     layers = []
     for layer in layer_configs:
         name = layer["config"].get("name")
         weights = []
-        if name in weights_root:
+        if isinstance(name, str) and name in weights_root:
             group = weights_root[name]
-            weights = [np.asarray(group[_text(w)]) for w in group.attrs.get("weight_names", [])]
+            names = group.attrs.get("weight_names", []) if isinstance(group, h5py.Group) else []
+            weights = [_read_dataset(path, group[_text(w)], h5py) for w in names]
         layers.append({**layer, "weights": weights})
     return layers, {"format": ".h5", "model_class": model_class,
                     "keras_version": _text(f.attrs.get("keras_version", "")) or None}
 
 
 def _sequential_layers(path: Path, config) -> tuple[str, list]:
-    """``(model class, [{"class_name", "config"}])`` of a Sequential, InputLayer dropped."""
-    model_class = config.get("class_name", "?") if isinstance(config, dict) else "?"
-    inner = config.get("config", {}) if isinstance(config, dict) else config
-    layers = inner if isinstance(inner, list) else inner.get("layers", [])  # old Keras 2: a bare list
-    layers = [{"class_name": layer.get("class_name", "?"), "config": layer.get("config", {})}
-              for layer in layers if layer.get("class_name") != "InputLayer"]
+    """``(model class, [{"class_name", "config"}])`` of a Sequential, InputLayer dropped.
+
+    The JSON is checked type by type (a dict with a "config" that is a dict holding a
+    list "layers", or an old Keras 2 bare list; each layer a dict with a string
+    "class_name" and a dict "config"), so that any other shape is a named error."""
+    def malformed(what):
+        return KerasImportError(f"{path}: malformed Keras model configuration: {what}")
+
+    if not isinstance(config, dict):
+        raise malformed(f"a JSON {type(config).__name__} where an object with class_name and config belongs")
+    model_class = config.get("class_name", "?")
+    if not isinstance(model_class, str):
+        raise malformed(f"class_name is a {type(model_class).__name__}, not a string")
+    inner = config.get("config", {})
+    layers = inner if isinstance(inner, list) else inner.get("layers", []) if isinstance(inner, dict) else None
+    if not isinstance(layers, list):                                    # old Keras 2: a bare list
+        raise malformed(f"the layers are a JSON {type(layers if inner is not None else inner).__name__}, not a list")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise malformed(f"layer {i} is a JSON {type(layer).__name__}, not an object")
+        if not isinstance(layer.get("class_name"), str) or not isinstance(layer.get("config", {}), dict):
+            raise malformed(f"layer {i} needs a string class_name and an object config")
+    layers = [{"class_name": layer["class_name"], "config": layer.get("config", {})}
+              for layer in layers if layer["class_name"] != "InputLayer"]
     if model_class != "Sequential":
         raise KerasImportError(f"{path}: a Keras {model_class} model; only a Sequential is imported. "
                                f"Expected {EXPECTED}; found: {_describe_all(layers)}")
@@ -175,27 +259,60 @@ def _text(value) -> str:
 
 
 def _pair(value) -> tuple:
-    """Keras writes sizes as 9, [9, 9] or (9, 9): always a pair."""
+    """Keras writes sizes as 9, [9, 9] or (9, 9): always a tuple (a pair when well formed)."""
     return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
 
 
+def _short(value) -> str:
+    """A configuration value for a message: at most 40 characters."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _describe(layer) -> str:
-    """One layer in a line, e.g. "Conv2D 6 9x9 relu" or "Conv2D 8 3x3 relu padding=same"."""
+    """One layer in a line, e.g. "Conv2D 6 9x9 relu" or "Conv2D 8 3x3 relu padding=same"
+    (whatever the configuration holds: this also describes malformed layers)."""
     c, kind = layer["config"], layer["class_name"]
     if kind == "Conv2D":
         k = _pair(c.get("kernel_size", "?"))
-        text = f"Conv2D {c.get('filters')} {k[0]}x{k[1]} {c.get('activation')}"
+        text = f"Conv2D {_short(c.get('filters'))} {'x'.join(_short(v) for v in k)} {_short(c.get('activation'))}"
         for key, default in (("padding", "valid"), ("strides", (1, 1)), ("dilation_rate", (1, 1)),
                              ("groups", 1), ("use_bias", True)):
             value = _pair(c[key]) if key in ("strides", "dilation_rate") and key in c else c.get(key, default)
             if value != default:
-                text += f" {key}={value}"
+                text += f" {key}={_short(value)}"
         return text
     if kind == "Dense":
-        return f"Dense {c.get('units')} {c.get('activation')}" + ("" if c.get("use_bias", True) else " use_bias=False")
+        return (f"Dense {_short(c.get('units'))} {_short(c.get('activation'))}"
+                + ("" if c.get("use_bias", True) is True else " use_bias=False"))
     if kind == "Dropout":
-        return f"Dropout {c.get('rate')}"
-    return kind
+        return f"Dropout {_short(c.get('rate'))}"
+    return _short(kind)
+
+
+def _whole(value, low, high) -> bool:
+    """A JSON whole number in [low, high] (true/false are not numbers here)."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _value_problem(layers) -> str | None:
+    """What is wrong with the numbers of a Conv2D, Conv2D, ..., Dense list, or None."""
+    for i in (0, 1):
+        c = layers[i]["config"]
+        k = _pair(c.get("kernel_size"))
+        if not _whole(c.get("filters"), 1, 4096):
+            return f"convolution {i + 1}'s filters must be a whole number in 1..4096, got {_short(c.get('filters'))}"
+        if len(k) != 2 or not all(_whole(v, 1, 128) for v in k):
+            return (f"convolution {i + 1}'s kernel_size must be a whole number or a pair of them in 1..128, "
+                    f"got {_short(c.get('kernel_size'))}")
+    units = layers[-1]["config"].get("units")
+    if not _whole(units, 1, 1):
+        return f"the output must be Dense with units 1, got {_short(units)}"
+    if layers[3]["class_name"] == "Dropout":
+        rate = layers[3]["config"].get("rate", 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            return f"the dropout rate must be a number in [0, 1), got {_short(rate)}"
+    return None
 
 
 def _describe_all(layers) -> str:
@@ -214,7 +331,7 @@ def check_architecture(layers, path="model") -> dict:
     if kinds not in (["Conv2D", "Conv2D", "GlobalMaxPooling2D", "Dropout", "Dense"],
                      ["Conv2D", "Conv2D", "GlobalMaxPooling2D", "Dense"]):
         problem = "other layers"
-    else:
+    elif (problem := _value_problem(layers)) is None:
         conv1, conv2 = layers[0]["config"], layers[1]["config"]
         for i, conv in enumerate((conv1, conv2), 1):
             k = _pair(conv.get("kernel_size"))

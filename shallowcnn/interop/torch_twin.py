@@ -169,11 +169,34 @@ def read_state_dict(path) -> tuple[dict, dict | None]:
             state = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as e:   # safetensors raises its own SafetensorError (and OSError)
         raise ValueError(f"{path}: not a readable .safetensors file (truncated or another format): {e}") from None
+    return state, _architecture_in(path, meta)
+
+
+def _architecture_in(path: Path, meta: dict) -> dict | None:
+    """The architecture our exporter writes into the header's metadata, checked value by
+    value (ValueError naming the file); None when the file has none (another exporter)."""
+    if METADATA_KEY not in meta:
+        return None
     try:
-        architecture = json.loads(meta[METADATA_KEY])["architecture"] if METADATA_KEY in meta else None
-    except (ValueError, KeyError, TypeError):
-        architecture = None
-    return state, architecture
+        architecture = json.loads(meta[METADATA_KEY])["architecture"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None                       # not our metadata: read the shapes instead
+    if architecture is None:
+        return None
+
+    def whole(v, high):
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= high
+
+    channels = architecture.get("channels") if isinstance(architecture, dict) else None
+    p_drop = architecture.get("p_drop", 0.2) if isinstance(architecture, dict) else None
+    if (not isinstance(architecture, dict)
+            or not (isinstance(channels, list) and len(channels) == 2 and all(whole(c, 4096) for c in channels))
+            or not whole(architecture.get("kernel_size"), 128)
+            or isinstance(p_drop, bool) or not isinstance(p_drop, (int, float)) or not 0 <= p_drop < 1):
+        text = json.dumps(architecture)[:80] if not isinstance(architecture, str) else architecture[:80]
+        raise ValueError(f"{path}: its metadata's architecture is not channels [c1, c2], kernel_size K and "
+                         f"p_drop in [0, 1) (found {text!r}); the file was damaged or written by something else")
+    return architecture
 
 
 def _read_torch_pickle(path: Path) -> dict:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from .. import __version__
 from ..storage import atomic_write_text
+from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
 
 _disk: dict | None = None     # the cache file's choices, read once
+_warned = False               # the warning about an unusable file was printed
 
 
 # ---------------------------------------------------------------- the machine
@@ -81,17 +83,55 @@ def cache_path() -> Path:
 # ---------------------------------------------------------------- the file
 
 def read_choices() -> dict:
-    """signature -> record of this machine's cache file (read once per process; {} if none)."""
+    """signature -> record of this machine's cache file (read once per process; {} if none).
+
+    A file of any other shape (choices not an object, a record that is not one, no or an
+    unknown "variant", times that are not numbers), or a folder in its place, counts as no
+    cache, with a warning naming it; the next timing (or ``shallowcnn tune``) writes it anew."""
     global _disk
     if _disk is None:
         _disk = {}
-        try:
-            data = json.loads(cache_path().read_text(encoding="utf-8"))
-            if data.get("identity") == identity():
-                _disk = dict(data.get("choices", {}))
-        except (OSError, ValueError, AttributeError):
-            pass                               # no file, or an unreadable one: time again
+        problem = _file_problem(cache_path())
+        if problem:
+            _warn_once(f"ignoring the kernel choices in {cache_path()}: {problem}; `shallowcnn tune` writes them anew")
     return _disk
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if not _warned:                            # once per process (tune reads the file again per save)
+        print(f"shallowcnn: warning: {message}", file=sys.stderr, flush=True)
+    _warned = True
+
+
+def _file_problem(path: Path) -> str | None:
+    """Fill ``_disk`` from ``path``; say what is wrong with the file, or None (also for no
+    file, or one of another CPU or version: both mean "time again", quietly)."""
+    global _disk
+    if path.is_dir():
+        return "a folder is in the cache file's place (remove it)"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None                            # never tuned here: time when first needed
+    except (OSError, ValueError, RecursionError) as e:
+        return f"unreadable ({e})"
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if data.get("identity") != identity():
+        return None                            # another CPU or version's file: time again
+    choices = data.get("choices", {})
+    if not isinstance(choices, dict):
+        return f'"choices" is a JSON {type(choices).__name__}, not an object'
+    known = {*TILE_VARIANTS, *FUSED_VARIANTS, *SMALL_F_VARIANTS}
+    for sig, rec in choices.items():
+        times = rec.get("cpu_ms") if isinstance(rec, dict) else None
+        if (not isinstance(rec, dict) or rec.get("variant") not in known or not isinstance(times, dict)
+                or rec["variant"] not in times
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times.values())):
+            return f"the record of {sig} is not {{\"variant\": one of {', '.join(sorted(known))}, \"cpu_ms\": {{...}}}}"
+    _disk = dict(choices)
+    return None
 
 
 def save_choice(signature, rec):

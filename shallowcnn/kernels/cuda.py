@@ -233,17 +233,25 @@ def _blocks(total: int, per_block: int) -> int:
     return (total + per_block - 1) // per_block
 
 
-def _filters_per_thread(F, K, itemsize, maxpool) -> int:
-    """FB: at most the configured value, at most F, and small enough that the
-    block's shared memory (input tile + FB weights [+ reduction]) fits."""
+def _tiled_conv_shared_bytes(FB, K, itemsize, maxpool) -> int:
+    """Dynamic shared memory of one tiled-convolution block: the input tile and
+    FB x K x K weights, plus, fused with the max pool, the reduction's FB x NT
+    values and int32 indices."""
     cfg = _config
     NT = cfg.conv_block_x * cfg.conv_block_y
     tile = (cfg.conv_block_y + K - 1) * (cfg.conv_block_x * cfg.conv_pixels + K - 1)
-    FB = max(1, min(cfg.conv_filters, F))
+    need = (tile + FB * K * K) * itemsize
+    if maxpool:
+        need += FB * NT * (itemsize + 4)
+    return need
+
+
+def _filters_per_thread(F, K, itemsize, maxpool) -> int:
+    """FB: at most the configured value, at most F, and small enough that the
+    block's shared memory (input tile + FB weights [+ reduction]) fits."""
+    FB = max(1, min(_config.conv_filters, F))
     while True:
-        need = (tile + FB * K * K) * itemsize
-        if maxpool:
-            need += FB * NT * (itemsize + 4)
+        need = _tiled_conv_shared_bytes(FB, K, itemsize, maxpool)
         if need <= _SHARED_LIMIT or FB == 1:
             break
         FB = max(1, FB // 2)
@@ -267,7 +275,7 @@ def _tiled_conv(x_d, W_d, b_d, epilogue, out_d=None):
     kernel = tiled_conv_kernel(dtype.str, FB, BX, BY, R, epilogue)
     gx, gy = _blocks(Wo, BX * R), _blocks(Ho, BY)
     n_groups = _blocks(F, FB)
-    shared = ((BY + K - 1) * (BX * R + K - 1) + FB * K * K) * dtype.itemsize
+    shared = _tiled_conv_shared_bytes(FB, K, dtype.itemsize, maxpool)
 
     if maxpool:
         part_v = _scratch_array("part_v", (N, F, gx * gy), dtype)
@@ -301,7 +309,8 @@ def _sum_rows(parts_d, tag):
     E = parts_d.shape[1]
     out = _scratch_array(tag, (E,), parts_d.dtype)
     kernel = sum_rows_kernel(np.dtype(parts_d.dtype).str, cfg.reduce_x, cfg.reduce_y)
-    kernel[_blocks(E, cfg.reduce_x), (cfg.reduce_x, cfg.reduce_y, 1)](parts_d, out)
+    shared = cfg.reduce_x * cfg.reduce_y * np.dtype(parts_d.dtype).itemsize
+    kernel[_blocks(E, cfg.reduce_x), (cfg.reduce_x, cfg.reduce_y, 1), 0, shared](parts_d, out)
     return out
 
 

@@ -52,7 +52,9 @@ def tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: i
 
     Grid ``(ceil(Wo / (BX R)), ceil(Ho / BY), n_patches x ceil(F / FB))``,
     block ``(BX, BY)``; dynamic shared memory for one channel's input tile and
-    weights. ``epilogue``: NONE writes z to ``out`` (N, F, Ho, Wo); RELU
+    weights, and with MAXPOOL the reduction's FB x NT values and int32 indices
+    after them (``cuda._tiled_conv_shared_bytes``). ``epilogue``: NONE writes z
+    to ``out`` (N, F, Ho, Wo); RELU
     writes relu(z); MAXPOOL writes, per (patch, filter, block), the block's
     largest z and its flat index ``i * Wo + j`` to ``part_v``/``part_i``
     (N, F, n_blocks). ``n0`` is the first patch of this launch.
@@ -62,6 +64,7 @@ def tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: i
     TW = BX * R                         # output tile width
     NACC = FB * R                       # accumulators per thread
     RED = FB if epilogue == MAXPOOL else 1
+    ITEM_WORDS = np.dtype(dtype).itemsize // 4   # int32 words per value
     HALF = 1                            # largest power of two below NT
     while HALF * 2 < NT:
         HALF *= 2
@@ -82,10 +85,20 @@ def tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: i
         i0 = cuda.blockIdx.y * BY
         j0 = cuda.blockIdx.x * TW
 
-        # Dynamic shared memory: [input tile of one channel | FB x K x K weights]
+        # Dynamic shared memory: [input tile of one channel | FB x K x K weights
+        # | MAXPOOL: RED x NT values | RED x NT int32 indices]. The reduction's
+        # arrays live here rather than in static ``cuda.shared.array((RED, NT))``
+        # arrays: the CUDA simulator creates a static shared array lazily, when
+        # the first thread reaches it, and two threads that get there together
+        # can each create their own, so that some threads' values are lost (a
+        # race inside the simulator, not on a GPU; tests/cuda_sim shows it). The
+        # dynamic block exists before any thread starts, on a GPU and in the simulator.
         smem = cuda.shared.array(0, dt)
+        smem_i = cuda.shared.array(0, numba.int32)   # the same bytes, as int32
         tile_w = TW + K - 1
         w_off = (BY + K - 1) * tile_w       # the weights follow the input tile
+        red_off = w_off + K * K * FB        # then the reduction's values ...
+        red_i_off = (red_off + RED * NT) * ITEM_WORDS   # ... and indices (int32 words)
 
         acc = cuda.local.array(NACC, dt)    # acc[f * R + r]: filter f0+f, pixel r
         xv = cuda.local.array(R, dt)
@@ -144,8 +157,8 @@ def tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: i
                                 else:
                                     out[n, f0 + f, i, j] = v
         else:
-            red_v = cuda.shared.array((RED, NT), dt)
-            red_i = cuda.shared.array((RED, NT), numba.int32)
+            red_v = smem[red_off:]          # red_v[f * NT + t]: filter f0+f, thread t
+            red_i = smem_i[red_i_off:]
             # 1. each thread: the first maximum among its own pixels (r ascending
             #    means j ascending, so a strict ">" keeps the first one)
             for f in range(FB):
@@ -160,8 +173,8 @@ def tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: i
                             if v > bv:
                                 bv = v
                                 bi = i * Wo + j
-                red_v[f, tid] = bv
-                red_i[f, tid] = bi
+                red_v[f * NT + tid] = bv
+                red_i[f * NT + tid] = bi
             cuda.syncthreads()
             # 2. the block: tree reduction of (value, index) pairs, all FB filters
             #    at once, slot t takes the better of t and t + s
@@ -172,20 +185,20 @@ def tiled_conv_kernel(dtype: str, FB: int, BX: int, BY: int, R: int, epilogue: i
                     t = k - f * s
                     u = t + s
                     if u < NT:
-                        v2 = red_v[f, u]
-                        i2 = red_i[f, u]
-                        v1 = red_v[f, t]
-                        if v2 > v1 or (v2 == v1 and i2 < red_i[f, t]):
-                            red_v[f, t] = v2
-                            red_i[f, t] = i2
+                        v2 = red_v[f * NT + u]
+                        i2 = red_i[f * NT + u]
+                        v1 = red_v[f * NT + t]
+                        if v2 > v1 or (v2 == v1 and i2 < red_i[f * NT + t]):
+                            red_v[f * NT + t] = v2
+                            red_i[f * NT + t] = i2
                 cuda.syncthreads()
                 s //= 2
             # 3. one partial per (patch, filter, block)
             blk = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
             for f in range(tid, FB, NT):
                 if f0 + f < F:
-                    part_v[n, f0 + f, blk] = red_v[f, 0]
-                    part_i[n, f0 + f, blk] = red_i[f, 0]
+                    part_v[n, f0 + f, blk] = red_v[f * NT]
+                    part_i[n, f0 + f, blk] = red_i[f * NT]
 
     return kernel
 
@@ -250,7 +263,8 @@ def sum_rows_kernel(dtype: str, RX: int, RY: int):
 
     Block (RX, RY): RX neighbouring columns (coalesced reads) times RY row
     lanes; lane ty sums rows ty, ty + RY, ...; the lanes are then added by a
-    tree in shared memory. Grid ceil(E / RX)."""
+    tree in shared memory (dynamic: RY x RX values, see :func:`tiled_conv_kernel`
+    for why not a static array). Grid ceil(E / RX)."""
     dt = _nbtype(dtype)
 
     @cuda.jit
@@ -259,21 +273,21 @@ def sum_rows_kernel(dtype: str, RX: int, RY: int):
         ty = cuda.threadIdx.y
         e = cuda.blockIdx.x * RX + tx
         rows, E = parts.shape[0], parts.shape[1]
-        red = cuda.shared.array((RY, RX), dt)
+        red = cuda.shared.array(0, dt)      # red[lane * RX + column]
         s = dt(0)
         if e < E:
             for r in range(ty, rows, RY):
                 s += parts[r, e]
-        red[ty, tx] = s
+        red[ty * RX + tx] = s
         cuda.syncthreads()
         h = RY // 2
         while h > 0:
             if ty < h:
-                red[ty, tx] += red[ty + h, tx]
+                red[ty * RX + tx] += red[(ty + h) * RX + tx]
             cuda.syncthreads()
             h //= 2
         if ty == 0 and e < E:
-            out[e] = red[0, tx]
+            out[e] = red[tx]
 
     return kernel
 

@@ -104,11 +104,19 @@ def run_search(patches, out, settings: SearchSettings, cluster: DaskSettings | N
         raise ValueError(f"{patches}: a search needs training and validation patches "
                          f"(the store has {len(store.indices('train'))} and {len(store.indices('val'))})")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder; the search writes a folder of files")
     settings = _settings(patches, store, seed, space, epochs, backend)
     results.check_same_settings(out, settings)
     # Trials recorded with a final status are kept (even beyond a smaller trial count: nothing
-    # recorded is ever dropped); "lost" ones run again.
+    # recorded is ever dropped); "lost" ones run again, and so do "ok" ones whose model
+    # file is missing or damaged (the same seed gives the same trial).
     records = {k: r for k, r in results.read_trials(out).items() if r["row"]["status"] in results.FINAL_STATUSES}
+    for k, r in list(records.items()):
+        problem = results.trial_model_problem(out, r["row"]) if r["row"]["status"] == "ok" else None
+        if problem and k < trials:
+            print(f"warning: {problem}; trial {k} runs again", file=sys.stderr, flush=True)
+            del records[k]
     todo = [space.sample(seed, i) for i in range(trials) if i not in records]
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "search.json", json.dumps(settings, indent=1))

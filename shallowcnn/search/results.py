@@ -56,16 +56,62 @@ def check_same_settings(out, settings: dict) -> None:
                              f"resume with the same settings or choose another folder")
 
 
+# The fields a recorded row needs: every row, and those of an "ok" row (ranked, reported).
+ROW_FIELDS = ("trial", "status", "seconds")
+OK_ROW_FIELDS = (*PARAMETERS, "p_drop", "seed", "n_params", "best_epoch", "val_accuracy", "val_loss")
+
+
+def _row_problem(row) -> str | None:
+    """What makes a recorded row unusable, or None."""
+    if not isinstance(row, dict):
+        return f"a row is a JSON {type(row).__name__}, not an object"
+    needed = ROW_FIELDS + (OK_ROW_FIELDS if row.get("status") == "ok" else ())
+    missing = [f for f in needed if f not in row]
+    if missing:
+        return f"trial {row.get('trial', '?')} has no {', '.join(missing)}"
+    numbers = [f for f in needed if f != "status" and not (isinstance(row[f], (int, float))
+                                                          and not isinstance(row[f], bool))]
+    if numbers or not isinstance(row["status"], str):
+        return f"trial {row.get('trial')}: {', '.join(numbers) or 'status'} must be a number (a string for status)"
+    return None
+
+
 def read_trials(out) -> dict:
-    """{trial id: {"row": ..., "history": ...}} of the trials recorded in OUT/trials.json."""
+    """{trial id: {"row": ..., "history": ...}} of the trials recorded in OUT/trials.json;
+    :class:`StoreError` naming the file and the trial when a row lacks a field."""
     path = Path(out) / "trials.json"
     if not path.exists():
         return {}
     try:
         records = json.loads(path.read_text(encoding="utf-8"))["trials"]
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise TypeError("'trials' is not a list of objects")
+        for r in records:
+            problem = _row_problem(r.get("row"))
+            if problem:
+                raise StoreError(f"{path}: {problem}; restore the file or choose another folder")
         return {int(r["row"]["trial"]): r for r in records}
-    except (ValueError, KeyError, TypeError) as e:
+    except StoreError:
+        raise
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise StoreError(f"{path}: not a trials file of shallowcnn search ({e})") from None
+
+
+def trial_model_problem(out, row: dict) -> str | None:
+    """Why the model file of an "ok" trial cannot be used (missing, truncated, not a model
+    of this trial's shape), or None. Uses storage's npz checks via ShallowCNN.load."""
+    path = model_path(out, row["trial"])
+    if not path.is_file():
+        return f"{path}: missing"
+    try:
+        model = ShallowCNN.load(path, backend="numpy")
+    except (StoreError, ValueError, OSError) as e:
+        return str(e) if str(path) in str(e) else f"{path}: {e}"
+    arch = model.architecture()
+    if (tuple(arch["channels"]), arch["kernel_size"]) != ((row["conv1_filters"], row["conv2_filters"]),
+                                                          row["kernel_size"]):
+        return f"{path}: holds a model of another shape than trial {row['trial']}"
+    return None
 
 
 def _csv_value(value):
@@ -105,7 +151,11 @@ def ranking(records: dict) -> list:
 
 
 def copy_best_model(out, best_row: dict) -> Path:
-    """OUT/best/model.npz: a byte-for-byte copy of the best trial's model file."""
+    """OUT/best/model.npz: a byte-for-byte copy of the best trial's model file, after
+    checking that it loads (a damaged file is never copied)."""
+    problem = trial_model_problem(out, best_row)
+    if problem:
+        raise StoreError(f"the best trial's model cannot be used: {problem}")
     source = model_path(out, best_row["trial"])
     return atomic_write_bytes(Path(out) / "best" / "model.npz", source.read_bytes())
 

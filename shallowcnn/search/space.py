@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import reprlib
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +86,20 @@ def draw(rule, rng: np.random.Generator):
     return args[int(rng.integers(0, len(args)))]       # choice
 
 
-# The least and largest value each parameter may take (None: no limit).
-LIMITS = {"conv1_filters": (1, MAX_CHANNELS), "conv2_filters": (1, MAX_CHANNELS), "batch_size": (1, None),
-          "kernel_size": (1, MAX_KERNEL_SIZE), "p_drop": (0.0, None)}
+# The least and largest value each parameter may take (None: no limit). A learning rate
+# below 1e-8 cannot move float32 weights (and broke the figure's log colour scale); a huge
+# one is allowed (its trial is recorded as diverged). A batch larger than 65,536 patches
+# is more than a store holds and than memory allows.
+LIMITS = {"conv1_filters": (1, MAX_CHANNELS), "conv2_filters": (1, MAX_CHANNELS), "batch_size": (1, 65_536),
+          "kernel_size": (1, MAX_KERNEL_SIZE), "p_drop": (0.0, None), "lr": (1e-8, None)}
+_REPR = reprlib.Repr()       # a rule as shown in a message: short, however deep or long
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 4, 40, 40
+_short = _REPR.repr
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON/TOML number that is finite (NaN, Infinity and 1e400 are refused)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_rule(name, rule, where):
@@ -101,35 +109,37 @@ def _check_rule(name, rule, where):
 
     if isinstance(rule, dict):
         if len(rule) != 1 or next(iter(rule)) not in KINDS:
-            bad(f"expected a number or one of {{{', '.join(k + ': ...' for k in KINDS)}}}, got {rule!r}")
+            bad(f"expected a number or one of {{{', '.join(k + ': ...' for k in KINDS)}}}, got {_short(rule)}")
         (kind, args), = rule.items()
         if not isinstance(args, list) or not args or not all(_is_number(a) for a in args):
-            bad(f"{kind} needs a list of numbers, got {args!r}")
+            bad(f"{kind} needs a list of finite numbers, got {_short(args)}")
     elif _is_number(rule):
         kind, args = "fixed", [rule]
+    elif isinstance(rule, float):
+        bad(f"must be a finite number, got {rule}")
     else:
-        bad(f"expected a number or a rule like {{\"int\": [2, 32]}}, got {rule!r}")
+        bad(f"expected a number or a rule like {{\"int\": [2, 32]}}, got {_short(rule)}")
     if kind not in ("fixed", "choice") and (len(args) != 2 or args[0] > args[1]):
         bad(f"{kind} needs [low, high] with low <= high, got {args}")
     whole = name in INTEGER_PARAMETERS
     if whole and kind in ("uniform", "log_uniform"):
         bad(f"takes whole numbers: use int, odd, choice or a number, not {kind}")
     if (whole or kind in ("int", "odd")) and not all(float(a).is_integer() for a in args):
-        bad(f"must be an integer, got {rule!r}")
+        bad(f"must be an integer, got {_short(rule)}")
     if kind == "odd" and any(int(a) % 2 == 0 for a in args):
         bad(f"odd needs odd bounds, got {args}")
     low, high = min(args), max(args)
+    if (name == "lr" or kind == "log_uniform") and low <= 0:
+        bad(f"must be positive, got {_short(rule)}")
     lo_limit, hi_limit = LIMITS.get(name, (None, None))
     if (lo_limit is not None and low < lo_limit) or (hi_limit is not None and high > hi_limit):
-        bad(f"values must lie in [{lo_limit}, {hi_limit if hi_limit is not None else 'any'}], got {rule!r}")
-    if name == "lr" and low <= 0:
-        bad(f"must be positive, got {rule!r}")
+        bad(f"values must lie in [{lo_limit}, {hi_limit if hi_limit is not None else 'any'}], got {_short(rule)}")
     if name == "p_drop" and high >= 1:
-        bad(f"a dropout probability must lie in [0, 1), got {rule!r}")
+        bad(f"a dropout probability must lie in [0, 1), got {_short(rule)}")
     if name == "kernel_size":        # the kernels are centred on a pixel: odd sizes only
         sizes = range(int(low), int(high) + 1) if kind == "int" else args if kind in ("fixed", "choice") else []
         if any(int(v) % 2 == 0 for v in sizes):
-            bad(f"may only give odd sizes: use {{\"odd\": [3, 13]}} or odd numbers, got {rule!r}")
+            bad(f"may only give odd sizes: use {{\"odd\": [3, 13]}} or odd numbers, got {_short(rule)}")
 
 
 def keep_to_p_drop(rule, where: str = "search space"):
@@ -190,7 +200,12 @@ def load_space(path) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"{path}: no such file (the search space, .json or .toml)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not UTF-8 text ({e}); save the search space as UTF-8") from None
+    except OSError as e:
+        raise SpaceError(f"{path}: cannot be read ({e.strerror or e})") from None
     try:
         if path.suffix.lower() == ".toml":
             try:
@@ -204,6 +219,8 @@ def load_space(path) -> SearchSpace:
             raise SpaceError(f"{path}: a search space must be a .json or .toml file")
     except ImportError:
         raise SpaceError(f"{path}: reading TOML on Python 3.10 needs 'pip install tomli'") from None
+    except RecursionError:
+        raise SpaceError(f"{path}: nests too deeply to be a search space") from None
     except ValueError as e:
         if isinstance(e, SpaceError):
             raise

@@ -14,6 +14,13 @@ Routes::
 Every error under ``/api`` is JSON ``{"error": message}`` with a 4xx status (503 when the
 scan queue is full); nothing a client sends can stop the server.
 
+:class:`Guard` wraps the whole application: every response carries the security headers
+(CSP, nosniff, no referrer), and a request whose ``Host`` (or ``Origin``) is not a name
+this server answers to gets 403, so that a web page elsewhere cannot reach it through
+DNS rebinding or a cross-site form. An upload holds a place in the scan queue only once
+its body has fully arrived: a client that stalls mid-body gets 408 after ``BODY_IDLE_S``
+and meanwhile holds one of ``uploads`` upload slots, never a scan.
+
 Why Starlette (with uvicorn): it is small, asynchronous and well kept (FastAPI is built on
 it), so an upload is read as a stream and can be cut off at the size limit while other
 requests are served; its TestClient drives the app in-process for the tests; and it adds
@@ -32,15 +39,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from urllib.parse import urlsplit
+
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .jobs import DEFAULT_MAX_UPLOAD_MB, DEFAULT_WAITING, DEFAULT_WORKERS, QueueFull, ResultStore, ScanQueue
 from .scanner import UploadRejected, png_bytes, scan_upload
-from .uploads import drain, receive_upload
+from .uploads import BODY_IDLE_S, drain, receive_upload, refuse_image_bombs
 
 STATIC = Path(__file__).with_name("static")
 # The page loads nothing from elsewhere; the browser is told to refuse anything that tries.
@@ -50,6 +60,10 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+# The names a server bound to this machine answers to (``--host`` adds its own).
+LOCAL_HOST_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+DEFAULT_UPLOADS = 16          # uploads arriving at once (each at most max_upload_mb on disk)
 CSV_COLUMNS = ["x", "y", "probability", "logit", "window_x", "window_y", "window_width", "window_height"]
 
 
@@ -61,10 +75,12 @@ class ServerState:
     """What the routes share: the model, the queue, recent results and the upload folder."""
 
     def __init__(self, model, model_info: dict, max_upload_bytes: int, workers: int, waiting: int,
-                 render_overlay: bool = True):
+                 render_overlay: bool = True, uploads: int = DEFAULT_UPLOADS, body_idle_s: float = BODY_IDLE_S):
         self.model, self.model_info = model, model_info
         self.max_upload_bytes = int(max_upload_bytes)
         self.queue = ScanQueue(workers, waiting)
+        self.uploads, self.uploading = uploads, 0     # bodies being received now (event loop only)
+        self.body_idle_s = body_idle_s
         self.results = ResultStore()
         self.render_overlay = render_overlay
         # mkdtemp makes the folder readable by this user only (mode 0700)
@@ -91,7 +107,7 @@ def describe_model(model, name: str, bundled: bool) -> dict:
 
 
 async def page(request):
-    return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
+    return FileResponse(STATIC / "index.html")       # Guard adds SECURITY_HEADERS
 
 
 async def model_route(request):
@@ -105,15 +121,22 @@ async def model_route(request):
 async def scan_route(request):
     state = request.app.state.server
     start = time.perf_counter()
+    if state.uploading >= state.uploads:
+        await drain(request, state.max_upload_bytes, state.body_idle_s)
+        return error(503, f"the server is busy: {state.uploads} uploads are arriving; try again shortly")
+    state.uploading += 1
     try:
-        state.queue.take_place()
-    except QueueFull as e:
-        await drain(request, state.max_upload_bytes)
-        return error(503, str(e))
-    upload, submitted = None, False
+        upload = await receive_upload(request, state.upload_dir, state.max_upload_bytes, state.body_idle_s)
+    except UploadRejected as e:
+        return error(e.status, e.message)
+    finally:
+        state.uploading -= 1
+    received = time.perf_counter()
+    submitted, placed = False, False
     try:
-        upload = await receive_upload(request, state.upload_dir, state.max_upload_bytes)
-        received = time.perf_counter()
+        refuse_image_bombs(upload.path, upload.name)
+        state.queue.take_place()        # only now: a stalled upload never holds a scan's place
+        placed = True
         # From here the queue owns the place and the upload: both are released when the
         # job ends, even if this request is cancelled (client gone) while it waits.
         future = state.queue.submit(_timed_scan, state, upload,
@@ -136,13 +159,15 @@ async def scan_route(request):
         report["timings"].update(upload_s=round(received - start, 3), queue_s=round(started - received, 3),
                                  total_s=round(time.perf_counter() - start, 3))
         return JSONResponse(report)
+    except QueueFull as e:
+        return error(503, str(e))
     except UploadRejected as e:
         return error(e.status, e.message)
     finally:
         if not submitted:                    # refused on the way in: release here
-            if upload is not None:
-                upload.path.unlink(missing_ok=True)
-            state.queue.give_back_place()
+            upload.path.unlink(missing_ok=True)
+            if placed:
+                state.queue.give_back_place()
 
 
 def _timed_scan(state, upload):
@@ -210,6 +235,67 @@ def _safe(stem: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)[:80]
 
 
+def host_name(value: str) -> str | None:
+    """``localhost:8000`` -> ``localhost``, ``[::1]:8000`` -> ``::1``, ``http://a.b`` -> ``a.b``;
+    None when it does not parse."""
+    if "//" not in value:
+        value = "//" + value
+    try:
+        name = urlsplit(value).hostname
+    except ValueError:
+        return None
+    return name or None
+
+
+class Guard:
+    """ASGI middleware around the whole app (pages, API, static files, errors).
+
+    * Every HTTP response gets :data:`SECURITY_HEADERS` (a route's own value wins).
+    * ``Host`` must name this server (``allowed_hosts``; None accepts any, for a server
+      bound to all interfaces), and an ``Origin``, when the browser sends one, must be
+      one of those names too; otherwise 403 with a message.
+    """
+
+    def __init__(self, app, allowed_hosts):
+        self.app = app
+        self.allowed = None if allowed_hosts is None else {h.lower().strip("[]") for h in allowed_hosts}
+
+    def refusal(self, scope) -> str | None:
+        headers = Headers(scope=scope)
+        host = host_name(headers.get("host", ""))
+        if host is None:
+            return "the request has no valid Host header"
+        if self.allowed is not None and host.lower() not in self.allowed:
+            return f"this server does not answer to the host name {host!r}"
+        origin = headers.get("origin")
+        if origin is not None:
+            origin_host = host_name(origin) if origin != "null" else None
+            if origin_host is None or (origin_host.lower() not in (self.allowed or {host.lower()})):
+                return f"requests from the page {origin[:80]!r} are not accepted"
+        return None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in SECURITY_HEADERS.items():
+                    if key not in headers:
+                        headers[key] = value
+            await send(message)
+
+        reason = self.refusal(scope)
+        if reason is not None:
+            if scope["path"].startswith("/api/"):
+                response = error(403, reason)
+            else:
+                response = PlainTextResponse(reason, status_code=403)
+            return await response(scope, receive, send_with_headers)
+        return await self.app(scope, receive, send_with_headers)
+
+
 async def http_error(request, exc):
     if request.url.path.startswith("/api/"):
         return error(exc.status_code, exc.detail)
@@ -218,7 +304,10 @@ async def http_error(request, exc):
 
 async def server_error(request, exc):
     # A bug in one request must not stop the server; the message says no more than this.
-    return error(500, f"internal error while handling {request.url.path} ({type(exc).__name__})")
+    # (This handler answers outside Guard, which therefore cannot add the headers.)
+    response = error(500, f"internal error while handling {request.url.path} ({type(exc).__name__})")
+    response.headers.update(SECURITY_HEADERS)
+    return response
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,7 +317,9 @@ async def server_error(request, exc):
 
 def create_app(model, model_name: str = "model", bundled: bool = False,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = DEFAULT_WORKERS,
-               waiting: int = DEFAULT_WAITING, render_overlay: bool = True) -> Starlette:
+               waiting: int = DEFAULT_WAITING, render_overlay: bool = True,
+               allowed_hosts=LOCAL_HOST_NAMES, uploads: int = DEFAULT_UPLOADS,
+               body_idle_s: float = BODY_IDLE_S) -> Starlette:
     """The Starlette app serving ``model`` (a loaded :class:`~shallowcnn.model.ShallowCNN`).
 
     model_name     shown on the page and by ``GET /api/model``
@@ -237,11 +328,17 @@ def create_app(model, model_name: str = "model", bundled: bool = False,
     max_upload_mb  uploads larger than this get 413
     workers, waiting  scans at once and scans in line (more get 503)
     render_overlay make the matplotlib overlay figure for each scan (about a second)
+    allowed_hosts  host names the Host and Origin headers may carry (None: any, see
+                   :class:`Guard`)
+    uploads        bodies received at once (more get 503); body_idle_s: a body that
+                   sends nothing for this long gets 408
 
     The private upload folder is removed when the app shuts down (lifespan).
     """
+    if not 0 < max_upload_mb < 2**20:
+        raise ValueError(f"max_upload_mb must lie in (0, {2**20}), got {max_upload_mb}")
     state = ServerState(model, describe_model(model, model_name, bundled), max_upload_mb * 2**20,
-                        workers, waiting, render_overlay)
+                        workers, waiting, render_overlay, uploads, body_idle_s)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -261,4 +358,5 @@ def create_app(model, model_name: str = "model", bundled: bool = False,
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, Exception: server_error})
     app.state.server = state
+    app.add_middleware(Guard, allowed_hosts=allowed_hosts)
     return app

@@ -8,13 +8,20 @@ field ``file`` is written chunk by chunk into a new file that the server names
   (:func:`display_name`), and a name like ``../../etc/passwd`` is harmless;
 * the size limit holds while streaming: the upload stops at the first byte over the
   limit, so a huge body never fills the disk or memory;
+* a body that stalls (no bytes for ``idle_s`` seconds, or not finished after ``total_s``)
+  is refused with 408, so a client that opens an upload and stops sending holds nothing
+  for long (and, see app.py, never holds a place in the scan queue);
+* an image whose header declares more pixels than Pillow's decompression-bomb limit is
+  refused (413) before anything decodes it (:func:`refuse_image_bombs`);
 * the caller deletes the file after the scan (:func:`receive_upload` deletes it itself
   when anything goes wrong on the way in).
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +31,8 @@ from .scanner import UploadRejected
 
 FIELD = "file"
 FORM_OVERHEAD = 64 * 1024      # bytes of multipart headers and small fields allowed on top
+BODY_IDLE_S = 20.0             # an upload that sends nothing for this long gets 408
+BODY_TOTAL_S = 600.0           # ... and one still unfinished after this long (a slow drip)
 
 
 @dataclass
@@ -94,11 +103,32 @@ class _FilePart:
         self.writing = False
 
 
-async def receive_upload(request, folder: Path, max_bytes: int) -> Upload:
+async def body_chunks(request, idle_s: float = BODY_IDLE_S, total_s: float = BODY_TOTAL_S):
+    """The request body's chunks as they arrive; :class:`UploadRejected` (408) when none
+    comes for ``idle_s`` seconds or the body is not complete after ``total_s``."""
+    chunks = request.stream().__aiter__()
+    deadline = time.monotonic() + total_s
+    while True:
+        wait = min(idle_s, deadline - time.monotonic())
+        try:
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            chunk = await asyncio.wait_for(chunks.__anext__(), wait)
+        except StopAsyncIteration:
+            return
+        except asyncio.TimeoutError:
+            raise UploadRejected(408, f"the upload stalled: no data for {idle_s:g} s or not complete "
+                                      f"after {total_s:g} s; send it again") from None
+        yield chunk
+
+
+async def receive_upload(request, folder: Path, max_bytes: int, idle_s: float = BODY_IDLE_S,
+                         total_s: float = BODY_TOTAL_S) -> Upload:
     """Stream the multipart request into a new file in ``folder``.
 
     Raises :class:`UploadRejected`: 400 for a body that is not multipart/form-data or has
-    no ``file`` field or an empty one, 413 over ``max_bytes``.
+    no ``file`` field or an empty one, 413 over ``max_bytes``, 408 for a body that
+    stalls (see :func:`body_chunks`).
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
@@ -114,7 +144,7 @@ async def receive_upload(request, folder: Path, max_bytes: int) -> Upload:
             part = _FilePart(out, max_bytes)
             parser = MultipartParser(params[b"boundary"], part.callbacks())
             received = 0
-            async for chunk in request.stream():
+            async for chunk in body_chunks(request, idle_s, total_s):
                 received += len(chunk)
                 if received > limit:
                     raise UploadRejected(413, f"upload is larger than the limit of {max_bytes / 2**20:g} MiB")
@@ -135,11 +165,41 @@ async def receive_upload(request, folder: Path, max_bytes: int) -> Upload:
         raise
 
 
-async def drain(request, max_bytes: int) -> None:
-    """Read and drop the body (at most ``max_bytes`` + overhead), so that a client still
-    sending gets the refusal instead of a broken connection."""
+async def drain(request, max_bytes: int, idle_s: float = BODY_IDLE_S) -> None:
+    """Read and drop the body (at most ``max_bytes`` + overhead, giving up on a stall), so
+    that a client still sending gets the refusal instead of a broken connection."""
     received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes + FORM_OVERHEAD:
-            break
+    try:
+        async for chunk in body_chunks(request, idle_s, idle_s):
+            received += len(chunk)
+            if received > max_bytes + FORM_OVERHEAD:
+                break
+    except UploadRejected:
+        pass
+
+
+def refuse_image_bombs(path: Path, display_name: str) -> None:
+    """Refuse (413) an image whose header declares more pixels than the scanner reads
+    (``data.dicom.MAX_IMAGE_PIXELS`` / ``MAX_IMAGE_SIDE``), or more than Pillow will open
+    at all (its decompression-bomb limit, about 179 M pixels): opening reads the header
+    only, so a tiny PNG that claims 20000 x 20000 pixels costs nothing here. Anything else
+    (a DICOM, not an image at all) is left to the scanner's own checks."""
+    import warnings
+
+    from PIL import Image
+
+    from ..data.dicom import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
+
+    too_large = f"{display_name}: the image is too large to scan"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the check follows
+            with Image.open(path) as img:
+                width, height = img.size
+    except Image.DecompressionBombError as e:
+        raise UploadRejected(413, f"{too_large} ({e})") from None
+    except Exception:   # not an image Pillow knows: the scanner says what it is
+        return
+    if max(width, height) > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
+        raise UploadRejected(413, f"{too_large}: its header declares {width} x {height} pixels; at most "
+                                  f"{MAX_IMAGE_SIDE} per side and {MAX_IMAGE_PIXELS:,} in all are read")

@@ -190,6 +190,63 @@ def test_default_launch_config():
     assert_close(pooled, pooled_ref, np.float32)
 
 
+@pytest.fixture
+def wide_simulator_race_window(monkeypatch):
+    """The simulator's static shared arrays with their race made likely.
+
+    The simulator creates ``cuda.shared.array((shape), dtype)`` when the first
+    thread of a block reaches that line: it looks the line up in a dict and, if
+    absent, creates the array and stores it. Two threads that do this at once
+    each create their own array, and some threads' values are then never seen
+    by the others: the flaky wrong argmax of a CI run. Here every creation
+    sleeps between the look-up and the store, so that race happens on nearly
+    every launch of a kernel that uses a static shared array. Dynamic shared
+    memory (shape 0) is created before the threads start and is left alone.
+    """
+    if not kc.simulator_enabled():
+        pytest.skip("a property of Numba's CUDA simulator")
+    import sys
+    import time
+
+    from numba.cuda.simulator import kernelapi
+    original = kernelapi.FakeCUDAShared.array
+
+    def array(self, shape, dtype, *args, **kwargs):
+        if shape == 0:
+            return original(self, shape, dtype, *args, **kwargs)
+        frame = sys._getframe(1)
+        where = (frame.f_code.co_filename, frame.f_lineno)
+        found = self._allocations.get(where)
+        if found is None:
+            time.sleep(0.002)                 # let the other threads get here too
+            found = np.zeros(shape, kernelapi.numpy_support.as_dtype(dtype)
+                             if not isinstance(dtype, np.dtype) else dtype)
+            self._allocations[where] = found
+        return found
+
+    monkeypatch.setattr(kernelapi.FakeCUDAShared, "array", array)
+
+
+@pytest.mark.parametrize("config", ["default", "small"])
+def test_block_reductions_do_not_depend_on_thread_timing(wide_simulator_race_window, config):
+    """The fused max pool's block reduction and the row sums, with the
+    simulator's shared-array race made likely: still the reference's argmax
+    and gradients, launch after launch."""
+    if config == "default":
+        kc.set_launch_config(kc.LaunchConfig())
+    rng = np.random.default_rng(10)
+    for _ in range(3):
+        x, W, b = make(rng, (1, 2, 12, 11), np.float32), make(rng, (3, 2, 3, 3), np.float32), make(rng, 3, np.float32)
+        pooled, argmax = kc.conv_relu_maxpool_forward(x, W, b)
+        pooled_ref, argmax_ref = ref.conv_relu_maxpool_forward(x, W, b)
+        np.testing.assert_array_equal(argmax, argmax_ref)
+        assert_close(pooled, pooled_ref, np.float32)
+    dout = make(rng, (2, 3, 10, 9), np.float64)
+    x, W = make(rng, (2, 2, 12, 11), np.float64), make(rng, (3, 2, 3, 3), np.float64)
+    for got, want in zip(kc.conv2d_backward(dout, x, W, need_dx=False)[1:], ref.conv2d_backward(dout, x, W)[1:]):
+        assert_close(got, want, np.float64)
+
+
 def test_shape_errors():
     x = np.zeros((1, 2, 8, 8), np.float32)
     with pytest.raises(ValueError, match="channels"):
