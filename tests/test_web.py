@@ -65,11 +65,13 @@ def phantom_dicom(tiny_phantom):
     return max(images, key=lambda im: len(im.rois)).dicom_path
 
 
-def cli_detections(tmp_path, image_path, threshold=0.5) -> list:
-    """Detections of ``shallowcnn scan`` on the file, the reference for the API."""
+def cli_detections(tmp_path, image_path, threshold=None) -> list:
+    """Detections of ``shallowcnn scan`` on the file, the reference for the API (both at the
+    model's operating point unless a threshold is given)."""
     out = tmp_path / "cli"
+    chosen = [] if threshold is None else ["--threshold", str(threshold)]
     status = main(["scan", str(BUNDLED_MODEL_PATH), str(image_path), "-o", str(out), "--backend", BACKEND,
-                   "--threshold", str(threshold), "--quiet"])
+                   *chosen, "--quiet"])
     assert status == 0
     return json.loads((out / f"{image_path.stem}.detections.json").read_text())["detections"]
 

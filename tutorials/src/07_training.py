@@ -167,7 +167,7 @@ x16, y16 = x_tr[pick], y_tr[pick]
 learner = ShallowCNN(backend=BACKEND, seed=1, p_drop=0.0)
 opt16, bce16 = Adam(learner.params, lr=3e-3), BinaryCrossEntropyWithLogits()
 overfit = []
-for step in range(400):
+for step in range(1000):                 # stops as soon as the batch is memorised
     overfit.append(my_train_step(learner, opt16, bce16, x16, y16))
     if overfit[-1] < 0.05:
         break
