@@ -25,6 +25,7 @@ except ImportError:
 from shallowcnn.data.clusters import find_clusters
 from shallowcnn.data.phantom import generate_phantom
 from shallowcnn.data.patches import PatchStore, make_patches
+from shallowcnn.model import ShallowCNN
 
 TINY_SIZE = (480, 560)   # width, height: 3.4 x 3.9 cm, room for a couple of clusters
 TINY_CASES = 4
@@ -71,3 +72,16 @@ def tutorial_builder():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def tiny_model_file(tmp_path_factory):
+    """A small model (2 and 3 filters of 5x5) that evaluates in milliseconds."""
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    ShallowCNN(seed=0, channels=(2, 3), kernel_size=5).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_store_file(small_store):
+    return small_store[0]

@@ -5,20 +5,6 @@ from __future__ import annotations
 import pytest
 from bad_inputs_common import run_cli
 
-from shallowcnn.model import ShallowCNN
-
-
-@pytest.fixture(scope="module")
-def tiny_model_file(tmp_path_factory):
-    """A small model (2 and 3 filters of 5x5) that evaluates in milliseconds."""
-    path = tmp_path_factory.mktemp("model") / "model.npz"
-    ShallowCNN(seed=0, channels=(2, 3), kernel_size=5).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def small_store_file(small_store):
-    return small_store[0]
 
 
 # ---------------------------------------------------------------------------------------
