@@ -65,12 +65,13 @@ from .constants import PATCH_SIZE, pixels_to_input
 from .data.breast import window_fraction
 from .data.images import ScanError, ScanImage, as_scan_image, check_size
 from .evidence import receptive_field, strongest, window_evidence
+from .froc import DEFAULT_HIT_RADIUS
 from .layers import sigmoid
 
 DEFAULT_STRIDE = 16
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_MIN_BREAST = 0.5
-SAME_FINDING_PX = PATCH_SIZE / 2   # 72 px = 5 mm at 0.07 mm: detections closer than this are one finding
+SAME_FINDING_PX = DEFAULT_HIT_RADIUS   # FROC's hit radius (5 mm): detections closer than this are one finding
 DEFAULT_TILE = 256        # conv2 positions per tile side (16 x 256 x 256 float32 = 4 MB per tile)
 
 
