@@ -75,7 +75,7 @@ STAGES = (
     ("overlay figure (plot_scan_overlay)", [("shallowcnn/plots.py", "plot_scan_overlay")]),
     ("FROC: truth, curve, figure", [("shallowcnn/froc.py", "image_truth"), ("shallowcnn/froc.py", "froc_curve"),
                                     ("shallowcnn/froc.py", "write_froc"), ("shallowcnn/plots.py", "plot_froc")]),
-    ("writing .npy, .json (rest of write_scan_outputs)", [("shallowcnn/scan_command.py", "write_scan_outputs")]),
+    ("writing .npy, .json (rest of write_scan_outputs)", [("shallowcnn/scan_files.py", "write_scan_outputs")]),
 )
 # a stage's cumulative time includes these others (so they are taken out of it)
 NESTED = {"kernels: conv1 (conv2d_forward)": ["Numba: load the cached kernels"],

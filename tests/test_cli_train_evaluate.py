@@ -72,3 +72,28 @@ def test_every_option_is_documented():
         for action in cmd._actions:
             if action.dest != "help":
                 assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+
+
+def test_the_help_listing_needs_no_command_module_and_agrees_with_them():
+    """`shallowcnn --help` lists every command from cli.COMMANDS without importing its module;
+    those one-line helps are the modules' own, and a command's line builds only its parser."""
+    from shallowcnn.cli import COMMANDS, chosen_command
+
+    full = next(a for a in build_parser()._actions if a.dest == "command")
+    listed = {c.dest: c.help for c in full._choices_actions}
+    assert listed == {name: help_line for name, (_, help_line) in COMMANDS.items()}
+    only_scan = next(a for a in build_parser("scan")._actions if a.dest == "command")
+    assert {c.dest: c.help for c in only_scan._choices_actions} == listed
+    assert "--stride" in only_scan.choices["scan"].format_help()
+    assert not only_scan.choices["train"]._actions[1:]           # a stub: its name and help only
+    assert chosen_command(["--quiet-not", "scan", "m.npz"]) == "scan" and chosen_command(["-h"]) is None
+
+
+def test_running_a_command_imports_no_other_command_module():
+    import subprocess
+    import sys
+    code = ("import sys, shallowcnn.cli as c\n"
+            "try:\n    c.main(['phantom', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('shallowcnn.commands.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "['shallowcnn.commands.common', 'shallowcnn.commands.phantom']"
