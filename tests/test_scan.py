@@ -180,6 +180,33 @@ def test_strided_window_fractions_are_the_window_means():
     np.testing.assert_array_equal(fraction, window_fraction(mask, 144)[::16, ::16])
 
 
+def _fraction_by_integral_image(mask, size, stride):
+    """The full integral image at every pixel (the earlier window_fraction), then the grid."""
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    integral[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    step = (slice(None, None, stride),) * 2
+    total = (integral[size:, size:][step] - integral[:-size, size:][step] - integral[size:, :-size][step]
+             + integral[:-size, :-size][step])
+    return total / float(size * size)
+
+
+@pytest.mark.parametrize("shape, size, stride", [((300, 260), 144, 16), ((301, 263), 144, 10), ((170, 190), 144, 7),
+                                                 ((60, 50), 9, 1), ((40, 33), 12, 5), ((150, 144), 144, 16),
+                                                 ((143, 300), 144, 16), ((200, 200), 20, 40)])
+def test_window_fractions_by_bands_equal_the_window_means_bit_for_bit(shape, size, stride):
+    """The band sums give exactly the naive means and the full integral image's values
+    (strides that divide the window, that do not, a stride beyond it, one window, none)."""
+    rng = np.random.default_rng(sum(shape) + stride)
+    mask = rng.random(shape) < 0.6
+    mask[: shape[0] // 3, : shape[1] // 2] = True                 # a solid region as well as noise
+    fraction = window_fraction(mask, size, stride)
+    rows, cols = np.arange(0, shape[0] - size + 1, stride), np.arange(0, shape[1] - size + 1, stride)
+    want = np.array([[mask[r:r + size, c:c + size].sum() / float(size * size) for c in cols] for r in rows])
+    assert fraction.shape == (len(rows), len(cols)) and fraction.dtype == np.float64
+    np.testing.assert_array_equal(fraction, want.reshape(len(rows), len(cols)))
+    np.testing.assert_array_equal(fraction, _fraction_by_integral_image(mask, size, stride))
+
+
 def test_largest_component_drops_a_label():
     mask = np.zeros((120, 150), dtype=bool)
     mask[10:110, 0:80] = True           # breast
