@@ -63,6 +63,32 @@ def test_bits_above_bits_stored_are_ignored(tmp_path):
     np.testing.assert_array_equal(read_dicom(path).pixels, [[5, 7]])
 
 
+@pytest.mark.parametrize("bits, signed, photometric, slope, intercept", [
+    (14, False, "MONOCHROME2", 1, 0), (12, True, "MONOCHROME2", 1, 0), (16, True, "MONOCHROME1", 1, 0),
+    (16, False, "MONOCHROME1", 3, -70000), (12, True, "MONOCHROME1", 2, 7), (10, True, "MONOCHROME2", 0.25, -1.5)])
+def test_stored_words_become_values_as_the_standard_says(tmp_path, bits, signed, photometric, slope, intercept):
+    """Every 16-bit word, worked one by one in Python integers: keep the BitsStored low bits,
+    sign-extend, invert MONOCHROME1 over the stored range, rescale (the reader works whole
+    arrays, in int32 where that suffices)."""
+    words = np.array([[0, 1, 0x7FFF, 0x8000, 0xFFFF, 0x0800], [0x07FF, 0x0FFF, 0x1234, 0xC000, 0x4001, 0x3FFF]],
+                     dtype=np.uint16)
+    path = _tiny_dicom(tmp_path, words, BitsStored=bits, HighBit=bits - 1, PixelRepresentation=int(signed),
+                       PhotometricInterpretation=photometric, RescaleSlope=slope, RescaleIntercept=intercept)
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+    def value(word):
+        v = int(word) & ((1 << bits) - 1)
+        if signed and v >= 1 << (bits - 1):
+            v -= 1 << bits
+        if photometric == "MONOCHROME1":
+            v = lo + hi - v
+        return v * slope + intercept
+
+    pixels = read_dicom(path).pixels
+    assert pixels.dtype == (np.float32 if isinstance(slope, float) else np.int32)
+    np.testing.assert_array_equal(pixels, [[value(w) for w in row] for row in words])
+
+
 def test_non_integer_rescale_gives_float(tmp_path):
     path = _tiny_dicom(tmp_path, np.array([[10, 20]]), RescaleSlope=0.5)
     pixels = read_dicom(path).pixels

@@ -284,24 +284,29 @@ def _read_checked_dicom(path: Path) -> DicomImage:
                                   f"got pixel array of shape {stored.shape}")
 
     bits_stored, signed = found.bits_stored, found.signed
-    values = stored.astype(np.int64)
+    # Up to 16 bits, every value below (masked, sign-extended, inverted) fits int32: one
+    # int32 array, changed in place, is all the work needs (it is also the result when the
+    # rescale is 1 and 0, as in INbreast); wider values are worked in int64.
+    work = np.int32 if bits_stored <= 16 else np.int64
     # Keep only the BitsStored low bits: the high bits of a 16-bit word may hold overlay
     # or garbage. Signed data is sign-extended from bit BitsStored-1.
-    mask = (1 << bits_stored) - 1
-    values &= mask
+    values = np.bitwise_and(stored, (1 << bits_stored) - 1, dtype=work)
     if signed:
         sign_bit = 1 << (bits_stored - 1)
-        values = (values ^ sign_bit) - sign_bit
+        values ^= sign_bit
+        values -= sign_bit
     if found.photometric == "MONOCHROME1":
         # MONOCHROME1: the smallest value is displayed white. Flip it so that bright
         # means dense everywhere downstream.
         lo, hi = stored_range(bits_stored, signed)
-        values = (lo + hi) - values
+        np.subtract(lo + hi, values, out=values)
 
     slope, intercept = found.slope, found.intercept
     if slope.is_integer() and intercept.is_integer():
         # check_dicom_header made sure every result fits int32: no wrap-around here
-        pixels = (values * int(slope) + int(intercept)).astype(np.int32)
+        if (slope, intercept) != (1, 0):
+            values = values.astype(np.int64) * int(slope) + int(intercept)
+        pixels = values.astype(np.int32, copy=False)
     else:
         pixels = (values * slope + intercept).astype(np.float32)
     return DicomImage(path=path, pixels=pixels, spacing_mm=found.spacing_mm,
