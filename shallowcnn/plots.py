@@ -2,15 +2,15 @@
 
 Each function takes arrays (or a result object), writes one PNG and returns its path;
 none of them shows a window, so they work on servers and in tests. Every figure of the
-package is drawn here: patches (Fig. 2, 3), training curves, ROC, mistakes, the scan
-overlay and the FROC curve.
+package is drawn here -- patches (Fig. 2, 3), training curves, ROC, mistakes, the FROC
+curve -- but the scan overlay, which :mod:`shallowcnn.overlay` draws with Pillow (every
+scan writes one, and matplotlib took a third of the command's time).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import io
-import math
 
 import numpy as np
 
@@ -18,8 +18,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import patheffects  # noqa: E402
-from matplotlib.patches import Circle, Rectangle  # noqa: E402
 
 from .data.augment import TRANSFORMS, apply_transform  # noqa: E402
 from .storage import atomic_write_bytes  # noqa: E402
@@ -156,89 +154,6 @@ def plot_confident_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.nd
 
 
 # ---------------------------------------------------------------- scanning
-def plot_scan_overlay(result, path, truth=None, max_side: int = 1600,
-                      title: str | None = None) -> Path:
-    """:func:`scan_overlay_png` written to ``path`` (atomically)."""
-    return atomic_write_bytes(Path(path), scan_overlay_png(result, truth, max_side, title))
-
-
-def scan_overlay_png(result, truth=None, max_side: int = 1600, title: str | None = None) -> bytes:
-    """The mammogram with the probability heatmap on top, detections and true clusters.
-
-    Each window's probability colours a stride x stride cell at the window's centre
-    (transparent where below 0.1 and outside the breast). Each detection is drawn where
-    the network saw it (:mod:`shallowcnn.evidence`): a white circle of one window's size
-    around its position, the 17 x 17 receptive field as a small square at the centre, and
-    its probability. True clusters (``truth``: the :class:`~shallowcnn.froc.ImageTruth`,
-    optional) are dashed circles, green when hit, red when missed. The image is shown at
-    most ``max_side`` pixels high or wide.
-
-    result  a :class:`~shallowcnn.scan.ScanResult`
-    """
-    return _png(scan_overlay_figure(result, truth, max_side, title))
-
-
-def _on_display(original, scale: float):
-    """Original pixel coordinate (centres at whole numbers) -> the overlay's axes, where
-    scanned pixel k covers [k, k + 1): ``(original + 0.5) / scale``."""
-    return (np.asarray(original, dtype=np.float64) + 0.5) / scale
-
-
-def scan_overlay_figure(result, truth=None, max_side: int = 1600, title: str | None = None):
-    """The figure of :func:`scan_overlay_png` (a matplotlib Figure; the caller closes it)."""
-    img = result.image
-    height, width = img.pixels.shape
-    sub = max(1, int(math.ceil(max(height, width) / max_side)))
-    shown = img.pixels[::sub, ::sub]
-    s, half = result.stride, result.window_size / 2
-    rows, cols = result.window_rows, result.window_cols
-    # extent (left, right, bottom, top) in scanned pixels: cell k is centred at rows[k] + 72
-    extent = (cols[0] + half - s / 2, cols[-1] + half + s / 2,
-              rows[-1] + half + s / 2, rows[0] + half - s / 2)
-    heat = np.ma.masked_where(~(result.prob_map >= 0.1), result.prob_map)
-
-    dpi = 100
-    fig_w = 8.0
-    fig_h = fig_w * height / width + 0.6
-    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=dpi)
-    ax.imshow(shown, cmap="gray", vmin=0, vmax=255, extent=(0, width, height, 0),
-              interpolation="antialiased")
-    ax.contour(np.arange(0, width, sub), np.arange(0, height, sub), img.mask[::sub, ::sub].astype(float),
-               levels=[0.5], colors="deepskyblue", linewidths=0.6)
-    im = ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=0.55, extent=extent,
-                   interpolation="nearest")
-    if truth is not None:
-        for cluster, hit in zip(truth.clusters, truth.hit):
-            colour = "lime" if hit else "red"
-            ax.add_patch(Circle(tuple(_on_display(cluster.centre[::-1], img.scale)), radius=half,
-                                fill=False, color=colour, lw=1.2, ls="--"))
-    for det in result.detections:
-        x, y = _on_display((det.col, det.row), img.scale)
-        field = det.receptive_field / img.scale                # 17 scanned pixels
-        ax.add_patch(Circle((x, y), radius=half, fill=False, color="white", lw=1.2))
-        ax.add_patch(Rectangle((x - field / 2, y - field / 2), field, field, fill=False, color="white", lw=0.8))
-        # the probability beside the circle, above right unless that leaves the image (or
-        # runs under the colour bar): then to the left, or below
-        right = x + half * 0.75 <= width * 0.9
-        above = y - half * 0.75 >= height * 0.08
-        ax.text(x + half * 0.75 if right else x - half * 0.75,
-                y - half * 0.75 if above else min(y + half * 0.75, height * 0.92),
-                f"{det.probability:.2f}", color="white", fontsize=7, va="bottom" if above else "top",
-                ha="left" if right else "right", clip_on=True,
-                path_effects=[patheffects.withStroke(linewidth=2, foreground="black")])
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    cbar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-    cbar.set_label("P(cluster) per 144 x 144 window")
-    n_truth = "" if truth is None else f", {sum(truth.hit)}/{len(truth.clusters)} clusters hit"
-    ax.set_title(title or (f"{img.name}: {len(result.detections)} detection(s) at "
-                           f"p >= {result.threshold:g}{n_truth} (stride {s})"), fontsize=9,
-                 parse_math=False)   # a file name like IMG$1_$.dcm is text, not a formula
-    return fig
-
-
 def plot_froc(curve, path, threshold: float = 0.5, rates=()) -> Path:
     """FROC figure: sensitivity against false positives per image, operating point marked,
     and the sensitivity at each false-positive rate of ``rates`` (e.g. 0.5, 1, 2, 4)."""

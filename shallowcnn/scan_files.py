@@ -1,7 +1,7 @@
 """Scan mammogram files and write what was found (``shallowcnn scan``, the demo).
 
 Per image (:func:`write_scan_outputs`): the probability map (.npy), the overlay figure
-(:func:`shallowcnn.plots.plot_scan_overlay`) and the detections (.json); over all images
+(:func:`shallowcnn.overlay.plot_scan_overlay`) and the detections (.json); over all images
 with annotations, the FROC curve (:mod:`shallowcnn.froc`). The scanning itself is
 :func:`shallowcnn.scan.scan_image`; :class:`ScanSettings` holds its options.
 :mod:`shallowcnn.scan_dask` runs :func:`scan_one` on Dask workers instead of here.
@@ -21,6 +21,7 @@ from .data.images import ScanError
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, localization_summary, write_froc
 from .messages import cap
 from .operating_point import model_threshold
+from .overlay import plot_scan_overlay
 from .scan import DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_TILE, ScanResult, scan_image
 from .storage import atomic_write_text, save_npy
 
@@ -66,8 +67,6 @@ def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None
     returns the JSON content (a dict). ``truth`` (:class:`~shallowcnn.froc.ImageTruth`)
     adds each true cluster (hit or missed) and each detection's verdict.
     """
-    from .plots import plot_scan_overlay      # matplotlib loads only when figures are drawn
-
     out_dir = Path(out_dir)
     name = name or result.image.name
     paths = {"prob_map": out_dir / f"{name}.prob.npy", "overlay": out_dir / f"{name}.overlay.png",

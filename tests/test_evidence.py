@@ -284,25 +284,47 @@ def test_detections_json_holds_the_evidence(tmp_path):
 
 def test_overlay_labels_stay_inside_the_image_near_its_right_edge():
     """Issue 23: a probability label beside a detection at the right edge is neither cut
-    off nor hidden under the colour bar."""
-    from shallowcnn.plots import plt, scan_overlay_figure
+    off nor hidden under the colour bar (nor is one at the top-left corner)."""
+    from shallowcnn.overlay import draw_scan_overlay
 
     image = np.full((300, 600), 60, np.uint8)
     image[150, 575] = image[40, 8] = 250          # spots near the right and left edges (575: the last
     #                                              field centre a window at stride 16 reaches is 583)
     result = scan_image(spot_model(FAST), image, mask=np.ones(image.shape, bool), stride=16)
     assert {(d.row, d.col) for d in result.detections} == {(150, 575), (40, 8)}
-    fig = scan_overlay_figure(result)
-    try:
-        fig.canvas.draw()
-        renderer = fig.canvas.get_renderer()
-        ax = fig.axes[0]
-        box = ax.get_window_extent(renderer)
-        labels = [t for t in ax.texts if t.get_text().startswith(("0.", "1."))]
-        assert len(labels) == 2
-        for label in labels:
-            extent = label.get_window_extent(renderer)
-            assert box.x0 <= extent.x0 and extent.x1 <= box.x1, (label.get_text(), extent, box)
-            assert box.y0 <= extent.y0 and extent.y1 <= box.y1
-    finally:
-        plt.close(fig)
+    picture, layout = draw_scan_overlay(result)
+    pixels = np.asarray(picture)
+    left, top, right, bottom = layout.image
+    assert (right - left, bottom - top) == (600, 300)            # shown at full size: nothing to shrink
+    assert layout.colour_bar[0] >= right                          # the bar lies right of the image
+    assert sorted(text for text, _ in layout.labels) == sorted(f"{d.probability:.2f}" for d in result.detections)
+    for text, (x0, y0, x1, y1) in layout.labels:
+        assert left <= x0 < x1 <= right and top <= y0 < y1 <= bottom, (text, (x0, y0, x1, y1), layout.image)
+        drawn = pixels[y0:y1, x0:x1]
+        assert (drawn == 255).all(axis=-1).any() and (drawn == 0).all(axis=-1).any()   # white text, black edge
+    # the label of the spot at the right edge went to the left of its circle
+    right_label = next(box for text, box in layout.labels
+                       if text == f"{next(d for d in result.detections if d.col == 575).probability:.2f}")
+    assert right_label[2] <= left + 575.5
+
+
+def test_overlay_colours_are_matplotlibs_inferno():
+    """The overlay needs no matplotlib; its colour map stays within 7/255 of matplotlib's inferno."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from shallowcnn.overlay import inferno
+
+    x = np.linspace(0, 1, 256)
+    want = np.array([matplotlib.colormaps["inferno"](v)[:3] for v in x]) * 255
+    assert np.abs(inferno(x).astype(float) - want).max() <= 7
+    assert inferno(np.array([np.nan, -1.0, 2.0])).tolist() == [[0, 0, 4], [0, 0, 4], [252, 255, 164]]
+
+
+def test_scan_overlay_needs_no_matplotlib():
+    import subprocess
+    import sys
+    code = ("import sys\nimport shallowcnn.scan_files, shallowcnn.overlay, shallowcnn.web.scanner\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0 and "No module named" in done.stderr:
+        pytest.skip(done.stderr.strip().splitlines()[-1])
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr[-2000:]

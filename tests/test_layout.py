@@ -130,7 +130,7 @@ LAYERS = (
     ("base", ("shallowcnn.constants", "shallowcnn.recipe", "shallowcnn.messages", "shallowcnn.storage")),
     ("kernels", ("shallowcnn.kernels",)),
     ("network", ("shallowcnn.layers", "shallowcnn.losses", "shallowcnn.optim", "shallowcnn.model")),
-    ("data", ("shallowcnn.data", "shallowcnn.metrics", "shallowcnn.plots")),
+    ("data", ("shallowcnn.data", "shallowcnn.metrics", "shallowcnn.plots", "shallowcnn.overlay")),
     ("work", ("shallowcnn.checkpoint", "shallowcnn.train", "shallowcnn.evaluate", "shallowcnn.scan",
               "shallowcnn.scan_files", "shallowcnn.evidence",
               "shallowcnn.scan_dask", "shallowcnn.dask_cluster", "shallowcnn.froc", "shallowcnn.gradcheck",

@@ -19,7 +19,6 @@ An upload is read once, by :func:`shallowcnn.data.images.load_image` (the readin
 from __future__ import annotations
 
 import io
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,13 +28,12 @@ import numpy as np
 from ..constants import PATCH_SIZE
 from ..data.images import ScanError, UnsupportedFormat, load_image
 from ..operating_point import model_threshold
-from ..plots import scan_overlay_png
+from ..overlay import scan_overlay_png
 from ..scan import scan_image
 
 CANDIDATE_MIN_PROBABILITY = 0.01   # peaks kept for the page's threshold slider
 MAX_CANDIDATES = 300               # ... at most this many (strongest first)
 DISPLAY_MAX_SIDE = 2048            # the mammogram sent to the page, at most this many pixels
-_PLOT_LOCK = threading.Lock()      # matplotlib's pyplot is not thread-safe
 
 
 class UploadRejected(Exception):
@@ -175,9 +173,8 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     pictures = {"image.png": png_bytes(display_image(image.pixels)),
                 "heatmap.png": png_bytes(encode_heatmap(result.prob_map))}
     if overlay:
-        with _PLOT_LOCK:
-            pictures["overlay.png"] = scan_overlay_png(result, title=f"{display_name}: {len(result.detections)} "
-                                                       f"detection(s) at p >= {result.threshold:g}")
+        pictures["overlay.png"] = scan_overlay_png(result, title=f"{display_name}: {len(result.detections)} "
+                                                   f"detection(s) at p >= {result.threshold:g}")
     timings["render_s"] = time.perf_counter() - t
 
     scanned_h, scanned_w = image.pixels.shape
