@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .data.inbreast import is_inbreast_folder
 from .froc import froc_curve, image_truth, localization_summary, write_froc
+from .froc_figure import plot_froc
 from .mining import cases_of_split
 from .operating_point import model_threshold
 from .scan import scan_image
@@ -49,8 +50,6 @@ def split_froc(model, store, split: str = "test", out_dir=None, threshold: float
               "operating_point": {"sensitivity": op["sensitivity"], "fp_per_image": op["fp_per_image"]},
               "localization": localization_summary(curve.errors_mm)}
     if out_dir is not None:
-        from .plots import plot_froc     # matplotlib loads only when figures are drawn
-
         out_dir = Path(out_dir)
         write_froc(curve, out_dir / f"froc_{split}.json", threshold=threshold)
         plot_froc(curve, out_dir / f"froc_{split}.png", threshold=threshold, rates=FP_RATES)

@@ -73,7 +73,8 @@ def inferno(values: np.ndarray) -> np.ndarray:
     return np.rint(INFERNO[k] * (1 - t) + INFERNO[k + 1] * t).astype(np.uint8)
 
 
-def _font(size: int):
+def font(size: int):
+    """Pillow's own font at ``size`` pixels (scalable when Pillow has FreeType, as its wheels do)."""
     from PIL import ImageFont
     return ImageFont.load_default(size=size)      # a scalable font when Pillow has FreeType
 
@@ -144,7 +145,7 @@ def draw_scan_overlay(result, truth=None, max_side: int = MAX_SIDE, title: str |
     picture = Image.alpha_composite(picture, layer).convert("RGB")
 
     # the whole canvas: title above, colour bar to the right
-    small, large = _font(13), _font(15)
+    small, large = font(13), font(15)
     probe = ImageDraw.Draw(picture)
     tick_w = max(probe.textbbox((0, 0), f"{v:.1f}", font=small)[2] for v in (0.0, 1.0))
     caption = f"P(cluster) per {result.window_size} x {result.window_size} window"
@@ -195,10 +196,10 @@ def draw_scan_overlay(result, truth=None, max_side: int = MAX_SIDE, title: str |
     n_truth = "" if truth is None else f", {sum(truth.hit)}/{len(truth.clusters)} clusters hit"
     heading = title or (f"{img.name}: {len(result.detections)} detection(s) at p >= {result.threshold:g}"
                         f"{n_truth} (stride {s})")
-    font = large if draw.textlength(heading, font=large) <= canvas_w - 2 * MARGIN else small
-    while len(heading) > 1 and draw.textlength(heading, font=font) > canvas_w - 2 * MARGIN:
+    title_font = large if draw.textlength(heading, font=large) <= canvas_w - 2 * MARGIN else small
+    while len(heading) > 1 and draw.textlength(heading, font=title_font) > canvas_w - 2 * MARGIN:
         heading = heading[:-2] + "\u2026"                       # a name too long for the picture: cut
-    draw.text((canvas_w / 2, TITLE_H / 2), heading, font=font, fill=(0, 0, 0), anchor="mm")
+    draw.text((canvas_w / 2, TITLE_H / 2), heading, font=title_font, fill=(0, 0, 0), anchor="mm")
     layout = OverlayLayout(image=(left, top, left + w, top + h),
                            colour_bar=(bar_left - 1, top - 1, bar_left + BAR_W + 1, top + h + 1), labels=labels)
     return canvas, layout

@@ -2,9 +2,10 @@
 
 Each function takes arrays (or a result object), writes one PNG and returns its path;
 none of them shows a window, so they work on servers and in tests. Every figure of the
-package is drawn here -- patches (Fig. 2, 3), training curves, ROC, mistakes, the FROC
-curve -- but the scan overlay, which :mod:`shallowcnn.overlay` draws with Pillow (every
-scan writes one, and matplotlib took a third of the command's time).
+package is drawn here -- patches (Fig. 2, 3), training curves, ROC, mistakes, the search --
+but the two a scan writes, the overlay (:mod:`shallowcnn.overlay`) and the FROC curve
+(:mod:`shallowcnn.froc_figure`), which Pillow draws: importing matplotlib and rendering
+them took a third of ``shallowcnn scan``'s time.
 """
 from __future__ import annotations
 
@@ -150,31 +151,6 @@ def plot_confident_mistakes(images: np.ndarray, labels: np.ndarray, probs: np.nd
         axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle("most confidently wrong patches", fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path)
-
-
-# ---------------------------------------------------------------- scanning
-def plot_froc(curve, path, threshold: float = 0.5, rates=()) -> Path:
-    """FROC figure: sensitivity against false positives per image, operating point marked,
-    and the sensitivity at each false-positive rate of ``rates`` (e.g. 0.5, 1, 2, 4)."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=110)
-    ax.step(curve.fp_per_image, curve.sensitivity, where="post", color="tab:blue")
-    label = "sensitivity at " + " / ".join(f"{r:g}" for r in rates) + " FP per image"
-    for k, rate in enumerate(rates):
-        sens = curve.sensitivity_at_fpi(rate)
-        ax.plot([rate], [sens], "s", color="tab:green", ms=5, label=label if k == 0 else None)
-        ax.annotate(f"{sens:.2f}", (rate, sens), textcoords="offset points", xytext=(4, -11), fontsize=7)
-    op = curve.at_threshold(threshold)
-    ax.plot([op["fp_per_image"]], [op["sensitivity"]], "o", color="tab:red",
-            label=f"threshold {threshold:g}: sens {op['sensitivity']:.2f}, "
-                  f"{op['fp_per_image']:.2f} FP/image")
-    ax.set_xlabel("false positives per image")
-    ax.set_ylabel("sensitivity (clusters hit)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlim(left=0)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"FROC: {curve.n_clusters} clusters in {curve.n_images} images", fontsize=10)
     return save_figure(fig, path)
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .constants import PATCH_SIZE
 from .data.images import ScanError
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, localization_summary, write_froc
+from .froc_figure import plot_froc
 from .messages import cap
 from .operating_point import model_threshold
 from .overlay import plot_scan_overlay
@@ -143,8 +144,6 @@ def scan_paths(model, paths, out, settings: ScanSettings | None = None, verbose:
     ``scanned``: (path, :func:`scan_one`'s answer) for each of ``paths`` in order, computed
     elsewhere (:mod:`shallowcnn.scan_dask`: by Dask workers); by default here, one by one.
     """
-    from .plots import plot_froc              # matplotlib loads only when figures are drawn
-
     settings = (settings or ScanSettings()).for_model(model)
     stride, threshold = settings.stride, settings.threshold
     out = Path(out)

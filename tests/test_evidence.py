@@ -319,10 +319,10 @@ def test_overlay_colours_are_matplotlibs_inferno():
     assert inferno(np.array([np.nan, -1.0, 2.0])).tolist() == [[0, 0, 4], [0, 0, 4], [252, 255, 164]]
 
 
-def test_scan_overlay_needs_no_matplotlib():
+def test_scan_figures_need_no_matplotlib():
     import subprocess
     import sys
-    code = ("import sys\nimport shallowcnn.scan_files, shallowcnn.overlay, shallowcnn.web.scanner\n"
+    code = ("import sys\nimport shallowcnn.scan_files, shallowcnn.detection_report, shallowcnn.web.scanner\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if done.returncode != 0 and "No module named" in done.stderr:

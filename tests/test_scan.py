@@ -404,3 +404,31 @@ def test_bad_paths_are_clear_errors(tmp_path, capsys):
     assert main(["scan", str(model_path), str(junk), "-o", str(tmp_path / "o"), "--backend", "numpy",
                  "--quiet"]) == 1
     assert "junk.dcm" in capsys.readouterr().err
+
+
+def test_froc_figure_puts_the_curve_and_the_operating_point_where_they_belong(tmp_path):
+    """froc.png (drawn by Pillow): ticks at round steps, the red operating point at its
+    (FP/image, sensitivity), the blue step curve through each swept point, a PNG on disk."""
+    from shallowcnn.froc import FrocCurve
+    from shallowcnn.froc_figure import BOX, CURVE, OPERATING, froc_picture, nice_ticks, plot_froc
+
+    assert nice_ticks(190).tolist() == [0, 25, 50, 75, 100, 125, 150, 175]
+    assert nice_ticks(4.2).tolist() == [0, 1, 2, 3, 4] and nice_ticks(0).tolist() == [0]
+    np.testing.assert_allclose(nice_ticks(1.05), [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    curve = FrocCurve(thresholds=np.array([1.0, 0.9, 0.5, 0.2]), sensitivity=np.array([0.0, 0.5, 0.75, 1.0]),
+                      fp_per_image=np.array([0.0, 1.0, 2.0, 4.0]), n_images=4, n_clusters=4)
+    pixels = np.asarray(froc_picture(curve, threshold=0.5, rates=(1, 2)))
+    left, top, right, bottom = BOX
+    x_high = 4.0 * 1.05
+
+    def at(x, y):                   # data -> pixel (row, col), the axes' own mapping worked by hand
+        return (round(bottom - (y + 0.02) / 1.04 * (bottom - top)), round(left + x / x_high * (right - left)))
+
+    assert tuple(pixels[at(2.0, 0.75)]) == OPERATING                  # threshold 0.5: 2 FP/image, sens 0.75
+    for x, y in ((1.0, 0.25), (4.0, 0.9), (3.0, 0.75)):             # on the steps: rises and treads
+        r, c = at(x, y)
+        assert (pixels[r - 1:r + 2, c - 1:c + 2] == CURVE).all(axis=-1).any(), (x, y)
+    r, c = at(3.0, 0.5)
+    assert not (pixels[r - 3:r + 4, c - 3:c + 4] == CURVE).all(axis=-1).any()   # nothing off the curve
+    path = plot_froc(curve, tmp_path / "froc.png", threshold=0.5)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
