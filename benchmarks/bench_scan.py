@@ -24,9 +24,13 @@ depend on the machine: the script prints the CPU count and the numba thread coun
 ``--command MODEL`` times instead what a user waits for: ``shallowcnn scan MODEL
 FULL.dcm -o OUT`` as its own process, start-up included (``--dicom``, or a full-size
 phantom DICOM written first), ``--repeats`` times after one untimed run (which fills
-Numba's and the autotuner's caches), as wall-clock and CPU seconds (median); then one
-run under cProfile, split into its stages (:data:`STAGES`: start-up and imports, model,
-reading, breast mask, each kernel, Numba's cache loading, NMS, figures, writing).
+Numba's and the autotuner's caches), as wall-clock and CPU seconds (median); then
+``--stage-runs`` more runs with a timer around the functions of each stage (:data:`STAGES`:
+start-up and imports, model, reading, breast mask, window fractions, Numba's first dispatch,
+the kernels, the evidence, figures, writing; no profiler, so nothing is inflated), the
+median of each stage shown. It runs whatever ``shallowcnn`` PYTHONPATH finds, so
+``PYTHONPATH=OLD_CHECKOUT python benchmarks/bench_scan.py --command ...`` measures an
+earlier version with the same stages.
 """
 from __future__ import annotations
 
@@ -57,51 +61,76 @@ def make_image(size: str, seed: int) -> ScanImage:
     return ScanImage(pixels=u8, mask=largest_component(mask), window=window)
 
 
-# (label, [(file suffix, function name), ...]): a stage's time is the cumulative time of
-# those functions in one profiled run of the command (Numba's cache loading is taken out
-# of the kernels that trigger it and shown on its own).
+# (label, [function, ...]): a stage's time is the time spent inside those functions, less
+# the time spent in the other stages' functions they call (so the stages add up). A function
+# is "module:name" or "module:Class.name", patched where the scan's code calls it from.
 STAGES = (
-    ("imports: shallowcnn.cli and the commands' modules", [("<import>", "shallowcnn.cli"),
-                                                         ("shallowcnn/cli.py", "build_parser")]),
-    ("model load (+ choosing the backend)", [("shallowcnn/model.py", "load")]),
-    ("read DICOM, 8-bit window, breast mask", [("shallowcnn/data/images.py", "load_image")]),
-    ("window breast fractions", [("shallowcnn/data/breast.py", "window_fraction")]),
-    ("Numba: load the cached kernels", [("numba/core/dispatcher.py", "_compile_for_args")]),
-    ("kernels: conv1 (conv2d_forward)", [("shallowcnn/kernels/cpu.py", "conv2d_forward")]),
-    ("kernels: conv2 + ReLU + block max", [("shallowcnn/kernels/cpu_blockmax.py", "conv_relu_blockmax")]),
-    ("window maxima, head (rest of window_features, scan_image)", [("shallowcnn/scan.py", "scan_image")]),
-    ("NMS (find_detections)", [("shallowcnn/scan.py", "find_detections")]),
-    ("import matplotlib (plots.py)", [("shallowcnn/plots.py", "<module>")]),
-    ("overlay figure (plot_scan_overlay)", [("shallowcnn/plots.py", "plot_scan_overlay")]),
-    ("FROC: truth, curve, figure", [("shallowcnn/froc.py", "image_truth"), ("shallowcnn/froc.py", "froc_curve"),
-                                    ("shallowcnn/froc.py", "write_froc"), ("shallowcnn/plots.py", "plot_froc")]),
-    ("writing .npy, .json (rest of write_scan_outputs)", [("shallowcnn/scan_files.py", "write_scan_outputs")]),
+    ("model load (+ choosing the backend)", ["shallowcnn.model:ShallowCNN.load"]),
+    ("read DICOM (pydicom, to int32 values)", ["shallowcnn.data.images:read_dicom"]),
+    ("8-bit window, breast mask, largest region", ["shallowcnn.scan:as_scan_image"]),
+    ("window breast fractions", ["shallowcnn.scan:window_fraction"]),
+    ("Numba: first dispatch, cached kernels loaded", ["numba.core.dispatcher:_DispatcherBase._compile_for_args"]),
+    ("scan kernels: conv1, conv2 + ReLU + block max (2 threads)", ["shallowcnn.scan:window_features"]),
+    ("evidence: each NMS peak through the patch model", ["shallowcnn.scan:locate_detections"]),
+    ("head, NMS, merging (rest of scan_image)", ["shallowcnn.scan_files:scan_image"]),
+    ("overlay figure", ["shallowcnn.scan_files:plot_scan_overlay", "shallowcnn.plots:plot_scan_overlay"]),
+    ("FROC: truth, curve, figure", ["shallowcnn.scan_files:image_truth", "shallowcnn.scan_files:froc_curve",
+                                    "shallowcnn.scan_files:plot_froc", "shallowcnn.plots:plot_froc"]),
+    ("writing .npy, .json (rest of write_scan_outputs)", ["shallowcnn.scan_files:write_scan_outputs"]),
 )
-# a stage's cumulative time includes these others (so they are taken out of it)
-NESTED = {"kernels: conv1 (conv2d_forward)": ["Numba: load the cached kernels"],
-          "kernels: conv2 + ReLU + block max": ["Numba: load the cached kernels"],
-          "window maxima, head (rest of window_features, scan_image)": [
-              "read DICOM, 8-bit window, breast mask", "window breast fractions", "kernels: conv1 (conv2d_forward)",
-              "kernels: conv2 + ReLU + block max", "Numba: load the cached kernels", "NMS (find_detections)"],
-          "writing .npy, .json (rest of write_scan_outputs)": ["overlay figure (plot_scan_overlay)"],
-          "model load (+ choosing the backend)": []}
+MATPLOTLIB = "import matplotlib (plots.py: the figures before Pillow drew them)"
 
-_PROFILED = """
-import cProfile, os, sys, time
+# Run inside the child: time `import shallowcnn.cli` and the imports the patching needs, patch
+# every function of STAGES with a timer, run the command line, print the stages as JSON.
+_TIMED = """
+import importlib, json, os, sys, time
 clock = time.process_time if os.environ.get("BENCH_SCAN_TIMER") == "cpu" else time.perf_counter
 t0 = clock()
-prof = cProfile.Profile(clock)
-prof.enable()
 import shallowcnn.cli
-t_import = clock() - t0
+import shallowcnn.scan_files
+spent, stack, missing = {}, [], []
+stages, matplotlib_label = json.loads(sys.argv[1]), sys.argv[2]
+if not hasattr(shallowcnn.scan_files, "plot_scan_overlay"):   # figures drawn by matplotlib (plots.py)
+    t = clock()
+    import shallowcnn.plots
+    spent[matplotlib_label] = clock() - t
+
+def timed(label, function):
+    def run(*args, **kwargs):
+        start = clock()
+        stack.append(0.0)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            elapsed = clock() - start
+            spent[label] = spent.get(label, 0.0) + elapsed - stack.pop()
+            if stack:
+                stack[-1] += elapsed
+    return run
+
+for label, targets in stages:
+    for target in targets:
+        module_name, name = target.split(":")
+        if module_name.startswith("shallowcnn.plots") and "shallowcnn.plots" not in sys.modules:
+            continue
+        owner = importlib.import_module(module_name)
+        if "." in name:
+            cls, name = name.split(".")
+            owner = getattr(owner, cls)
+        raw = vars(owner).get(name) if isinstance(owner, type) else getattr(owner, name, None)
+        if raw is None:
+            missing.append(target)
+            continue
+        if isinstance(raw, classmethod):
+            setattr(owner, name, classmethod(timed(label, raw.__func__)))
+        else:
+            setattr(owner, name, timed(label, raw))
+imports = clock() - t0 - spent.get(matplotlib_label, 0.0)
 try:
-    shallowcnn.cli.main(sys.argv[2:])
+    shallowcnn.cli.main(sys.argv[3:])
 except SystemExit:
     pass
-prof.disable()
-prof.dump_stats(sys.argv[1])
-print("IMPORT", t_import)
-print("INSIDE", clock() - t0)
+print("STAGES", json.dumps({"imports": imports, "inside": clock() - t0, "spent": spent, "missing": missing}))
 """
 
 
@@ -119,42 +148,27 @@ def _run(cmd, env=None):
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done
 
 
-def stage_times(stats_path, import_seconds) -> dict:
-    """label -> seconds (wall clock, cProfile's cumulative times) of :data:`STAGES`."""
-    import pstats
-    stats = pstats.Stats(str(stats_path)).stats
-    raw = {}
-    for label, functions in STAGES:
-        total = 0.0
-        for suffix, name in functions:
-            if suffix == "<import>":
-                total += import_seconds
-                continue
-            total += sum(v[3] for (f, _, fn), v in stats.items() if f.replace("\\", "/").endswith(suffix)
-                         and fn == name)
-        raw[label] = total
-    # Numba's cache loading happens inside the kernels' calls: split it by caller
-    compile_by = {"cpu.py": 0.0, "cpu_blockmax.py": 0.0}
-    for (f, _, fn), v in stats.items():
-        if f.endswith("numba/core/dispatcher.py") and fn == "_compile_for_args":
-            for (cf, _, _), cv in v[4].items():
-                for key in compile_by:
-                    if cf.endswith("kernels/" + key) or (key == "cpu.py" and cf.endswith("kernels/winograd.py")):
-                        compile_by[key] += cv[3]
-    out = dict(raw)
-    out["kernels: conv1 (conv2d_forward)"] -= compile_by["cpu.py"]
-    out["kernels: conv2 + ReLU + block max"] -= compile_by["cpu_blockmax.py"]
-    rest = "window maxima, head (rest of window_features, scan_image)"
-    out[rest] -= sum(raw[k] for k in NESTED[rest][:3]) + raw["kernels: conv2 + ReLU + block max"] \
-        + raw["NMS (find_detections)"]
-    out["writing .npy, .json (rest of write_scan_outputs)"] -= raw["overlay figure (plot_scan_overlay)"]
-    return out
+def stage_run(cmd, timer="wall") -> dict:
+    """label -> seconds of one run of ``cmd`` (``shallowcnn scan ...`` as a process) with the
+    functions of :data:`STAGES` timed (timer "wall": wall clock; "cpu": CPU time of the process,
+    all threads), plus Python's start-up, the imports and "everything else"."""
+    wall, cpu, done = _run([sys.executable, "-c", _TIMED, json.dumps(STAGES), MATPLOTLIB, *cmd[3:]],
+                           env=dict(os.environ, BENCH_SCAN_TIMER=timer))
+    found = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("STAGES"))[7:])
+    total = wall if timer == "wall" else cpu
+    stages = {"Python start-up (before the first import)": total - found["inside"],
+              "imports: shallowcnn.cli, the scan command's modules, NumPy, Numba": found["imports"]}
+    stages.update(found["spent"])
+    if found["missing"]:
+        print(f"not in this version (not timed): {', '.join(found['missing'])}", file=sys.stderr)
+    stages["everything else"] = total - sum(stages.values())
+    stages["total"] = total
+    return stages
 
 
-def time_command(model_path, dicom, repeats, backend=None, timer="wall") -> dict:
-    """Time ``shallowcnn scan MODEL DICOM -o OUT`` as a user runs it, then profile one run
-    (timer "wall": its stages in wall-clock seconds; "cpu": in CPU seconds of the process,
-    all threads: for a loaded machine, where the wall clock mostly measures the waiting)."""
+def time_command(model_path, dicom, repeats, backend=None, timer="wall", stage_runs=3) -> dict:
+    """Time ``shallowcnn scan MODEL DICOM -o OUT`` as a user runs it, ``repeats`` times, then
+    ``stage_runs`` more runs split into stages (the median of each stage)."""
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "shallowcnn", "scan", str(model_path), str(dicom), "-o", tmp, "--quiet"]
@@ -163,19 +177,12 @@ def time_command(model_path, dicom, repeats, backend=None, timer="wall") -> dict
         _run(cmd)                                   # fills Numba's and the autotuner's caches
         runs = [_run(cmd)[:2] for _ in range(max(1, repeats))]
         walls, cpus = [r[0] for r in runs], [r[1] for r in runs]
-        stats_path = os.path.join(tmp, "scan.prof")
-        wall, cpu, done = _run([sys.executable, "-c", _PROFILED, stats_path, *cmd[3:]],
-                               env=dict(os.environ, BENCH_SCAN_TIMER=timer))
-        lines = dict(line.split(" ", 1) for line in done.stdout.splitlines()
-                     if line.startswith(("IMPORT", "INSIDE")))
-        inside = float(lines["INSIDE"])
-        stages = stage_times(stats_path, float(lines["IMPORT"]))
-    total = wall if timer == "wall" else cpu
-    stages["Python start-up (before the first import)"] = total - inside
-    stages["everything else"] = total - sum(stages.values())
+        staged = [stage_run(cmd, timer) for _ in range(max(1, stage_runs))]
+    labels = list(dict.fromkeys(label for run in staged for label in run))
+    stages = {label: float(np.median([run.get(label, 0.0) for run in staged])) for label in labels}
     return {"command": " ".join(["shallowcnn", *cmd[3:]]), "wall_s": walls, "cpu_s": cpus,
             "wall_median_s": float(np.median(walls)), "cpu_median_s": float(np.median(cpus)),
-            "timer": timer, "profiled_s": total, "stages_s": stages}
+            "timer": timer, "stage_runs": len(staged), "stages_s": stages}
 
 
 def full_size_dicom(folder) -> str:
@@ -190,12 +197,14 @@ def command_main(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         dicom = args.dicom or full_size_dicom(tmp)
         res = time_command(args.command, dicom, args.repeats, args.backend if args.backend != "numba" else None,
-                           args.timer)
+                           args.timer, args.stage_runs)
     print(f"{res['command']}: wall {res['wall_median_s']:.2f} s, CPU {res['cpu_median_s']:.2f} s (median of "
           f"{len(res['wall_s'])}; walls {', '.join(f'{w:.2f}' for w in res['wall_s'])}); load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(f"one profiled run, {res['profiled_s']:.2f} {res['timer']} seconds (cProfile adds a little):")
-    for label, sec in sorted(res["stages_s"].items(), key=lambda kv: -kv[1]):
+    stages = dict(res["stages_s"])
+    total = stages.pop("total")
+    print(f"by stage, {res['timer']} seconds (median of {res['stage_runs']} timed runs; total {total:.2f} s):")
+    for label, sec in sorted(stages.items(), key=lambda kv: -kv[1]):
         print(f"  {sec:6.2f} s  {label}")
     if args.json:
         from shallowcnn.storage import atomic_write_text
@@ -220,8 +229,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dicom", default=None, help="with --command: the DICOM to scan (default: a full-size "
                                                       "phantom one, written first)")
     parser.add_argument("--timer", choices=("wall", "cpu"), default="wall",
-                        help="with --command: the profiled run's stages in wall-clock or CPU seconds (a loaded "
-                             "machine: cpu)")
+                        help="with --command: the stages in wall-clock or CPU seconds (a loaded machine: cpu)")
+    parser.add_argument("--stage-runs", type=int, default=3,
+                        help="with --command: runs split into stages, the median of each stage is shown (default 3)")
     args = parser.parse_args(argv)
     if args.command:
         return command_main(args)

@@ -432,3 +432,31 @@ def test_froc_figure_puts_the_curve_and_the_operating_point_where_they_belong(tm
     assert not (pixels[r - 3:r + 4, c - 3:c + 4] == CURVE).all(axis=-1).any()   # nothing off the curve
     path = plot_froc(curve, tmp_path / "froc.png", threshold=0.5)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32, np.uint16])
+def test_breast_mask_and_window_equal_their_plain_formulas_bit_for_bit(dtype):
+    """breast_mask pads in place and apply_window works in place: the same bits as np.pad and
+    the one-line formula (sides that are and are not whole blocks)."""
+    from shallowcnn.data.breast import _box_mean, apply_window, otsu_threshold
+
+    for shape in ((203, 157), (64, 80), (9, 17)):
+        pixels = phantom_like(shape, dtype)
+        rows, cols = -(-shape[0] // 8), -(-shape[1] // 8)
+        padded = np.pad(pixels.astype(np.float32), ((0, rows * 8 - shape[0]), (0, cols * 8 - shape[1])), mode="edge")
+        small = padded.reshape(rows, 8, cols, 8).mean(axis=(1, 3))
+        want = np.repeat(np.repeat(_box_mean(small > otsu_threshold(small), 2) > 0.5, 8, 0), 8, 1)[:shape[0], :shape[1]]
+        np.testing.assert_array_equal(breast_mask(pixels), want)
+        lo, hi = float(np.percentile(pixels, 30)), float(np.percentile(pixels, 99))
+        scaled = (pixels.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+        np.testing.assert_array_equal(apply_window(pixels, lo, hi), np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+
+
+def phantom_like(shape, dtype):
+    """A bright half-disc on a dark, noisy background, in ``dtype`` (values up to ~16,000)."""
+    rng = np.random.default_rng(shape[0])
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    disc = (yy - shape[0] / 2) ** 2 + xx ** 2 < (0.45 * min(shape[0], 2 * shape[1])) ** 2
+    top = 250 if dtype == np.uint8 else 16000
+    values = np.where(disc, 0.6 * top, 0.05 * top) + rng.normal(0, 0.05 * top, shape)
+    return np.clip(values, 0, top).astype(dtype)

@@ -61,8 +61,12 @@ def breast_mask(pixels: np.ndarray, block: int = 8) -> np.ndarray:
     """
     height, width = pixels.shape
     rows, cols = -(-height // block), -(-width // block)
-    padded = np.pad(pixels.astype(np.float32), ((0, rows * block - height), (0, cols * block - width)),
-                    mode="edge")
+    # the image in float32, its last row and column repeated to whole blocks (np.pad's
+    # "edge"), written into one array: no second full-size copy
+    padded = np.empty((rows * block, cols * block), dtype=np.float32)
+    padded[:height, :width] = pixels
+    padded[height:, :width] = padded[height - 1, :width]
+    padded[:, width:] = padded[:, width - 1:width]
     small = padded.reshape(rows, block, cols, block).mean(axis=(1, 3))
     mask_small = small > otsu_threshold(small)
     mask_small = _box_mean(mask_small, 2) > 0.5
@@ -81,8 +85,12 @@ def window_limits(pixels: np.ndarray, mask: np.ndarray,
 
 def apply_window(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """(H, W) uint8 ``round(clip((value - lo) / (hi - lo), 0, 1) * 255)`` (float32 arithmetic)."""
-    scaled = (pixels.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    scaled = pixels.astype(np.float32)              # one float32 array, worked in place
+    scaled -= np.float32(lo)
+    scaled *= np.float32(255.0 / (hi - lo))
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def to_uint8(pixels: np.ndarray, mask: np.ndarray | None = None,
