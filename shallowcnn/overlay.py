@@ -74,9 +74,9 @@ def inferno(values: np.ndarray) -> np.ndarray:
 
 
 def font(size: int):
-    """Pillow's own font at ``size`` pixels (scalable when Pillow has FreeType, as its wheels do)."""
+    """Pillow's own font at ``size`` pixels (scalable: Pillow >= 10.1 with FreeType, as its wheels)."""
     from PIL import ImageFont
-    return ImageFont.load_default(size=size)      # a scalable font when Pillow has FreeType
+    return ImageFont.load_default(size=size)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
