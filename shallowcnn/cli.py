@@ -4,9 +4,10 @@ Each module listed in :data:`COMMANDS` defines ``add_command(subparsers)``,
 which adds its parser and sets ``func`` (its ``run_command``, called with the parsed
 arguments; its return value is the exit status). Only the module of the command that runs
 is imported: the others would cost start-up time (training, search, Keras import, ...).
-Options are checked when the line is parsed (:mod:`shallowcnn.commands.common`); a command that cannot go on raises
-:class:`~shallowcnn.commands.common.CommandError`, printed here in argparse's format,
-``shallowcnn COMMAND: error: ...``. Nothing below ``commands/`` knows of argparse.
+Options are checked when the line is parsed (:mod:`shallowcnn.commands.common`); a
+command that cannot go on raises :class:`~shallowcnn.commands.common.CommandError`,
+printed here in argparse's format, ``shallowcnn COMMAND: error: ...``. Nothing below
+``commands/`` knows of argparse.
 """
 from __future__ import annotations
 
