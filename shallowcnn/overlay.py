@@ -144,12 +144,30 @@ def draw_scan_overlay(result, truth=None, max_side: int = MAX_SIDE, title: str |
     layer.paste(heat, (round(x0), round(y0)))
     picture = Image.alpha_composite(picture, layer).convert("RGB")
 
-    # the whole canvas: title above, colour bar to the right
+    # circles and labels, drawn on the picture itself so that nothing spills out of it
     small, large = font(13), font(15)
-    probe = ImageDraw.Draw(picture)
-    tick_w = max(probe.textbbox((0, 0), f"{v:.1f}", font=small)[2] for v in (0.0, 1.0))
+    draw = ImageDraw.Draw(picture)
+    if truth is not None:
+        for cluster, hit in zip(truth.clusters, truth.hit):
+            cx, cy = ((np.asarray(cluster.centre[::-1], dtype=np.float64) + 0.5) / img.scale) / shrink
+            _dashed_circle(draw, (cx, cy), half / shrink, HIT if hit else MISSED, width=2)
+    labels = []
+    for det in result.detections:
+        cx, cy = ((np.array([det.col, det.row]) + 0.5) / img.scale) / shrink
+        radius, field_half = half / shrink, det.receptive_field / img.scale / shrink / 2
+        draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), outline=DETECTION, width=2)
+        draw.rectangle((cx - field_half, cy - field_half, cx + field_half, cy + field_half), outline=DETECTION,
+                       width=1)
+        text = f"{det.probability:.2f}"
+        tl, tt, tr, tb = draw.textbbox((0, 0), text, font=small, stroke_width=2)
+        lx, ly = (math.floor(v) for v in _label_box((cx, cy), radius, (tr - tl, tb - tt), (w, h)))
+        draw.text((lx - tl, ly - tt), text, font=small, fill=DETECTION, stroke_width=2, stroke_fill=(0, 0, 0))
+        labels.append((text, (lx, ly, lx + tr - tl, ly + tb - tt)))
+
+    # the whole canvas: title above, colour bar to the right
+    tick_w = max(draw.textbbox((0, 0), f"{v:.1f}", font=small)[2] for v in (0.0, 1.0))
     caption = f"P(cluster) per {result.window_size} x {result.window_size} window"
-    cl, ct, cr, cb = probe.textbbox((0, 0), caption, font=small)
+    cl, ct, cr, cb = draw.textbbox((0, 0), caption, font=small)
     turned = Image.new("RGB", (cr - cl + 2, cb - ct + 2), "white")
     ImageDraw.Draw(turned).text((1 - cl, 1 - ct), caption, font=small, fill=(0, 0, 0))
     turned = turned.rotate(90, expand=True)
@@ -158,28 +176,7 @@ def draw_scan_overlay(result, truth=None, max_side: int = MAX_SIDE, title: str |
     left, top = MARGIN, TITLE_H
     canvas.paste(picture, (left, top))
     draw = ImageDraw.Draw(canvas)
-
-    def at(x, y):               # picture -> canvas coordinates
-        return left + x, top + y
-
-    if truth is not None:
-        for cluster, hit in zip(truth.clusters, truth.hit):
-            cx, cy = ((np.asarray(cluster.centre[::-1], dtype=np.float64) + 0.5) / img.scale) / shrink
-            _dashed_circle(draw, at(cx, cy), half / shrink, HIT if hit else MISSED, width=2)
-    labels = []
-    for det in result.detections:
-        cx, cy = ((np.array([det.col, det.row]) + 0.5) / img.scale) / shrink
-        radius, field_half = half / shrink, det.receptive_field / img.scale / shrink / 2
-        X, Y = at(cx, cy)
-        draw.ellipse((X - radius, Y - radius, X + radius, Y + radius), outline=DETECTION, width=2)
-        draw.rectangle((X - field_half, Y - field_half, X + field_half, Y + field_half), outline=DETECTION, width=1)
-        text = f"{det.probability:.2f}"
-        tl, tt, tr, tb = draw.textbbox((0, 0), text, font=small, stroke_width=2)
-        lx, ly = _label_box((cx, cy), radius, (tr - tl, tb - tt), (w, h))
-        lx, ly = math.floor(lx), math.floor(ly)
-        draw.text((left + lx - tl, top + ly - tt), text, font=small, fill=DETECTION, stroke_width=2,
-                  stroke_fill=(0, 0, 0))
-        labels.append((text, (left + lx, top + ly, left + lx + tr - tl, top + ly + tb - tt)))
+    labels = [(text, (x0 + left, y0 + top, x1 + left, y1 + top)) for text, (x0, y0, x1, y1) in labels]
 
     # the colour bar: 1 at the top, 0 at the bottom, ticks every 0.2, its label turned upright
     bar_left = left + w + BAR_GAP

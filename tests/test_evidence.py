@@ -7,6 +7,7 @@ the numpy reference backend; hand-set networks whose maxima are known pixel by p
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -292,11 +293,14 @@ def test_overlay_labels_stay_inside_the_image_near_its_right_edge():
     #                                              field centre a window at stride 16 reaches is 583)
     result = scan_image(spot_model(FAST), image, mask=np.ones(image.shape, bool), stride=16)
     assert {(d.row, d.col) for d in result.detections} == {(150, 575), (40, 8)}
-    picture, layout = draw_scan_overlay(result)
+    missed = SimpleNamespace(clusters=[SimpleNamespace(centre=(150.0, 590.0))], hit=[False])   # a red circle
+    picture, layout = draw_scan_overlay(result, truth=missed)
     pixels = np.asarray(picture)
     left, top, right, bottom = layout.image
     assert (right - left, bottom - top) == (600, 300)            # shown at full size: nothing to shrink
-    assert layout.colour_bar[0] >= right                          # the bar lies right of the image
+    assert layout.colour_bar[0] > right                           # the bar lies right of the image,
+    assert (pixels[top:bottom, right - 20:right] == (255, 0, 0)).all(axis=-1).any()      # the red circle
+    assert (pixels[top:bottom, right:layout.colour_bar[0]] == 255).all()                 # stops at its edge
     assert sorted(text for text, _ in layout.labels) == sorted(f"{d.probability:.2f}" for d in result.detections)
     for text, (x0, y0, x1, y1) in layout.labels:
         assert left <= x0 < x1 <= right and top <= y0 < y1 <= bottom, (text, (x0, y0, x1, y1), layout.image)
