@@ -33,6 +33,12 @@ from .train import TrainConfig, train_run
 from .web.bundled import BUNDLED_MODEL_PATH, NEVER_SAW_A_MAMMOGRAM
 
 DEMO_EPOCHS = 12
+# The bundled model is the demo's pipeline on a bigger phantom, trained longer: the demo must
+# finish in minutes, the model people scan with should be the best the phantom can teach
+# (benchmarks/README.md, "Whole-image detection": 60 patients find more of the unseen
+# clusters at 1 false positive per image than the demo's 20).
+BUNDLE_CASES = 60
+BUNDLE_EPOCHS = 20
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -196,8 +202,11 @@ def _froc_lines(froc: dict | None, mining: dict | None) -> list:
 
 def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed: int = 0,
                         backend: str = "auto", verbose: bool = True, mine_rounds: int = DEFAULT_ROUNDS,
-                        keep=None) -> Path:
+                        keep=None, cases: int | None = None) -> Path:
     """Run the demo pipeline (hard-negative mining included) and keep its best model.
+
+    cases, epochs  phantom patients and training epochs (default :data:`BUNDLE_CASES`,
+                   :data:`BUNDLE_EPOCHS`: more than the demo's)
 
     The model's metadata gains ``training`` (what it was trained on, epochs, best epoch,
     the test-patient metrics per 1 cm^2 patch, the mining rounds, and ``whole_image``: the
@@ -208,24 +217,25 @@ def train_bundled_model(out=BUNDLED_MODEL_PATH, epochs: int | None = None, seed:
     keep  a folder (must not exist yet, or be empty) to run the demo in and leave behind,
           with its report and figures; None: a temporary folder, deleted afterwards
     """
-    epochs = DEMO_EPOCHS if epochs is None else epochs
+    epochs = BUNDLE_EPOCHS if epochs is None else epochs
+    cases = BUNDLE_CASES if cases is None else cases
     if keep is not None:
         keep = Path(keep)
         if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
             raise FileExistsError(f"{keep}: the demo folder to keep must be new or empty")
-        return _bundle_from_demo(keep, out, epochs, seed, backend, verbose, mine_rounds)
+        return _bundle_from_demo(keep, out, cases, epochs, seed, backend, verbose, mine_rounds)
     with tempfile.TemporaryDirectory(prefix="shallowcnn-bundled-") as work:
-        return _bundle_from_demo(Path(work) / "demo", out, epochs, seed, backend, verbose, mine_rounds)
+        return _bundle_from_demo(Path(work) / "demo", out, cases, epochs, seed, backend, verbose, mine_rounds)
 
 
-def _bundle_from_demo(demo_dir: Path, out, epochs, seed, backend, verbose, mine_rounds) -> Path:
+def _bundle_from_demo(demo_dir: Path, out, cases, epochs, seed, backend, verbose, mine_rounds) -> Path:
     """Run the demo into ``demo_dir`` and save its kept model (after mining) to ``out``."""
-    results = run_demo(demo_dir, epochs=epochs, seed=seed, backend=backend, scan=True, verbose=verbose,
-                       mine_rounds=mine_rounds)
+    results = run_demo(demo_dir, cases=cases, epochs=epochs, seed=seed, backend=backend, scan=True,
+                       verbose=verbose, mine_rounds=mine_rounds)
     model = ShallowCNN.load(demo_dir / results["model"])    # after hard-negative mining
     metrics = {k: v for k, v in results["test_metrics"].items() if isinstance(v, (int, float))}
     training = {"data": "shallowcnn phantom (synthetic mammograms, 0.07 mm, INbreast layout), "
-                        "demo size, patches split by patient",
+                        f"demo size, {cases} patients, patches split by patient",
                 "phantom": results["phantom"], "patches": results["patches"],
                 "epochs": epochs, "best_epoch": results["best_epoch"],
                 "best_val_accuracy": results["best_val_accuracy"], "seed": seed,

@@ -66,8 +66,8 @@ def test_bundle_keeps_the_demo_folder_and_the_mined_models_operating_point(tmp_p
     froc = {"images": 2, "clusters": 3, "sensitivity": 2 / 3, "fp_per_image": 0.5,
             "localization": {"hits": 2, "median_mm": 1.0, "p90_mm": 2.0}}
 
-    def fake_run_demo(out, epochs, seed, backend, scan, verbose, mine_rounds):
-        calls.append({"out": out, "mine_rounds": mine_rounds, "scan": scan})
+    def fake_run_demo(out, cases, epochs, seed, backend, scan, verbose, mine_rounds):
+        calls.append({"out": out, "cases": cases, "epochs": epochs, "mine_rounds": mine_rounds, "scan": scan})
         ShallowCNN(backend="numpy", seed=4).save(out / "mine" / "model.npz", metadata={
             "operating_point": {"threshold": 0.375}})
         (out / "report.md").write_text("# report\n")
@@ -79,8 +79,8 @@ def test_bundle_keeps_the_demo_folder_and_the_mined_models_operating_point(tmp_p
 
     monkeypatch.setattr(demo, "run_demo", fake_run_demo)
     keep, out = tmp_path / "kept", tmp_path / "bundled.npz"
-    assert main(["bundle", "-o", str(out), "--keep", str(keep), "--mine-rounds", "2"]) == 0
-    assert calls == [{"out": keep, "mine_rounds": 2, "scan": True}]
+    assert main(["bundle", "-o", str(out), "--keep", str(keep), "--mine-rounds", "2", "--cases", "7"]) == 0
+    assert calls == [{"out": keep, "cases": 7, "epochs": demo.BUNDLE_EPOCHS, "mine_rounds": 2, "scan": True}]
     assert (keep / "report.md").exists() and (keep / "mine" / "model.npz").exists()
     meta = ShallowCNN.load(out, backend="numpy").metadata
     assert meta["operating_point"] == {"threshold": 0.375} and meta["bundled"] is True

@@ -1,11 +1,11 @@
 """``shallowcnn bundle``: retrain the small phantom model that ``shallowcnn serve`` ships with.
 
 For maintainers: it rewrites ``shallowcnn/web/bundled_model.npz`` by default
-(:func:`shallowcnn.demo.train_bundled_model`: the demo's pipeline, then its best model).
+(:func:`shallowcnn.demo.train_bundled_model`: the demo's pipeline on a bigger phantom, then its best model).
 """
 from __future__ import annotations
 
-from ..demo import train_bundled_model
+from ..demo import BUNDLE_CASES, BUNDLE_EPOCHS, train_bundled_model
 from ..kernels import BackendUnavailable
 from ..mining import DEFAULT_ROUNDS
 from ..train import TrainingDiverged
@@ -22,7 +22,10 @@ def add_command(subparsers) -> None:
                     "'shallowcnn serve' uses without a MODEL.")
     p.add_argument("-o", "--output", default=str(BUNDLED_MODEL_PATH),
                    help=f"where to write it (default {BUNDLED_MODEL_PATH})")
-    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the demo's)")
+    p.add_argument("--cases", type=positive_int, default=BUNDLE_CASES,
+                   help=f"phantom patients (default {BUNDLE_CASES}; the demo uses 20)")
+    p.add_argument("--epochs", type=positive_int, default=BUNDLE_EPOCHS,
+                   help=f"training epochs (default {BUNDLE_EPOCHS}; the demo trains 12)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for everything (default 0)")
     p.add_argument("--mine-rounds", type=non_negative_int, default=DEFAULT_ROUNDS,
                    help=f"hard-negative mining rounds, 0 for none (default {DEFAULT_ROUNDS})")
@@ -35,7 +38,7 @@ def add_command(subparsers) -> None:
 def run_command(args) -> int:
     try:
         path = train_bundled_model(args.output, args.epochs, args.seed, args.backend,
-                                   mine_rounds=args.mine_rounds, keep=args.keep)
+                                   mine_rounds=args.mine_rounds, keep=args.keep, cases=args.cases)
     except TrainingDiverged as e:
         raise CommandError(f"training diverged: {e}", status=1) from None
     except (ValueError, FileExistsError, OSError, BackendUnavailable) as e:

@@ -4,8 +4,8 @@
 after ``pip install ".[web]"``. It was trained by :func:`shallowcnn.demo.train_bundled_model` on the
 built-in **phantom** (synthetic mammograms, no patient data): the whole demo pipeline
 (phantom -> patches split by patient -> training -> hard-negative mining -> evaluation on
-unseen phantom patients) with the demo's settings; its metadata carries the operating
-point chosen on the validation patients' mammograms (1 false positive per image). **It
+unseen phantom patients) on a bigger phantom than the demo's, trained longer; its metadata
+carries the operating point chosen on the validation patients' mammograms (1 false positive per image). **It
 has never seen a real mammogram**, and the page and ``GET /api/model`` say so; its
 detections on a real image mean nothing.
 
