@@ -6,9 +6,11 @@
 Times, round after round (so that a change of load hits every variant alike), each variant
 of: conv1 (the few-filter family: g3, g2, g4, wino) on batches of 64 patches of 144 x 144
 and 60 x 60 and on one batch of 16 scan tiles (272 x 272); the scan's conv2 + ReLU + 16 x 16
-block max (the fused family: f4r2, f4r1, f8r1, wino) on 16 tiles; and the fused conv2 +
-ReLU + global max pool at 144 x 144. Prints the median wall-clock and process-CPU
-milliseconds of one call (CPU: all threads; on a loaded machine read the CPU column).
+block max (the fused family: f4r2, f4r1, f8r1, wino) on 16 tiles; the fused conv2 +
+ReLU + global max pool at 144 x 144 and 60 x 60; and, for scale, the model's whole inference
+forward (``ShallowCNN.forward``, the autotuner's variants) on the same two batches. Prints the
+median wall-clock and process-CPU milliseconds of one call (CPU: all threads; on a loaded
+machine read the CPU column, and `NUMBA_NUM_THREADS=1` gives the steadiest figures).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7, help="timed rounds (median reported; default 7)")
     args = ap.parse_args(argv)
     from shallowcnn.kernels import autotune, cpu
+    from shallowcnn.kernels.autotune_cache import cpu_model, llvm_target
     from shallowcnn.kernels.cpu_blockmax import conv_relu_blockmax
 
     rng = np.random.default_rng(0)
@@ -41,9 +44,16 @@ def main(argv=None) -> int:
     h = rng.random((16, 6, 264, 264), dtype=np.float32)
     for v in autotune.FAMILIES["fused"]:
         cases.append(("blockmax scan 16 x 264, g 16", v, lambda v=v: conv_relu_blockmax(h, W2, b2, 16, variant=v)))
-    h2 = rng.random((64, 6, 136, 136), dtype=np.float32)
-    for v in autotune.FAMILIES["fused"]:
-        cases.append(("fused conv2 64 x 136", v, lambda v=v: cpu.conv_relu_maxpool_forward(h2, W2, b2, variant=v)))
+    for size in (136, 52):                   # conv2's input in 144 x 144 and 60 x 60 patches
+        h2 = rng.random((64, 6, size, size), dtype=np.float32)
+        for v in autotune.FAMILIES["fused"]:
+            cases.append((f"fused conv2 64 x {size}", v,
+                          lambda h2=h2, v=v: cpu.conv_relu_maxpool_forward(h2, W2, b2, variant=v)))
+    from shallowcnn.model import ShallowCNN
+    model = ShallowCNN(backend="numba", seed=0)
+    for size in (144, 60):
+        x = rng.random((64, 1, size, size), dtype=np.float32)
+        cases.append((f"model forward 64 x {size}", "auto", lambda x=x: model.forward(x)))
     for _, _, run in cases:                  # compile or load every variant first
         run()
     times = {}
@@ -53,7 +63,7 @@ def main(argv=None) -> int:
             run()
             times.setdefault((name, v), []).append((time.perf_counter() - t, time.process_time() - c))
     import numba
-    print(f"{autotune.cpu_model()} (LLVM target {autotune.llvm_target()}), {numba.get_num_threads()} Numba threads, "
+    print(f"{cpu_model()} (LLVM target {llvm_target()}), {numba.get_num_threads()} Numba threads, "
           f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}; median of {args.rounds} rounds")
     for (name, v), ts in times.items():
         ts = np.array(ts) * 1e3
