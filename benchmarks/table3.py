@@ -40,7 +40,7 @@ saying how they were built; see benchmarks/README.md for how ours differ.
 
 ``--quick`` makes a small phantom store (12 patients of 832 x 1024 pixels, x5
 augmentation: 2,100 train, 770 validation and 580 test patches) and trains one
-seed with patience 4 and at most 25 epochs: about 20 minutes on 2 cores.
+seed with patience 4 and at most 25 epochs: about 18 minutes on one busy thread.
 
 Writes ``table3.md`` and ``table3.json`` into ``--out`` (default
 benchmarks/results/), atomically through shallowcnn.storage.
@@ -300,7 +300,7 @@ def main(argv=None) -> int:
                     help="patches per timed inference pass, the test patches repeated (default 256)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for table3.md and table3.json")
     ap.add_argument("--quick", action="store_true",
-                    help="a small phantom store (unless --patches), one seed, patience 4: 10-20 minutes")
+                    help="a small phantom store (unless --patches), one seed, patience 4: about 18 minutes")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
