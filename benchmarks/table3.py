@@ -24,6 +24,9 @@ batches of 64).
 The peers are PyTorch networks written here (the ``[bench]`` extra; no
 torchvision needed), both from scratch (random weights) with ONE input channel:
 
+Both start as Keras (the paper's framework) and ShallowCNN start: Glorot-uniform
+weights and zero biases (:func:`keras_init`).
+
 * LeNet-5 (LeCun et al. 1998) as it is usually re-implemented: conv 6 x 5x5,
   ReLU, max pool 2, conv 16 x 5x5, ReLU, max pool 2, dense 120, 84, 1. At
   144 x 144 the first dense layer sees 16 x 33 x 33 = 17,424 inputs, so it
@@ -35,9 +38,9 @@ torchvision needed), both from scratch (random weights) with ONE input channel:
 The paper reports 2,233,365 (LeNet-5) and 67,797,505 (MobileNetV2) without
 saying how they were built; see benchmarks/README.md for how ours differ.
 
-``--quick`` makes a small phantom store (24 patients of 480 x 560 pixels, x5
-augmentation: about 950 train, 210 validation and 450 test patches) and trains one
-seed with patience 4 and at most 25 epochs: about 10 to 20 minutes on 2 cores.
+``--quick`` makes a small phantom store (12 patients of 832 x 1024 pixels, x5
+augmentation: 2,100 train, 770 validation and 580 test patches) and trains one
+seed with patience 4 and at most 25 epochs: about 18 minutes on one busy thread.
 
 Writes ``table3.md`` and ``table3.json`` into ``--out`` (default
 benchmarks/results/), atomically through shallowcnn.storage.
@@ -113,6 +116,20 @@ def mobilenet_v2(nn):
     return nn.Sequential(*layers)
 
 
+def keras_init(net, nn):
+    """Initialise a peer as Keras (the paper's framework) and ShallowCNN do: Glorot-uniform
+    weights, zero biases (BatchNorm keeps its scale 1, shift 0). PyTorch's own default
+    (uniform +-1/sqrt(fan_in) weights *and biases*) leaves LeNet-5 with 3 of its 6 first
+    filters negative over every /255 patch -- dead ReLUs from the first step on.
+    Returns ``net``."""
+    for layer in net.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return net
+
+
 def fit_until_stale(train_epoch, val_loss, snapshot, restore, max_epochs, patience):
     """Early stopping with the best weights kept, for any framework.
 
@@ -143,17 +160,20 @@ def train_torch(name, data, max_epochs, patience, batch_size, seed):
     validation loss of each epoch)."""
     import torch
     torch.manual_seed(seed)
-    net = {"lenet5": lenet5, "mobilenetv2": mobilenet_v2}[name](torch.nn)
+    # channels_last: the same arithmetic, 1.6x faster for MobileNetV2 on CPU (benchmarks/README.md)
+    net = keras_init({"lenet5": lenet5, "mobilenetv2": mobilenet_v2}[name](torch.nn), torch.nn)
+    net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     (x, y), (x_val, y_val) = data["train"], data["val"]
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    x, y = torch.from_numpy(x).contiguous(memory_format=torch.channels_last), torch.from_numpy(y)
     rng = np.random.default_rng([seed, 2])
 
     def logits(images):
         net.eval()
         with torch.inference_mode():
-            return np.concatenate([net(torch.from_numpy(images[i:i + 64])).numpy().ravel()
+            return np.concatenate([net(torch.from_numpy(images[i:i + 64]).contiguous(
+                memory_format=torch.channels_last)).numpy().ravel()
                                    for i in range(0, len(images), 64)])
 
     def train_epoch(epoch):
@@ -248,12 +268,14 @@ def markdown_table(rows, settings, store) -> str:
 
 
 def quick_store(folder) -> Path:
-    """A small phantom (24 patients, 480 x 560 images) and its patch store with the paper's
-    x5 augmentation, for --quick: about 950 train, 210 validation, 450 test patches."""
+    """A small phantom (12 patients, images of the demo size, 832 x 1024) and its patch store
+    with the paper's x5 augmentation, for --quick: 2,100 train, 770 validation, 580 test
+    patches. Smaller images (480 x 560, 940 train patches) taught no network anything: even
+    ShallowCNN's validation loss stayed at 0.67 for 40 epochs (benchmarks/README.md)."""
     from shallowcnn.data.patches import make_patches
     from shallowcnn.data.phantom import generate_phantom
 
-    generate_phantom(Path(folder) / "phantom", cases=24, seed=3, size=(480, 560), verbose=False)
+    generate_phantom(Path(folder) / "phantom", cases=12, seed=3, size="demo", verbose=False)
     path = Path(folder) / "patches.npz"
     make_patches(Path(folder) / "phantom", path, seed=0, per_cluster=8, negatives_per_image=10,
                  augment_patches=True, verbose=False)
@@ -278,7 +300,7 @@ def main(argv=None) -> int:
                     help="patches per timed inference pass, the test patches repeated (default 256)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for table3.md and table3.json")
     ap.add_argument("--quick", action="store_true",
-                    help="a small phantom store (unless --patches), one seed, patience 4: 10-20 minutes")
+                    help="a small phantom store (unless --patches), one seed, patience 4: about 18 minutes")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))

@@ -108,3 +108,19 @@ def test_table3_refuses_unknown_models(capsys):
     with pytest.raises(SystemExit):
         table3.main(["--quick", "--models", "vgg16"])
     assert "unknown vgg16" in capsys.readouterr().err
+
+
+def test_keras_init_gives_glorot_uniform_weights_and_zero_biases():
+    """Glorot's bound sqrt(6 / (fan_in + fan_out)), fans counting the kernel's area: LeNet-5's
+    first convolution (1 -> 6, 5 x 5) gets +-sqrt(6 / 175), its first dense layer
+    +-sqrt(6 / (17,424 + 120)); every bias is 0 (PyTorch's default draws them at random)."""
+    torch = pytest.importorskip("torch", reason="Table 3's peers need PyTorch")
+    table3 = load_script()
+    torch.manual_seed(0)
+    net = table3.keras_init(table3.lenet5(torch.nn), torch.nn)
+    conv1, dense1 = net[0], net[7]
+    for layer, bound in ((conv1, (6 / (25 + 150)) ** 0.5), (dense1, (6 / (17_424 + 120)) ** 0.5)):
+        w = layer.weight.detach().numpy()
+        assert abs(w).max() <= bound and abs(w).max() > 0.95 * bound      # fills the whole range
+        assert abs(w.std() - bound / 3 ** 0.5) < 0.05 * bound               # uniform: std = bound / sqrt(3)
+    assert all(float(m.bias.abs().max()) == 0 for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
