@@ -9,7 +9,7 @@ carries the operating point chosen on the validation patients' mammograms (1 fal
 has never seen a real mammogram**, and the page and ``GET /api/model`` say so; its
 detections on a real image mean nothing.
 
-Regenerate it (several minutes on 2 cores: training, then three rounds of hard-negative
+Regenerate it (15-20 minutes on 2 cores: training, then three rounds of hard-negative
 mining; the file is a plain ``.npz`` of ~35 KB written by
 :meth:`shallowcnn.model.ShallowCNN.save`, loaded without pickle)::
 
