@@ -5,7 +5,8 @@ For maintainers: it rewrites ``shallowcnn/web/bundled_model.npz`` by default
 """
 from __future__ import annotations
 
-from ..demo import BUNDLE_CASES, BUNDLE_EPOCHS, train_bundled_model
+from ..data.phantom import DEFAULT_CASES
+from ..demo import BUNDLE_CASES, BUNDLE_EPOCHS, DEMO_EPOCHS, train_bundled_model
 from ..kernels import BackendUnavailable
 from ..mining import DEFAULT_ROUNDS
 from ..train import TrainingDiverged
@@ -23,9 +24,9 @@ def add_command(subparsers) -> None:
     p.add_argument("-o", "--output", default=str(BUNDLED_MODEL_PATH),
                    help=f"where to write it (default {BUNDLED_MODEL_PATH})")
     p.add_argument("--cases", type=positive_int, default=BUNDLE_CASES,
-                   help=f"phantom patients (default {BUNDLE_CASES}; the demo uses 20)")
+                   help=f"phantom patients (default {BUNDLE_CASES}; the demo uses {DEFAULT_CASES})")
     p.add_argument("--epochs", type=positive_int, default=BUNDLE_EPOCHS,
-                   help=f"training epochs (default {BUNDLE_EPOCHS}; the demo trains 12)")
+                   help=f"training epochs (default {BUNDLE_EPOCHS}; the demo trains {DEMO_EPOCHS})")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed for everything (default 0)")
     p.add_argument("--mine-rounds", type=non_negative_int, default=DEFAULT_ROUNDS,
                    help=f"hard-negative mining rounds, 0 for none (default {DEFAULT_ROUNDS})")
