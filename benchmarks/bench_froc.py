@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +64,12 @@ def best_cluster_windows(result, clusters) -> np.ndarray:
 
 
 def window_ceiling(truths, window_best, fp_per_image: float = 1.0) -> float:
-    """Share of clusters whose best window (:func:`best_cluster_windows`) reaches the probability
-    at which the candidates give ``fp_per_image`` false positives per image: what a perfect
-    candidate stage would find there with this classifier (an upper bound: the best window may
-    owe its score to a neighbour)."""
-    fps = np.sort(np.concatenate([t.fp_probs for t in truths]))[::-1]
-    allowed = int(np.floor(fp_per_image * len(truths)))
-    cut = fps[allowed] if allowed < len(fps) else 0.0       # the first false positive too many
-    window_best = np.concatenate(window_best)
-    return float((window_best > cut).mean()) if len(window_best) else 0.0
+    """Sensitivity at ``fp_per_image`` of the FROC in which every cluster is found by its best
+    window (:func:`best_cluster_windows`) and the false positives are the candidates' own: what
+    a perfect candidate stage would find there with this classifier (an upper bound: the best
+    window may owe its score to a neighbour)."""
+    as_if = [replace(truth, best=best) for truth, best in zip(truths, window_best)]
+    return froc_curve(as_if).sensitivity_at_fpi(fp_per_image)
 
 
 def score_model(model, cases) -> dict:
