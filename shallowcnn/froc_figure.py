@@ -9,13 +9,12 @@ of ``rates`` as a green square with its value, a legend, a grid and labelled axe
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .overlay import font
+from .overlay import font, png_bytes, upright_text
 from .storage import atomic_write_bytes
 
 SIZE = (605, 462)                         # pixels, as the matplotlib figure it replaces
@@ -104,17 +103,11 @@ def froc_picture(curve, threshold: float = 0.5, rates=()):
               font=medium, fill=BLACK, anchor="mm")
     draw.text(((left + right) / 2, SIZE[1] - 14), "false positives per image", font=medium, fill=BLACK,
               anchor="mm")
-    caption = "sensitivity (clusters hit)"
-    cl, ct, cr, cb = draw.textbbox((0, 0), caption, font=medium)
-    turned = Image.new("RGB", (cr - cl + 2, cb - ct + 2), "white")
-    ImageDraw.Draw(turned).text((1 - cl, 1 - ct), caption, font=medium, fill=BLACK)
-    turned = turned.rotate(90, expand=True)
+    turned = upright_text("sensitivity (clusters hit)", medium, BLACK)
     picture.paste(turned, (8, round((top + bottom) / 2 - turned.height / 2)))
     return picture
 
 
 def plot_froc(curve, path, threshold: float = 0.5, rates=()) -> Path:
     """:func:`froc_picture` written to ``path`` as PNG (atomically)."""
-    buffer = io.BytesIO()
-    froc_picture(curve, threshold, rates).save(buffer, format="PNG")
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    return atomic_write_bytes(Path(path), png_bytes(froc_picture(curve, threshold, rates)))

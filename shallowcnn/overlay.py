@@ -79,6 +79,24 @@ def font(size: int):
     return ImageFont.load_default(size=size)
 
 
+def upright_text(text: str, text_font, colour=(0, 0, 0)):
+    """``text`` on white, turned 90 degrees to read upwards (an axis or colour-bar label):
+    a PIL RGB image one pixel wider than the text on every side."""
+    from PIL import Image, ImageDraw
+
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=text_font)
+    label = Image.new("RGB", (right - left + 2, bottom - top + 2), "white")
+    ImageDraw.Draw(label).text((1 - left, 1 - top), text, font=text_font, fill=colour)
+    return label.rotate(90, expand=True)
+
+
+def png_bytes(picture, compress_level: int = 6) -> bytes:
+    """A PIL image as PNG bytes (zlib level ``compress_level``, Pillow's default 6)."""
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
 def _outline(mask: np.ndarray) -> np.ndarray:
     """(h, w) bool: the pixels of ``mask`` with a 4-neighbour outside it (its one-pixel edge)."""
     inner = mask.copy()
@@ -166,11 +184,7 @@ def draw_scan_overlay(result, truth=None, max_side: int = MAX_SIDE, title: str |
 
     # the whole canvas: title above, colour bar to the right
     tick_w = max(draw.textbbox((0, 0), f"{v:.1f}", font=small)[2] for v in (0.0, 1.0))
-    caption = f"P(cluster) per {result.window_size} x {result.window_size} window"
-    cl, ct, cr, cb = draw.textbbox((0, 0), caption, font=small)
-    turned = Image.new("RGB", (cr - cl + 2, cb - ct + 2), "white")
-    ImageDraw.Draw(turned).text((1 - cl, 1 - ct), caption, font=small, fill=(0, 0, 0))
-    turned = turned.rotate(90, expand=True)
+    turned = upright_text(f"P(cluster) per {result.window_size} x {result.window_size} window", small)
     canvas_w = MARGIN + w + BAR_GAP + BAR_W + 6 + tick_w + 6 + turned.width + MARGIN
     canvas = Image.new("RGB", (canvas_w, TITLE_H + max(h, turned.height) + MARGIN), "white")
     left, top = MARGIN, TITLE_H
@@ -205,9 +219,7 @@ def draw_scan_overlay(result, truth=None, max_side: int = MAX_SIDE, title: str |
 def scan_overlay_png(result, truth=None, max_side: int = MAX_SIDE, title: str | None = None) -> bytes:
     """:func:`draw_scan_overlay`'s picture as PNG bytes."""
     picture, _ = draw_scan_overlay(result, truth, max_side, title)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=3)     # level 6 (the default): 10 % smaller, 2.5x slower
-    return buffer.getvalue()
+    return png_bytes(picture, compress_level=3)     # level 6 (the default): 10 % smaller, 2.5x slower
 
 
 def plot_scan_overlay(result, path, truth=None, max_side: int = MAX_SIDE, title: str | None = None) -> Path:
