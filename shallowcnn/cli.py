@@ -47,7 +47,6 @@ COMMANDS = {
     "grade": ("shallowcnn.commands.grade",
               "grade student notebooks (tutorials/exercises/*.ipynb): a table and a CSV"),
 }
-COMMAND_MODULES = [module for module, _ in COMMANDS.values()]
 
 
 def chosen_command(argv) -> str | None:
