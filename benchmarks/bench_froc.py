@@ -39,7 +39,7 @@ from shallowcnn.data.inbreast import list_cases
 from shallowcnn.data.phantom import generate_phantom
 from shallowcnn.froc import DEFAULT_HIT_RADIUS, DEFAULT_HULL_MARGIN, froc_curve, score_image
 from shallowcnn.model import ShallowCNN
-from shallowcnn.operating_point import model_threshold
+from shallowcnn.operating_point import model_nms, model_threshold
 from shallowcnn.scan import scan_image
 
 RATES = (0.5, 1, 2, 4)
@@ -76,17 +76,17 @@ def score_model(model, cases) -> dict:
     """Scan every case once; the FROC under both hit rules and the model's operating point."""
     truths = {"new rule": [], "old rule": []}
     window_best = []
-    threshold = model_threshold(model)
+    threshold, nms_px = model_threshold(model), model_nms(model)
     t0 = time.perf_counter()
     for case in cases:
-        result = scan_image(model, case.dicom_path, threshold=threshold)
+        result = scan_image(model, case.dicom_path, threshold=threshold, nms_px=nms_px)
         img = result.image
         clusters = find_clusters(img.rois or [], size=int(round(PATCH_SIZE * img.scale)))
         window_best.append(best_cluster_windows(result, clusters))
         for rule, margin in (("new rule", DEFAULT_HULL_MARGIN), ("old rule", NO_HULL)):
             truths[rule].append(score_image(img.name, clusters, result.candidates, threshold,
                                             DEFAULT_HIT_RADIUS * img.scale, hull_margin=margin * img.scale))
-    out = {"threshold": threshold, "seconds_scanning": round(time.perf_counter() - t0, 1)}
+    out = {"threshold": threshold, "nms_px": nms_px, "seconds_scanning": round(time.perf_counter() - t0, 1)}
     for rule, items in truths.items():
         curve = froc_curve(items)
         out[rule] = {"images": curve.n_images, "clusters": curve.n_clusters,
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
             op = r[rule]["at_threshold"]
             print(f"{name:<14}{rule:<10}" + "".join(f"{s[str(f)]:>12.3f}" for f in RATES)
                   + f"{r[rule]['sensitivity_ceiling']:>10.3f}{r[rule]['window_ceiling_at_1_fp_per_image']:>11.3f}"
-                  f"   p >= {r['threshold']:.3f}: "
+                  f"   p >= {r['threshold']:.3f}, NMS {r['nms_px']:g} px: "
                   f"{op['sensitivity']:.3f} at {op['fp_per_image']:.2f} FPI")
     print(f"({results['models'][next(iter(models))]['new rule']['images']} images, "
           f"{results['models'][next(iter(models))]['new rule']['clusters']} clusters) -> {work / args.results}")

@@ -14,7 +14,7 @@ from .data.inbreast import is_inbreast_folder
 from .froc import froc_curve, image_truth, localization_summary, write_froc
 from .froc_figure import plot_froc
 from .mining import cases_of_split
-from .operating_point import model_threshold
+from .operating_point import model_nms, model_threshold
 from .scan import scan_image
 
 FP_RATES = (0.5, 1, 2, 4)
@@ -41,7 +41,8 @@ def split_froc(model, store, split: str = "test", out_dir=None, threshold: float
     threshold = model_threshold(model, threshold)
     # scanned at the operating point: the curve sweeps every threshold, the localization
     # errors are those of the detections at this one
-    truths = [image_truth(scan_image(model, case.dicom_path, threshold=threshold)) for case in cases]
+    nms_px = model_nms(model)
+    truths = [image_truth(scan_image(model, case.dicom_path, threshold=threshold, nms_px=nms_px)) for case in cases]
     curve = froc_curve([t for t in truths if t is not None])
     op = curve.at_threshold(threshold)
     result = {"split": split, "images": curve.n_images, "clusters": curve.n_clusters,

@@ -38,8 +38,8 @@ from .data.clusters import find_clusters
 from .data.inbreast import is_inbreast_folder, list_cases
 from .froc import DEFAULT_HIT_RADIUS, DEFAULT_HULL_MARGIN, froc_curve, image_truth, match_detections
 from .model import ShallowCNN
-from .operating_point import TARGET_FP_PER_IMAGE, choose_threshold
-from .scan import scan_image
+from .operating_point import FALLBACK_NMS_PX, NMS_CHOICES, TARGET_FP_PER_IMAGE, choose_operating_point
+from .scan import scan_image, with_nms
 from .storage import atomic_write_text
 from .train import TrainConfig, Trainer
 
@@ -197,10 +197,18 @@ def training_arrays(store, mined: dict, rng, max_mined_share: float = MAX_MINED_
     return pixels_to_input(patches[:, None], np.float32), y.astype(np.float32)
 
 
-def validation_froc(model, cases):
-    """The :class:`~shallowcnn.froc.FrocCurve` of ``model`` on the whole mammograms of ``cases``."""
-    truths = [image_truth(scan_image(model, case.dicom_path)) for case in cases]
-    return froc_curve([t for t in truths if t is not None])
+def validation_frocs(model, cases, nms_choices=NMS_CHOICES) -> dict:
+    """{nms_px: :class:`~shallowcnn.froc.FrocCurve`} of ``model`` on the whole mammograms of
+    ``cases``, one curve per NMS distance (each image scanned once, its candidates found
+    again at every distance: :func:`~shallowcnn.scan.with_nms`)."""
+    truths = {float(nms): [] for nms in nms_choices}
+    for case in cases:
+        result = scan_image(model, case.dicom_path, nms_px=FALLBACK_NMS_PX)
+        if result.image.rois is None:
+            continue
+        for nms in truths:
+            truths[nms].append(image_truth(result if nms == FALLBACK_NMS_PX else with_nms(result, model, nms)))
+    return {nms: froc_curve(found) for nms, found in truths.items()}
 
 
 def _froc_score(curve) -> tuple:
@@ -257,8 +265,11 @@ def mine(store, source, model, out_dir, config: TrainConfig | None = None,
         if verbose:
             print(text, flush=True)
 
-    curve = validation_froc(model, val_cases)
-    best = {"round": 0, "score": _froc_score(curve), "model": model, "curve": curve}
+    # rounds are compared at the one-window NMS distance; the distance itself is chosen
+    # once, for the kept model, with its operating point
+    curves = validation_frocs(model, val_cases)
+    curve = curves[FALLBACK_NMS_PX]
+    best = {"round": 0, "score": _froc_score(curve), "model": model, "curves": curves}
     record = {"config": asdict(mining), "train_images": len(train_cases), "val_images": len(val_cases),
               "rounds": [{"round": 0, "mined": 0, **_curve_summary(curve)}]}
     say(f"round 0 (the trained model): validation FROC {_format(curve)}")
@@ -271,24 +282,25 @@ def mine(store, source, model, out_dir, config: TrainConfig | None = None,
         mined = merge_mined(mined, new)
         x, y = training_arrays(store, mined, rng, mining.max_mined_share)
         current, kept = _retrain(current, x, y, x_val, y_val, config, mining, round_no, verbose)
-        curve = validation_froc(current, val_cases)
+        curves = validation_frocs(current, val_cases)
+        curve = curves[FALLBACK_NMS_PX]
         score = _froc_score(curve)
         record["rounds"].append({"round": round_no, "mined": len(mined["image"]),
                                  "train_patches": len(y), "kept_epoch": kept["epoch"],
                                  "seconds": round(time.perf_counter() - t0, 1), **_curve_summary(curve)})
         say(f"round {round_no}: {len(mined['image'])} mined windows, validation FROC {_format(curve)}")
         if score > best["score"]:
-            best = {"round": round_no, "score": score, "model": current, "curve": curve}
+            best = {"round": round_no, "score": score, "model": current, "curves": curves}
         else:
             say("  no improvement on the validation patients: stopping")
             break
-    point = choose_threshold(best["curve"], mining.target_fp_per_image)
+    point = choose_operating_point(best["curves"], mining.target_fp_per_image)
     point["chosen_on"] = "validation patients' whole mammograms"
     record["best_round"] = best["round"]
     record["operating_point"] = point
-    say(f"kept round {best['round']}; operating point: p >= {point['threshold']:.4f} gives "
-        f"{point['sensitivity']:.3f} sensitivity at {point['fp_per_image']:.2f} false positives per image "
-        f"on the validation patients")
+    say(f"kept round {best['round']}; operating point: p >= {point['threshold']:.4f} with NMS at "
+        f"{point['nms_px']:g} px gives {point['sensitivity']:.3f} sensitivity at {point['fp_per_image']:.2f} "
+        f"false positives per image on the validation patients")
     meta = {k: v for k, v in (getattr(model, "metadata", None) or {}).items()
             if k not in ("kind", "version", "architecture", "seed")}      # save() writes these afresh
     best["model"].save(out_dir / "model.npz", metadata={**meta, "mining": record, "operating_point": point})

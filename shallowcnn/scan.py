@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -355,6 +355,28 @@ def locate_detections(model, image: ScanImage, peaks: list) -> list:
     return detections
 
 
+def find_candidates(model, image: ScanImage, logit_map: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                    nms_px: float = PATCH_SIZE) -> list:
+    """Every finding of a scanned image, strongest first, at any probability (for FROC sweeps).
+
+    logit_map, rows, cols  as for :func:`find_peaks`
+    The NMS peaks (:func:`find_peaks` at threshold 0), positioned by their evidence
+    (:func:`locate_detections`), with the weaker of two within 5 mm (FROC's hit radius, in
+    original pixels) dropped as the same finding (:func:`merge_same_findings`).
+    """
+    peaks = find_peaks(logit_map, rows, cols, threshold=0.0, nms_px=nms_px)
+    return merge_same_findings(locate_detections(model, image, peaks), SAME_FINDING_PX * image.scale)
+
+
+def with_nms(result, model, nms_px: float):
+    """``result`` (a :class:`ScanResult`) with its candidates and detections found again at
+    another NMS distance: the windows' scores are reused, only the candidate stage reruns."""
+    candidates = find_candidates(model, result.image, result.logit_map, result.window_rows,
+                                 result.window_cols, nms_px)
+    return replace(result, candidates=candidates, nms_px=float(nms_px),
+                   detections=[d for d in candidates if d.probability >= result.threshold])
+
+
 # ---------------------------------------------------------------------------------------
 # The result of a scan and the public API
 # ---------------------------------------------------------------------------------------
@@ -453,9 +475,7 @@ def scan_image(model, image, stride: int = DEFAULT_STRIDE, threshold: float = DE
                                 progress=progress)
         logit_map[valid] = model.head_forward(feats[valid])
     prob_map = sigmoid(logit_map)                                  # NaN stays NaN
-    peaks = find_peaks(logit_map, rows, cols, threshold=0.0, nms_px=nms_px)
-    # one detection per finding: a 5 mm radius (FROC's hit radius), in original pixels
-    candidates = merge_same_findings(locate_detections(model, scan, peaks), SAME_FINDING_PX * scan.scale)
+    candidates = find_candidates(model, scan, logit_map, rows, cols, nms_px)
     detections = [d for d in candidates if d.probability >= threshold]
     return ScanResult(prob_map=prob_map.astype(np.float32), logit_map=logit_map.astype(np.float32),
                       window_rows=rows, window_cols=cols, breast_fraction=fraction,

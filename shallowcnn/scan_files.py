@@ -16,12 +16,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .constants import PATCH_SIZE
 from .data.images import ScanError
 from .froc import DEFAULT_HIT_RADIUS, froc_curve, image_truth, localization_summary, write_froc
 from .froc_figure import plot_froc
 from .messages import cap
-from .operating_point import model_threshold
+from .operating_point import model_nms, model_threshold
 from .overlay import plot_scan_overlay
 from .scan import DEFAULT_MIN_BREAST, DEFAULT_STRIDE, DEFAULT_TILE, ScanResult, scan_image
 from .storage import atomic_write_text, save_npy
@@ -38,7 +37,8 @@ class ScanSettings:
     threshold            probability for a detection, in [0, 1]; None: the model's operating
                          point (:func:`~shallowcnn.operating_point.model_threshold`)
     min_breast_fraction  least fraction of a window inside the breast to scan it
-    nms_px               non-maximum suppression distance in pixels
+    nms_px               non-maximum suppression distance in pixels; None: the model's
+                         (:func:`~shallowcnn.operating_point.model_nms`)
     hit_radius           a detection within this many pixels of a true cluster hits it (FROC)
     pixel_size_mm        the input's pixel size (None: the DICOM header's, or 0.07 mm for PNG)
     tile                 tile side in conv2 positions (bounds memory)
@@ -46,7 +46,7 @@ class ScanSettings:
     stride: int = DEFAULT_STRIDE
     threshold: float | None = None
     min_breast_fraction: float = DEFAULT_MIN_BREAST
-    nms_px: float = PATCH_SIZE
+    nms_px: float | None = None
     hit_radius: float = DEFAULT_HIT_RADIUS
     pixel_size_mm: float | None = None
     tile: int = DEFAULT_TILE
@@ -58,9 +58,11 @@ class ScanSettings:
         return options
 
     def for_model(self, model) -> ScanSettings:
-        """These settings with the threshold resolved: the one given, else the model's
-        operating point, else :data:`~shallowcnn.operating_point.FALLBACK_THRESHOLD`."""
-        return replace(self, threshold=model_threshold(model, self.threshold))
+        """These settings with the threshold and NMS distance resolved: the ones given, else
+        the model's operating point, else :data:`~shallowcnn.operating_point.FALLBACK_THRESHOLD`
+        and :data:`~shallowcnn.operating_point.FALLBACK_NMS_PX`."""
+        return replace(self, threshold=model_threshold(model, self.threshold),
+                       nms_px=model_nms(model, self.nms_px))
 
 def write_scan_outputs(result: ScanResult, out_dir, truth=None, name: str | None = None) -> dict:
     """Write ``<name>.prob.npy``, ``<name>.overlay.png`` and ``<name>.detections.json``.
@@ -188,7 +190,7 @@ def scan_paths(model, paths, out, settings: ScanSettings | None = None, verbose:
                         **({"clusters": len(truth.clusters), "hit": int(sum(truth.hit))}
                            if truth is not None else {})})
 
-    report = {"backend": model.backend, "stride": stride, "threshold": threshold,
+    report = {"backend": model.backend, "stride": stride, "threshold": threshold, "nms_px": settings.nms_px,
               "images": summary, "failed": failed}
     if truths:
         curve = froc_curve(truths)

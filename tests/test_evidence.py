@@ -19,7 +19,7 @@ from shallowcnn.evidence import strongest, to_original, window_evidence, window_
 from shallowcnn.froc import froc_curve, localization_summary, score_image, write_froc
 from shallowcnn.kernels import get_backend, reference
 from shallowcnn.model import ShallowCNN
-from shallowcnn.scan import SAME_FINDING_PX, find_peaks, locate_detections, scan_image
+from shallowcnn.scan import SAME_FINDING_PX, find_peaks, locate_detections, scan_image, with_nms
 from shallowcnn.scan_files import write_scan_outputs
 
 try:
@@ -240,6 +240,21 @@ def test_bundled_model_points_at_the_phantoms_calcifications(tiny_phantom):
     assert len(to_calcification) >= 5
     assert np.median(to_calcification) <= 0.5          # mm: on a calcification (measured 0.16)
     assert np.median(errors) <= 2.5                     # mm from the centre: within the cluster
+
+
+def test_candidates_found_again_at_another_nms_distance_match_a_scan_at_it():
+    """with_nms reuses the windows' scores: the same candidates (positions, probabilities,
+    windows) and detections as scanning afresh at that distance."""
+    model = random_model(FAST, seed=5)
+    image, mask = spotty_image(300, 340, seed=6), np.ones((300, 340), bool)
+    first = scan_image(model, image, mask=mask, threshold=0.4)
+    for nms in (144.0, 96.0, 40.0):
+        again, fresh = with_nms(first, model, nms), scan_image(model, image, mask=mask, threshold=0.4, nms_px=nms)
+        assert again.nms_px == nms
+        for mine, theirs in ((again.candidates, fresh.candidates), (again.detections, fresh.detections)):
+            assert [(d.row, d.col, d.window) for d in mine] == [(d.row, d.col, d.window) for d in theirs]
+            assert [d.probability for d in mine] == pytest.approx([d.probability for d in theirs], abs=1e-7)
+    assert len(with_nms(first, model, 40.0).candidates) > len(first.candidates)   # the test sees a difference
 
 
 # ------------------------------------------------------------------ localization in the reports

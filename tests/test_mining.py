@@ -12,9 +12,10 @@ from shallowcnn.data.images import load_image
 from shallowcnn.data.inbreast import list_cases
 from shallowcnn.froc import FrocCurve
 from shallowcnn.mining import (MiningConfig, cases_of_split, mine, mine_image, merge_mined,
-                               training_arrays, validation_froc)
+                               training_arrays, validation_frocs)
 from shallowcnn.model import ShallowCNN
-from shallowcnn.operating_point import choose_threshold, model_threshold
+from shallowcnn.operating_point import (NMS_CHOICES, choose_operating_point, choose_threshold, model_nms,
+                                        model_threshold)
 from shallowcnn.scan import scan_patchwise, window_starts
 from shallowcnn.train import TrainConfig
 
@@ -119,11 +120,15 @@ def test_mining_reads_only_training_patients_and_stores_the_operating_point(smal
     saved = ShallowCNN.load(tmp_path / "mine" / "model.npz", backend=FAST)
     point = saved.metadata["operating_point"]
     assert point == json.loads((tmp_path / "mine" / "mining.json").read_text())["operating_point"]
-    # independent: the kept model's validation FROC gives the same operating point
-    curve = validation_froc(saved, cases_of_split(store, folder, "val"))
-    again = choose_threshold(curve, 1.0)
+    # independent: the kept model's validation FROCs give the same operating point
+    curves = validation_frocs(saved, cases_of_split(store, folder, "val"))
+    assert sorted(curves) == sorted(NMS_CHOICES)
+    again = choose_operating_point(curves, 1.0)
     assert point["threshold"] == pytest.approx(again["threshold"]) and point["fp_per_image"] <= 1.0
+    assert point["nms_px"] == again["nms_px"] and point["nms_px"] in NMS_CHOICES
+    assert point["threshold"] == pytest.approx(choose_threshold(curves[point["nms_px"]], 1.0)["threshold"])
     assert model_threshold(saved) == pytest.approx(point["threshold"])
+    assert model_nms(saved) == point["nms_px"]
     assert record["rounds"][0]["round"] == 0 and len(record["rounds"]) == 2
 
 
@@ -136,19 +141,36 @@ def test_choose_threshold_on_a_hand_made_curve():
     assert choose_threshold(curve, 0.2)["threshold"] == 1.0
 
 
+def test_choose_operating_point_keeps_the_most_sensitive_nms_distance():
+    def curve(sensitivity_at_1):
+        return FrocCurve(thresholds=np.array([1.0, 0.8, 0.6, 0.3]),
+                         sensitivity=np.array([0, .5, sensitivity_at_1, 1.0]),
+                         fp_per_image=np.array([0, 0.5, 1.0, 2.5]), n_images=4, n_clusters=4)
+    point = choose_operating_point({144.0: curve(0.5), 96.0: curve(0.75), 72.0: curve(0.75)}, 1.0)
+    assert point["nms_px"] == 96.0 and point["sensitivity"] == 0.75 and point["threshold"] == 0.6   # tie: the larger
+    assert point["sensitivity_by_nms"] == {"144": 0.5, "96": 0.75, "72": 0.75}
+    assert choose_operating_point({72.0: curve(0.5), 144.0: curve(0.5)}, 1.0)["nms_px"] == 144.0
+    assert choose_operating_point({144.0: curve(0.5), 96.0: curve(0.75)}, 0.5)["nms_px"] == 144.0  # both 0.5 there
+    with pytest.raises(ValueError):
+        choose_operating_point({}, 1.0)
+
+
 def test_scan_uses_the_models_operating_point_unless_told(tiny_phantom, tmp_path):
     from shallowcnn.cli import main
 
     folder, images = tiny_phantom
     model = ShallowCNN(backend="numpy", seed=2)
     assert model_threshold(model) == 0.5                               # no operating point: 0.5
-    path = model.save(tmp_path / "m.npz", metadata={"operating_point": {"threshold": 0.125}})
+    assert model_nms(model) == PATCH_SIZE                              # no stored distance: one window
+    path = model.save(tmp_path / "m.npz", metadata={"operating_point": {"threshold": 0.125, "nms_px": 96.0}})
     image = str(images[0].dicom_path)
     assert main(["scan", str(path), image, "-o", str(tmp_path / "a"), "--quiet", "--backend", FAST]) == 0
-    assert json.loads((tmp_path / "a" / "scan_summary.json").read_text())["threshold"] == 0.125
+    summary = json.loads((tmp_path / "a" / "scan_summary.json").read_text())
+    assert (summary["threshold"], summary["nms_px"]) == (0.125, 96.0)
     assert main(["scan", str(path), image, "-o", str(tmp_path / "b"), "--quiet", "--backend", FAST,
-                 "--threshold", "0.7"]) == 0
-    assert json.loads((tmp_path / "b" / "scan_summary.json").read_text())["threshold"] == 0.7
+                 "--threshold", "0.7", "--nms", "144"]) == 0
+    summary = json.loads((tmp_path / "b" / "scan_summary.json").read_text())
+    assert (summary["threshold"], summary["nms_px"]) == (0.7, 144.0)
 
 
 def test_mine_command_names_a_missing_source(small_store, tmp_path, capsys):

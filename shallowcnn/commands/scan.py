@@ -40,8 +40,9 @@ def add_command(subparsers) -> None:
                         f"chosen on validation mammograms; {DEFAULT_THRESHOLD} for a model without one)")
     p.add_argument("--min-breast", type=probability, default=DEFAULT_MIN_BREAST,
                    help=f"least fraction of a window inside the breast to scan it (default {DEFAULT_MIN_BREAST})")
-    p.add_argument("--nms", type=non_negative_float, default=PATCH_SIZE,
-                   help=f"non-maximum suppression distance in pixels (default {PATCH_SIZE}: one patch)")
+    p.add_argument("--nms", type=non_negative_float, default=None,
+                   help=f"non-maximum suppression distance in pixels (default: the model's, chosen with its "
+                        f"operating point on validation mammograms; {PATCH_SIZE} (one patch) for a model without one)")
     p.add_argument("--hit-radius", type=non_negative_float, default=DEFAULT_HIT_RADIUS,
                    help=f"a detection within this many pixels of a true cluster centre (or inside "
                         f"its outline, or within 1 mm of the hull of its calcifications) hits it "

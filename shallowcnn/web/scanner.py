@@ -27,7 +27,7 @@ import numpy as np
 
 from ..constants import PATCH_SIZE
 from ..data.images import ScanError, UnsupportedFormat, load_image
-from ..operating_point import model_threshold
+from ..operating_point import model_nms, model_threshold
 from ..overlay import scan_overlay_png
 from ..scan import scan_image
 
@@ -162,7 +162,7 @@ def scan_upload(model, path: Path, display_name: str, overlay: bool = True) -> S
     timings["read_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    result = scan_image(model, image, threshold=model_threshold(model))   # the model's operating point
+    result = scan_image(model, image, threshold=model_threshold(model), nms_px=model_nms(model))  # its operating point
     timings["scan_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
