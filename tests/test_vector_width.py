@@ -133,8 +133,13 @@ def test_tune_measures_both_widths_saves_and_prints_the_choice(fresh, monkeypatc
     fake = {256: {"train 144": 60.0, "infer 144": 30.0, "infer 60": 6.0},
             512: {"train 144": 48.0, "infer 144": 24.0, "infer 60": 6.1}}
     asked = []
-    rec = tune.measure_vector_width(lambda bits: asked.append(bits) or fake[bits])
-    assert asked == [256, 512] and rec["bits"] == 512
+
+    def time_in_child(bits):                  # the second round is slower at 512: the best counts
+        asked.append(bits)
+        return {k: v * (1.5 if bits == 512 and len(asked) > 2 else 1) for k, v in fake[bits].items()}
+
+    rec = tune.measure_vector_width(time_in_child)
+    assert asked == [256, 512] * tune.WIDTH_ROUNDS and rec["bits"] == 512
     assert autotune_cache.read_vector_width() == {"bits": 512, "cpu_ms": {"256": fake[256], "512": fake[512]}}
     out = capsys.readouterr().out
     assert "train 144" in out and "(1.25x)" in out and "-> 512 bits" in out
@@ -159,11 +164,12 @@ def _host_features():
     return get_host_cpu_features()
 
 
-# (saved width, environment, expected: applied bits, feature string's end (None: Numba's default), zmm)
+# (saved width, environment, expected: applied bits, feature string's end (None: Numba's default),
+#  zmm registers in the small loop's assembly (None: LLVM decides, not checked))
 CASES = {
     "saved 512": (512, {}, 512, ",-prefer-256-bit", True),
     "saved 256": (256, {}, 256, ",+prefer-256-bit", False),
-    "override llvm": (512, {vector_width.ENV: "llvm"}, None, None, False),
+    "override llvm": (512, {vector_width.ENV: "llvm"}, None, None, None),    # LLVM's: 512 bits on some CPUs
     "override 256": (512, {vector_width.ENV: "256"}, 256, ",+prefer-256-bit", False),
     "user's features": (512, {"NUMBA_CPU_FEATURES": "USER"}, None, "USER", False),
 }
@@ -195,7 +201,7 @@ def test_a_new_process_compiles_for_the_width_it_is_given(case, tmp_path, monkey
         assert got["features"] == user                     # the user's, untouched
     else:
         assert got["features"] == _host_features() + features_end
-    if AVX512:
+    if AVX512 and zmm is not None:
         assert got["zmm"] == zmm
 
 
@@ -206,7 +212,7 @@ def test_too_late_is_said_and_changes_nothing(tmp_path):
     r = run_python(code, {vector_width.ENV: "512", "NUMBA_CPU_FEATURES": None, "NUMBA_CACHE_DIR": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["applied"]["bits"] is None and got["features"] is None and not got["zmm"]
+    assert got["applied"]["bits"] is None and got["features"] is None    # Numba's own (the host's)
     assert "cannot take effect: a Numba function was defined before" in r.stderr
 
 
