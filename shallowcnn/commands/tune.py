@@ -48,10 +48,10 @@ def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
     return autotune.chosen()
 
 
-def time_width_work(batch=WIDTH_BATCH, work=None) -> dict:
-    """CPU ms (one thread, best of WIDTH_REPS samples) of each piece of ``work`` (default
-    WIDTH_WORK) in this process, at whatever vector width it runs, with the kernel variants
-    the autotuner chose. A new process per width runs it (:func:`measure_vector_width`)."""
+def time_width_work(batch=WIDTH_BATCH) -> dict:
+    """CPU ms (one thread, best of WIDTH_REPS samples) of each piece of WIDTH_WORK in this
+    process, at whatever vector width it runs, with the kernel variants the autotuner chose.
+    A new process per width runs it (:func:`measure_vector_width`)."""
     import numba
 
     from ..optim import Adam
@@ -63,7 +63,7 @@ def time_width_work(batch=WIDTH_BATCH, work=None) -> dict:
     numba.set_num_threads(1)                   # CPU time of one thread: the waits of a shared machine do not count
     times = {}
     try:
-        for name, (size, train) in (work or WIDTH_WORK).items():
+        for name, (size, train) in WIDTH_WORK.items():
             x = rng.random((batch, 1, size, size)).astype(np.float32)
             y = (np.arange(batch) % 2).astype(np.float32)
             step = (functools.partial(train_step, model, opt, x, y) if train
