@@ -352,8 +352,9 @@ def main(argv=None):
             print(f"  {name:38s} {v['ms']:8.2f} ms  {g}")
         ctx = kw["context"]
         chosen = ", ".join(f"{k} -> {r['variant']}" for k, r in ctx["variants"].items())
+        from shallowcnn.kernels.vector_width import describe
         print(f"  ({ctx['numba_threads']} numba threads, {ctx['threading_layer']} threading layer; "
-              f"variants: {chosen})")
+              f"variants: {chosen}; vector width: {describe(ctx['vector_width'])})")
 
     results["loadavg_after"] = _loadavg()
     print(f"\nload average after: {results['loadavg_after']}")

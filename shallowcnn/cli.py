@@ -19,6 +19,7 @@ import warnings
 from . import __version__
 from .commands.common import CommandError
 from .data.problems import ReaderWarning
+from .kernels import vector_width
 
 # name -> (module, one-line help). The help is kept here too (tests/test_cli_train_evaluate.py
 # checks that it is the module's own) so that `shallowcnn --help` lists every command
@@ -99,6 +100,11 @@ def main(argv=None) -> int:
         else:
             show_library_warning(message, category, filename, lineno, file, line)
 
+    try:
+        vector_width.requested()          # a bad SHALLOWCNN_VECTOR_WIDTH is named before any work starts
+    except ValueError as e:
+        print(f"shallowcnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
     warnings.showwarning = show_warning
     try:
         status = args.func(args)

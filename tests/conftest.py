@@ -10,6 +10,9 @@ import pytest
 # default variants instead (quick, and the same on every machine). The variants
 # themselves are each tested against the reference in tests/test_kernels_cpu.py.
 os.environ.setdefault("SHALLOWCNN_KERNEL_VARIANT", "default")
+# Likewise the vector width: LLVM's own choice, whatever `shallowcnn tune` saved on this machine
+# (tests/test_vector_width.py runs kernels at 512 bits in a process of their own).
+os.environ.setdefault("SHALLOWCNN_VECTOR_WIDTH", "llvm")
 
 # Property tests explore new random inputs on a developer's machine; in CI (CI=true) they
 # replay a fixed sequence, so that a submission's result does not depend on the draw.

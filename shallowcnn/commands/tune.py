@@ -1,22 +1,35 @@
 """``shallowcnn tune``: time the CPU kernel variants on this machine and remember the fastest.
 
 The choosing and the cache are :mod:`shallowcnn.kernels.autotune`'s; this command runs
-the network's real layers (and one scan tile) with every choice timed again.
+the network's real layers (and one scan tile) with every choice timed again. Then, on a
+CPU with AVX-512, it measures whether the kernels run faster built for 512-bit vectors
+than for 256-bit ones (:func:`measure_vector_width`; :mod:`shallowcnn.kernels.vector_width`
+explains why that needs a process per width) and saves the width for later processes.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from ..constants import MIN_INPUT_SIDE
-from ..kernels import autotune, get_backend
-from ..kernels.autotune_cache import cache_path
+from ..kernels import autotune, autotune_cache, get_backend, vector_width
 from ..model import ShallowCNN
 from ..scan import DEFAULT_STRIDE, DEFAULT_TILE
-from .common import whole_number_in
+from .common import CommandError, whole_number_in
+
+# The work both vector widths are timed on: name -> (patch side, training step or inference)
+WIDTH_WORK = {"train 144": (144, True), "infer 144": (144, False), "infer 60": (60, False)}
+WIDTH_BATCH = 16
+WIDTH_REPS = 5                # samples per piece of work in a process (the best is kept)
+WIDTH_ROUNDS = 2              # processes per width, alternating (256, 512, 256, 512): a burst of load
+                              # on a shared machine then rarely decides (the best of each piece is kept)
 
 
 def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
@@ -35,6 +48,88 @@ def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
     return autotune.chosen()
 
 
+def time_width_work(batch=WIDTH_BATCH) -> dict:
+    """CPU ms (one thread, best of WIDTH_REPS samples) of each piece of WIDTH_WORK in this
+    process, at whatever vector width it runs, with the kernel variants the autotuner chose.
+    A new process per width runs it (:func:`measure_vector_width`)."""
+    import numba
+
+    from ..optim import Adam
+    from ..train import train_step
+    rng = np.random.default_rng(0)
+    model = ShallowCNN(backend="numba", seed=0)
+    opt = Adam(model.params, lr=1e-3)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)                   # CPU time of one thread: the waits of a shared machine do not count
+    times = {}
+    try:
+        for name, (size, train) in WIDTH_WORK.items():
+            x = rng.random((batch, 1, size, size)).astype(np.float32)
+            y = (np.arange(batch) % 2).astype(np.float32)
+            step = (functools.partial(train_step, model, opt, x, y) if train
+                    else functools.partial(model.forward, x, training=False))
+            step()                             # compiles (or loads) the kernels
+            times[name] = round(autotune.cpu_ms(step, WIDTH_REPS), 3)
+    finally:
+        numba.set_num_threads(threads)
+    return times
+
+
+def _time_width_in_child(bits: int) -> dict:
+    """:func:`time_width_work` in a new Python process with ``SHALLOWCNN_VECTOR_WIDTH=bits``."""
+    code = ("import json; from shallowcnn.commands.tune import time_width_work; "
+            "from shallowcnn.kernels import vector_width; "
+            "print(json.dumps({'cpu_ms': time_width_work(), 'width': vector_width.applied()}))")
+    package_root = str(Path(__file__).resolve().parents[2])     # the same shallowcnn as this process
+    env = {**os.environ, vector_width.ENV: str(bits),
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env.pop(autotune.ENV, None)                # the autotuner's choices, not a pin
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CommandError(f"timing the {bits}-bit kernels failed:\n{r.stderr.strip()}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if (out["width"] or {}).get("bits") != bits:
+        raise CommandError(f"the process meant to run {bits}-bit kernels ran {out['width']}")
+    return out["cpu_ms"]
+
+
+def measure_vector_width(time_in_child=_time_width_in_child) -> dict | None:
+    """Time WIDTH_WORK with 256- and with 512-bit vectors (WIDTH_ROUNDS processes each), print the table,
+    save the width :func:`vector_width.decide` picks for this machine and return its record
+    (``{"bits", "cpu_ms": {"256": ..., "512": ...}}``); None, saying why, where there is no
+    choice to make (no AVX-512) or the user's NUMBA_CPU_FEATURES decides."""
+    if os.environ.get("NUMBA_CPU_FEATURES") is not None:
+        print("vector width: not measured (NUMBA_CPU_FEATURES is set, and it decides)")
+        return None
+    if not vector_width.has_avx512():
+        print("vector width: nothing to measure (this CPU has no AVX-512: 256 bits at most)")
+        return None
+    print(f"vector width: timing the kernels built for 256- and for 512-bit vectors, {WIDTH_ROUNDS} processes "
+          "each (the first time at a width compiles every kernel: a minute or two)", flush=True)
+    ms = {bits: {} for bits in vector_width.WIDTHS}
+    for _ in range(WIDTH_ROUNDS):
+        for bits in vector_width.WIDTHS:
+            for name, t in time_in_child(bits).items():
+                ms[bits][name] = min(t, ms[bits].get(name, t))
+    bits = vector_width.decide(ms[256], ms[512])
+    rec = {"bits": bits, "cpu_ms": {str(b): t for b, t in ms.items()}}
+    autotune_cache.save_vector_width(rec)
+    _print_width(rec)
+    return rec
+
+
+def _print_width(rec):
+    ms256, ms512 = rec["cpu_ms"]["256"], rec["cpu_ms"]["512"]
+    print(f"  {'CPU ms, one thread, batch ' + str(WIDTH_BATCH):32s} {'256 bits':>9s} {'512 bits':>9s}  (best of "
+          f"{WIDTH_ROUNDS} processes)")
+    for name in [k for k in WIDTH_WORK if k in ms256] + [k for k in ms256 if k not in WIDTH_WORK]:
+        print(f"  {name:32s} {ms256[name]:9.2f} {ms512[name]:9.2f}  ({ms256[name] / ms512[name]:.2f}x)")
+    total256, total512 = sum(ms256.values()), sum(ms512.values())
+    print(f"  {'total':32s} {total256:9.2f} {total512:9.2f}  ({total256 / total512:.2f}x)")
+    print(f"  -> {rec['bits']} bits for the processes to come (512 only when {100 * vector_width.CLEAR_WIN:.0f}% "
+          f"faster in total and nowhere {100 * vector_width.CLEAR_WIN:.0f}% slower; {vector_width.ENV} overrides)")
+
+
 def add_command(subparsers):
     p = subparsers.add_parser(
         "tune", help="time the CPU kernel variants on this machine and remember the fastest",
@@ -42,7 +137,11 @@ def add_command(subparsers):
                     "block: see shallowcnn/kernels/tiles.py; Winograd for the fused conv2: "
                     "kernels/winograd.py) on the network's layers, keeps "
                     "the fastest per layer shape in a file beside Numba's cache, and prints "
-                    "the table. Later runs use the saved choice at once. Run it again after "
+                    "the table. On a CPU with AVX-512 it then times the network at 144 and 60 "
+                    "pixels with 256- and with 512-bit vectors, a process each, and keeps 512 "
+                    "only where it is clearly faster (SHALLOWCNN_VECTOR_WIDTH=256|512|llvm "
+                    "overrides the saved width, NUMBA_CPU_FEATURES overrides both). "
+                    "Later runs use the saved choices at once. Run it again after "
                     "changing the CPU or the packages, or on a quiet machine.")
     p.add_argument("--size", type=whole_number_in(MIN_INPUT_SIDE, 512, "patch side"), action="append",
                    metavar="PIXELS",
@@ -50,6 +149,8 @@ def add_command(subparsers):
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="data type of the kernels (default float32)")
     p.add_argument("--no-scan", action="store_true", help="skip the scanning kernel")
+    p.add_argument("--no-width", action="store_true",
+                   help="do not measure the vector width (256 or 512 bits; it takes a minute or two)")
     p.add_argument("--show", action="store_true",
                    help="only print the saved choices for this machine (no timing)")
     p.set_defaults(func=run_command)
@@ -58,16 +159,21 @@ def add_command(subparsers):
 def run_command(args):
     if args.show:
         rows = autotune.saved_choices()
-        print(f"{cache_path()}:" if rows else f"no saved choices ({cache_path()})")
+        print(f"{autotune_cache.cache_path()}:" if rows else f"no saved choices ({autotune_cache.cache_path()})")
     else:
         if os.environ.get(autotune.ENV):
             print(f"tune: ignoring {autotune.ENV}={os.environ[autotune.ENV]!r} while timing", file=sys.stderr)
         rows = retune(args.size or [144, 60], args.dtype, scan=not args.no_scan)
-        print(f"saved to {cache_path()}")
+        print(f"saved to {autotune_cache.cache_path()}")
     ident = autotune.identity()
     print(f"CPU {ident['cpu']} (LLVM target {ident['llvm_target']}), shallowcnn {ident['shallowcnn']}, "
           f"numba {ident['numba']}")
     for sig, rec in sorted(rows.items()):
         times = "  ".join(f"{k} {v:.2f}" for k, v in rec.get("cpu_ms", {}).items())
         print(f"  {sig:44s} -> {rec['variant']:5s}  (CPU ms, one thread: {times})")
+    if not args.show and not args.no_width:
+        measure_vector_width()
+    elif args.show and autotune_cache.read_vector_width():
+        print("vector width measured here:")
+        _print_width(autotune_cache.read_vector_width())
     return 0

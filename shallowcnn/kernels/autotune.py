@@ -13,7 +13,8 @@ a table of CPU names would be wrong on the next CPU. So we measure:
    CPU model, LLVM's name for it and the package versions (:mod:`.autotune_cache`). Later runs (any
    process) read it and start with the right variant at once.
 3. ``shallowcnn tune`` re-times them (after a hardware or software change, or on
-   a quiet machine) and prints the table.
+   a quiet machine) and prints the table. It also measures whether 512-bit vectors
+   beat 256-bit ones here (:mod:`.vector_width`: that needs a process per width).
 
 Timing uses one thread and the *process CPU time*, not the wall clock: on a shared
 machine the wall clock also counts the time spent waiting for a core, which has
@@ -28,6 +29,7 @@ Tests and CI pin the variants instead of timing them: the environment variable
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -151,18 +153,24 @@ def _time_variants(family, signature, run) -> dict:
     try:
         for name in FAMILIES[family]:
             run(name)                          # compiles (or loads) this variant
-            best = float("inf")
-            for _ in range(REPS):              # a sample: as many runs as fill SAMPLE_S
-                calls, t = 0, time.process_time()
-                while calls == 0 or time.process_time() - t < SAMPLE_S:
-                    run(name)
-                    calls += 1
-                best = min(best, (time.process_time() - t) / calls)
-            times[name] = 1e3 * best
+            times[name] = cpu_ms(functools.partial(run, name))
     finally:
         numba.set_num_threads(threads)
     winner = min(times, key=times.get)
     return {"variant": winner, "how": "timed", "cpu_ms": {k: round(v, 3) for k, v in times.items()}}
+
+
+def cpu_ms(run, reps=REPS) -> float:
+    """The process CPU time of one ``run()`` in ms: the best of ``reps`` samples, a sample being
+    as many runs as fill SAMPLE_S (one run when it takes longer)."""
+    best = float("inf")
+    for _ in range(reps):
+        calls, t = 0, time.process_time()
+        while calls == 0 or time.process_time() - t < SAMPLE_S:
+            run()
+            calls += 1
+        best = min(best, (time.process_time() - t) / calls)
+    return 1e3 * best
 
 
 @contextlib.contextmanager
@@ -196,8 +204,10 @@ def chosen() -> dict:
 def context() -> dict:
     """The machine and the chosen variants, for benchmark reports."""
     import numba
+    from . import vector_width
     return {**identity(), "isa": isa_flags(), "numba_threads": numba.get_num_threads(),
-            "threading_layer": _threading_layer(), "variants": chosen(), "pins": os.environ.get(ENV, "")}
+            "threading_layer": _threading_layer(), "variants": chosen(), "pins": os.environ.get(ENV, ""),
+            "vector_width": vector_width.applied()}
 
 
 def _threading_layer():

@@ -3,10 +3,16 @@
 A choice is valid for one CPU model, one LLVM target and one version of shallowcnn and
 Numba (:func:`identity`); the file is named after them and lies beside Numba's cache of
 the compiled kernels (:func:`cache_path`). :mod:`shallowcnn.kernels.autotune` reads it
-before timing anything and adds each new choice to it.
+before timing anything and adds each new choice to it. It also holds the vector width
+measured for this machine (:mod:`shallowcnn.kernels.vector_width`), which is read before
+Numba defines its first kernel: so nothing here may import the kernels.
 
-numba, llvmlite and the kernels (tiles) are imported inside the functions that need them:
-`shallowcnn tune`, and so every start of the command line, imports this module.
+    {"identity": {...},
+     "choices": {signature: {"variant": "f4r2", "cpu_ms": {variant: ms, ...}}, ...},
+     "vector_width": {"bits": 512, "cpu_ms": {"256": {work: ms, ...}, "512": {...}}}}   (optional)
+
+numba and llvmlite are imported inside the functions that need them: `shallowcnn tune`,
+and so every start of the command line, imports this module.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from .. import __version__
 from ..storage import atomic_write_text
 from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
 
-_disk: dict | None = None     # the cache file's choices, read once
+_disk: dict | None = None     # the cache file's {"choices": ..., "vector_width": ...}, read once
 _warned = False               # the warning about an unusable file was printed
 
 
@@ -67,17 +73,29 @@ def identity() -> dict:
 
 
 def cache_path() -> Path:
-    """The JSON file of choices, beside Numba's cache of the kernels.
-
-    That is ``NUMBA_CACHE_DIR`` when set, else where Numba keeps the compiled kernels
-    (``shallowcnn/kernels/__pycache__``, or a per-user folder when that is read-only).
-    """
-    from . import tiles
-    folder = getattr(getattr(tiles.conv_tile, "_cache", None), "_cache_path", None)
-    folder = folder or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+    """The JSON file of choices, beside Numba's cache of the kernels (:func:`numba_cache_folder`)."""
     ident = identity()
     tag = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
-    return Path(folder) / f"shallowcnn-autotune-{tag}.json"
+    return Path(numba_cache_folder()) / f"shallowcnn-autotune-{tag}.json"
+
+
+def numba_cache_folder() -> str:
+    """Where Numba keeps the compiled kernels of tiles.py: ``NUMBA_CACHE_DIR`` (a sub-folder of
+    it) when set, else ``shallowcnn/kernels/__pycache__``, or a per-user folder when that is
+    read-only.
+
+    Found as Numba finds it (its cache locators, tried in its order), without importing
+    tiles.py: defining a kernel would fix the vector width before it is read from this file.
+    """
+    tiles_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiles.py")
+    from numba.core import caching
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)   # (numba < 0.61)
+    for locator in getattr(impl, "_locator_classes", ()):
+        # a locator takes a function only for its line number (it names files, not the folder)
+        found = locator.from_function(numba_cache_folder, tiles_py)
+        if found is not None:
+            return found.get_cache_path()
+    return os.path.join(os.path.dirname(tiles_py), "__pycache__")
 
 
 # ---------------------------------------------------------------- the file
@@ -86,11 +104,21 @@ def read_choices() -> dict:
     """signature -> record of this machine's cache file (read once per process; {} if none).
 
     A file of any other shape (choices not an object, a record that is not one, no or an
-    unknown "variant", times that are not numbers), or a folder in its place, counts as no
-    cache, with a warning naming it; the next timing (or ``shallowcnn tune``) writes it anew."""
+    unknown "variant", times that are not numbers; a vector width other than 256 or 512), or a
+    folder in its place, counts as no cache, with a warning naming it; the next timing (or
+    ``shallowcnn tune``) writes it anew."""
+    return _read()["choices"]
+
+
+def read_vector_width() -> dict | None:
+    """The vector width measured on this machine, ``{"bits": 256 | 512, "cpu_ms": ...}``, or None."""
+    return _read()["vector_width"]
+
+
+def _read() -> dict:
     global _disk
     if _disk is None:
-        _disk = {}
+        _disk = {"choices": {}, "vector_width": None}
         problem = _file_problem(cache_path())
         if problem:
             _warn_once(f"ignoring the kernel choices in {cache_path()}: {problem}; `shallowcnn tune` writes them anew")
@@ -130,20 +158,37 @@ def _file_problem(path: Path) -> str | None:
                 or rec["variant"] not in times
                 or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in times.values())):
             return f"the record of {sig} is not {{\"variant\": one of {', '.join(sorted(known))}, \"cpu_ms\": {{...}}}}"
-    _disk = dict(choices)
+    width = data.get("vector_width")
+    if width is not None and (not isinstance(width, dict) or width.get("bits") not in (256, 512)
+                              or isinstance(width.get("bits"), bool)):
+        return '"vector_width" is not {"bits": 256 or 512, ...}'
+    _disk = {"choices": dict(choices), "vector_width": width}
     return None
 
 
 def save_choice(signature, rec):
     """Add one choice to the cache file (read again first: another process may have added some)."""
+    _save(lambda data: data["choices"].__setitem__(signature, {k: v for k, v in rec.items() if k != "how"}))
+
+
+def save_vector_width(rec: dict) -> None:
+    """Save the vector width measured on this machine (``{"bits": 256 | 512, "cpu_ms": ...}``)."""
+    _save(lambda data: data.__setitem__("vector_width", dict(rec)))
+
+
+def _save(change) -> None:
+    """Read the file again (another process may have added choices), apply ``change`` to its
+    data and write it back atomically, keeping what ``change`` does not touch."""
     global _disk
     _disk = None
-    choices = dict(read_choices())
-    choices[signature] = {k: v for k, v in rec.items() if k != "how"}
-    _disk = choices
+    data = {"choices": dict(_read()["choices"]), "vector_width": _read()["vector_width"]}
+    change(data)
+    _disk = data
+    out = {"identity": identity(), "choices": data["choices"]}
+    if data["vector_width"] is not None:
+        out["vector_width"] = data["vector_width"]
     try:
-        atomic_write_text(cache_path(), json.dumps({"identity": identity(), "choices": choices},
-                                                   indent=1, sort_keys=True))
+        atomic_write_text(cache_path(), json.dumps(out, indent=1, sort_keys=True))
     except OSError as e:                       # a read-only install: choose again next time
         print(f"shallowcnn: could not save the kernel choice to {cache_path()}: {e}",
               file=sys.stderr)

@@ -10,7 +10,8 @@ scan's block maxima (:mod:`shallowcnn.kernels.cpu_blockmax`) all call it and the
 
 For one input row (c, p) a *pass* (:func:`tile_pass`) adds its K taps to the tile:
 the loop along the output row j is the innermost loop, which LLVM vectorises (16
-float32 lanes with AVX-512, 8 with AVX2); inside one column the running sums are
+float32 lanes with 512-bit vectors, 8 with 256-bit: which of the two, on a CPU with AVX-512,
+is measured per machine, see :mod:`shallowcnn.kernels.vector_width`); inside one column the running sums are
 scalars, kept in registers for all K taps (K is a compile-time constant, see
 :func:`taps`, so LLVM unrolls the taps), and every x value loaded feeds several FMAs.
 
@@ -54,7 +55,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import vector_width
 from .variants import SMALL_F_VARIANTS, TILE_VARIANTS  # noqa: F401  (tiles.X names them too)
+
+# 256- or 512-bit vectors: this must be decided before the process's first @njit below fixes
+# Numba's CPU features, and every kernel module imports this one before defining a kernel
+# (kernels/vector_width.py explains).
+vector_width.apply()
 
 RB = 4       # output rows per tile
 JT = 256     # room for this many output columns per tile row (a multiple of VL)
