@@ -148,8 +148,7 @@ def fit_until_stale(train_epoch, validate, snapshot, restore, max_epochs, patien
     ``max_seconds``) after the epoch that took the training past ``max_seconds`` of ``clock``.
     ``snapshot()`` copies the weights of each new best epoch and ``restore(copy)`` puts
     the best back at the end; ``on_epoch(epoch, loss, accuracy)``, if given, hears of each
-    epoch. Returns (best epoch, epochs trained, validation losses,
-    validation accuracies).
+    epoch. Returns (best epoch, epochs trained, validation losses, validation accuracies).
     """
     if monitor not in ("accuracy", "loss"):
         raise ValueError(f"monitor must be 'accuracy' or 'loss', not {monitor!r}")
@@ -177,7 +176,7 @@ def fit_until_stale(train_epoch, validate, snapshot, restore, max_epochs, patien
 
 def train_torch(name, data, batch_size, seed, stopping):
     """Train a PyTorch peer until its validation score stops improving: ``stopping`` holds
-    :func:`fit_until_stale`'s keywords (max_epochs, patience, monitor, max_seconds).
+    :func:`fit_until_stale`'s keywords (max_epochs, patience, monitor, max_seconds, on_epoch).
 
     Returns (predict function, parameter count, training seconds, best epoch, epochs trained,
     validation loss of each epoch, validation accuracy of each epoch)."""
