@@ -7,12 +7,16 @@
 Every network trains on the store's train split -- the same patches, the same
 augmentation (the store's x5 geometric transforms, made once for all) and the same
 recipe: Adam (lr 1e-3, eps 1e-7), batch 64, binary cross-entropy, the same seed for
-the order of the batches -- **until its validation loss stops improving**: after
-``--patience`` epochs without a lower validation loss (or ``--epochs``, at most),
-training stops and the weights of the best validation-loss epoch are restored
-(:func:`fit_until_stale`). A fixed number of epochs would favour whichever network
-happens to converge at that number: ShallowCNN's 8,301 weights and MobileNetV2's two
-million do not learn at the same pace.
+the order of the batches -- **until its validation score stops improving**: after
+``--patience`` epochs without a better score (or ``--epochs``, or ``--minutes`` of
+training, at most), training stops and the weights of the best epoch are restored
+(:func:`fit_until_stale`). The score is the validation accuracy by default -- the
+paper's rule ("we selected the model with the highest accuracy") and ``shallowcnn
+train``'s -- or the validation loss (``--monitor loss``), which rewards a network's
+cautious first epochs (a constant answer has a low loss) over its later, accurate but
+overconfident ones. A fixed number of epochs would favour whichever network happens to
+converge at that number: ShallowCNN's 8,301 weights and MobileNetV2's two million do
+not learn at the same pace.
 
 Each network is scored on the test split: accuracy, sensitivity, specificity and ROC
 AUC at the 0.5 threshold (shallowcnn.metrics), as mean and spread (sample standard
@@ -38,9 +42,10 @@ weights and zero biases (:func:`keras_init`).
 The paper reports 2,233,365 (LeNet-5) and 67,797,505 (MobileNetV2) without
 saying how they were built; see benchmarks/README.md for how ours differ.
 
-``--quick`` makes a small phantom store (12 patients of 832 x 1024 pixels, x5
-augmentation: 2,100 train, 770 validation and 580 test patches) and trains one
-seed with patience 4 and at most 25 epochs: about 18 minutes on one busy thread.
+``--quick`` makes a small phantom store (:func:`quick_store`: 36 patients of 832 x 1024
+pixels, x5 augmentation: 2,340 train, 660 validation and 660 test patches) and trains
+one seed with patience 6, at most 30 epochs and at most QUICK_MINUTES minutes of
+training per network (the same time for each; see benchmarks/README.md for timings).
 
 Writes ``table3.md`` and ``table3.json`` into ``--out`` (default
 benchmarks/results/), atomically through shallowcnn.storage.
@@ -130,34 +135,51 @@ def keras_init(net, nn):
     return net
 
 
-def fit_until_stale(train_epoch, val_loss, snapshot, restore, max_epochs, patience):
+def fit_until_stale(train_epoch, validate, snapshot, restore, max_epochs, patience, monitor="accuracy",
+                    max_seconds=None, clock=time.perf_counter, on_epoch=None):
     """Early stopping with the best weights kept, for any framework.
 
-    Calls ``train_epoch(epoch)`` for epoch = 1, 2, ... and ``val_loss()`` after each;
-    stops after ``patience`` epochs in a row without a validation loss below the best
-    so far (a NaN never counts as better), or after ``max_epochs``. ``snapshot()``
-    copies the weights of each new best epoch and ``restore(copy)`` puts the best
-    back at the end. Returns (best epoch, epochs trained, validation losses).
+    Calls ``train_epoch(epoch)`` for epoch = 1, 2, ... and ``validate()`` after each, which
+    returns (validation loss, validation accuracy). The best epoch is the one with the
+    highest validation accuracy (``monitor="accuracy"``: the paper's rule, and
+    ``shallowcnn train``'s) or the lowest validation loss (``monitor="loss"``); a later
+    epoch must do strictly better, and a NaN never counts as better. Training stops after
+    ``patience`` epochs in a row without a better score, after ``max_epochs``, or (if
+    ``max_seconds``) after the epoch that took the training past ``max_seconds`` of ``clock``.
+    ``snapshot()`` copies the weights of each new best epoch and ``restore(copy)`` puts
+    the best back at the end; ``on_epoch(epoch, loss, accuracy)``, if given, hears of each
+    epoch. Returns (best epoch, epochs trained, validation losses, validation accuracies).
     """
-    best_loss, best_epoch, best_weights, losses = np.inf, 0, None, []
+    if monitor not in ("accuracy", "loss"):
+        raise ValueError(f"monitor must be 'accuracy' or 'loss', not {monitor!r}")
+    sign = 1.0 if monitor == "accuracy" else -1.0       # compare as "higher is better"
+    best_score, best_epoch, best_weights, losses, accuracies = -np.inf, 0, None, [], []
+    start = clock()
     for epoch in range(1, max_epochs + 1):
         train_epoch(epoch)
-        loss = float(val_loss())
+        loss, accuracy = (float(v) for v in validate())
         losses.append(loss)
-        if loss < best_loss:                   # False for NaN
-            best_loss, best_epoch, best_weights = loss, epoch, snapshot()
+        accuracies.append(accuracy)
+        if on_epoch is not None:
+            on_epoch(epoch, loss, accuracy)
+        score = sign * (accuracy if monitor == "accuracy" else loss)
+        if score > best_score:                 # False for NaN
+            best_score, best_epoch, best_weights = score, epoch, snapshot()
         elif epoch - best_epoch >= patience:
+            break
+        if max_seconds is not None and clock() - start >= max_seconds:
             break
     if best_weights is not None:
         restore(best_weights)
-    return best_epoch, len(losses), losses
+    return best_epoch, len(losses), losses, accuracies
 
 
-def train_torch(name, data, max_epochs, patience, batch_size, seed):
-    """Train a PyTorch peer until its validation loss stops improving.
+def train_torch(name, data, batch_size, seed, stopping):
+    """Train a PyTorch peer until its validation score stops improving: ``stopping`` holds
+    :func:`fit_until_stale`'s keywords (max_epochs, patience, monitor, max_seconds, on_epoch).
 
     Returns (predict function, parameter count, training seconds, best epoch, epochs trained,
-    validation loss of each epoch)."""
+    validation loss of each epoch, validation accuracy of each epoch)."""
     import torch
     torch.manual_seed(seed)
     # channels_last: the same arithmetic, 1.6x faster for MobileNetV2 on CPU (benchmarks/README.md)
@@ -185,39 +207,41 @@ def train_torch(name, data, max_epochs, patience, batch_size, seed):
             loss_fn(net(x[idx]).ravel(), y[idx]).backward()
             optimizer.step()
 
-    def val_loss():
-        return float(loss_fn(torch.from_numpy(logits(x_val)), torch.from_numpy(y_val)))
+    def validate():
+        val_logits = logits(x_val)
+        loss = float(loss_fn(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
+        return loss, float(np.mean((val_logits >= 0) == (y_val >= 0.5)))      # logit 0 = probability 0.5
 
     start = time.perf_counter()
-    best_epoch, epochs, val_losses = fit_until_stale(
-        train_epoch, val_loss, lambda: {k: v.clone() for k, v in net.state_dict().items()},
-        net.load_state_dict, max_epochs, patience)
+    best_epoch, epochs, val_losses, val_accuracies = fit_until_stale(
+        train_epoch, validate, lambda: {k: v.clone() for k, v in net.state_dict().items()},
+        net.load_state_dict, **stopping)
     seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
 
     def predict(images):
         return 0.5 * (1 + np.tanh(logits(images) / 2))          # the sigmoid, without overflow
 
-    return predict, n_params, seconds, best_epoch, epochs, val_losses
+    return predict, n_params, seconds, best_epoch, epochs, val_losses, val_accuracies
 
 
-def train_shallowcnn(data, max_epochs, patience, batch_size, seed, backend):
+def train_shallowcnn(data, batch_size, seed, backend, stopping):
     """Train the project's network with its own Trainer's epochs (the paper's recipe) until
-    its validation loss stops improving; returns what :func:`train_torch` does."""
+    its validation score stops improving; returns what :func:`train_torch` does."""
     from shallowcnn.model import ShallowCNN
     from shallowcnn.train import TrainConfig, Trainer, evaluate_arrays
 
     model = ShallowCNN(backend=backend, seed=seed)
-    trainer = Trainer(model, TrainConfig(epochs=max_epochs, batch_size=batch_size, seed=seed, backend=backend),
-                      verbose=False)
+    config = TrainConfig(epochs=stopping["max_epochs"], batch_size=batch_size, seed=seed, backend=backend)
+    trainer = Trainer(model, config, verbose=False)
     (x, y), (x_val, y_val) = data["train"], data["val"]
     start = time.perf_counter()
-    best_epoch, epochs, val_losses = fit_until_stale(
-        lambda epoch: trainer.run_epoch(x, y, epoch), lambda: evaluate_arrays(model, x_val, y_val)[0],
-        lambda: {k: v.copy() for k, v in model.params.items()}, model.set_params, max_epochs, patience)
+    best_epoch, epochs, val_losses, val_accuracies = fit_until_stale(
+        lambda epoch: trainer.run_epoch(x, y, epoch), lambda: evaluate_arrays(model, x_val, y_val),
+        lambda: {k: v.copy() for k, v in model.params.items()}, model.set_params, **stopping)
     seconds = time.perf_counter() - start
     return lambda images: model.predict_proba(images, batch_size=64), model.n_params(), seconds, \
-        best_epoch, epochs, val_losses
+        best_epoch, epochs, val_losses, val_accuracies
 
 
 # ------------------------------------------------------------------ the table
@@ -267,17 +291,23 @@ def markdown_table(rows, settings, store) -> str:
     return "\n".join(lines) + "\n"
 
 
+QUICK_MINUTES = 6          # --quick: each network's training stops after the epoch that passes this
+
+
 def quick_store(folder) -> Path:
-    """A small phantom (12 patients, images of the demo size, 832 x 1024) and its patch store
-    with the paper's x5 augmentation, for --quick: 2,100 train, 770 validation, 580 test
-    patches. Smaller images (480 x 560, 940 train patches) taught no network anything: even
-    ShallowCNN's validation loss stayed at 0.67 for 40 epochs (benchmarks/README.md)."""
+    """A small phantom (36 patients, images of the demo size, 832 x 1024) and its patch store
+    with the paper's x5 augmentation, for --quick: 2,340 train, 660 validation, 660 test
+    patches. Two offsets per cluster and three negatives per image: many distinct clusters
+    (117 in the train split) rather than many shifted copies of a few -- 12 patients with 8
+    offsets and 10 negatives gave about as many patches (2,100) from only 26 clusters, which
+    MobileNetV2 memorised (train accuracy 0.82 at epoch 3, validation 0.51). Smaller images
+    (480 x 560) taught no network anything (benchmarks/README.md)."""
     from shallowcnn.data.patches import make_patches
     from shallowcnn.data.phantom import generate_phantom
 
-    generate_phantom(Path(folder) / "phantom", cases=12, seed=3, size="demo", verbose=False)
+    generate_phantom(Path(folder) / "phantom", cases=36, seed=3, size="demo", verbose=False)
     path = Path(folder) / "patches.npz"
-    make_patches(Path(folder) / "phantom", path, seed=0, per_cluster=8, negatives_per_image=10,
+    make_patches(Path(folder) / "phantom", path, seed=0, per_cluster=2, negatives_per_image=3,
                  augment_patches=True, verbose=False)
     return path
 
@@ -286,9 +316,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--patches", help="patch store (.npz); --quick without it makes a tiny phantom one")
     ap.add_argument("--epochs", type=int, default=None,
-                    help="at most this many epochs per network (default 100, --quick 25)")
+                    help="at most this many epochs per network (default 100, --quick 30)")
     ap.add_argument("--patience", type=int, default=None,
-                    help="stop after this many epochs without a lower validation loss (default 10, --quick 4)")
+                    help="stop after this many epochs without a better validation score (default 10, --quick 6)")
+    ap.add_argument("--monitor", choices=("accuracy", "loss"), default="accuracy",
+                    help="the validation score that picks the kept epoch and stops training: the highest "
+                         "accuracy (default: the paper's rule and shallowcnn train's) or the lowest loss")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="stop a network's training after the epoch that passes this many minutes "
+                         f"(default none; --quick {QUICK_MINUTES})")
     ap.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64, the paper's)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     ap.add_argument("--seeds", default=None,
@@ -300,7 +336,8 @@ def main(argv=None) -> int:
                     help="patches per timed inference pass, the test patches repeated (default 256)")
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for table3.md and table3.json")
     ap.add_argument("--quick", action="store_true",
-                    help="a small phantom store (unless --patches), one seed, patience 4: about 18 minutes")
+                    help=f"a small phantom store (unless --patches), one seed, patience 6, at most "
+                         f"{QUICK_MINUTES} minutes of training per network")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
@@ -318,14 +355,21 @@ def main(argv=None) -> int:
     if args.backend == "numba":
         import numba
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    max_epochs = args.epochs or (25 if args.quick else 100)
-    patience = args.patience or (4 if args.quick else 10)
+    max_epochs = args.epochs or (30 if args.quick else 100)
+    patience = args.patience or (6 if args.quick else 10)
     try:
         seeds = [int(v) for v in (args.seeds or ("0" if args.quick else "0,1,2")).split(",") if v.strip()]
     except ValueError:
         ap.error(f"--seeds: expected whole numbers separated by commas, got {args.seeds!r}")
     if not seeds or min(seeds) < 0 or max_epochs < 1 or patience < 1:
         ap.error("--seeds needs at least one seed >= 0; --epochs and --patience must be at least 1")
+    minutes = args.minutes if args.minutes is not None else (QUICK_MINUTES if args.quick else None)
+    if minutes is not None and minutes <= 0:
+        ap.error(f"--minutes must be positive, got {minutes}")
+    stopping = {"max_epochs": max_epochs, "patience": patience, "monitor": args.monitor,
+                "max_seconds": None if minutes is None else 60 * minutes,
+                "on_epoch": lambda epoch, loss, accuracy: print(
+                    f"    epoch {epoch}: validation loss {loss:.4f}, accuracy {accuracy:.4f}", flush=True)}
 
     from shallowcnn.data.patches import PatchError, open_patches
     from shallowcnn.storage import StoreError
@@ -347,13 +391,14 @@ def main(argv=None) -> int:
             print(f"seed {seed}: training {LABELS[name]} on {len(data['train'][0])} patches "
                   f"(at most {max_epochs} epochs, patience {patience}) ...", flush=True)
             if name == "shallowcnn":
-                trained = train_shallowcnn(data, max_epochs, patience, args.batch_size, seed, args.backend)
+                trained = train_shallowcnn(data, args.batch_size, seed, args.backend, stopping)
             else:
-                trained = train_torch(name, data, max_epochs, patience, args.batch_size, seed)
-            predict, n_params, seconds, best_epoch, epochs, val_losses = trained
+                trained = train_torch(name, data, args.batch_size, seed, stopping)
+            predict, n_params, seconds, best_epoch, epochs, val_losses, val_accuracies = trained
             metrics = classification_metrics(y_test, predict(x_test))
             run = {"model": name, "seed": seed, "n_params": int(n_params), "train_seconds": seconds,
                    "best_epoch": best_epoch, "epochs": epochs, "val_losses": [round(v, 5) for v in val_losses],
+                   "val_accuracies": [round(v, 5) for v in val_accuracies],
                    "patches_per_second": patches_per_second(predict, x_test, args.reps, args.inference_patches),
                    **{k: float(metrics[k]) for k in SCORES}}
             runs[name].append(run)
@@ -361,13 +406,16 @@ def main(argv=None) -> int:
                   f"of {epochs}, {seconds:.0f} s", flush=True)
     rows = [summarize(runs[name]) for name in models]
     source = "a small phantom store (--quick)" if not args.patches else str(store_path)
-    settings = f"at most {max_epochs} epochs, patience {patience}, batch {args.batch_size}"
+    settings = (f"at most {max_epochs} epochs" + (f" and {minutes:g} minutes" if minutes else "")
+                + f" per network, patience {patience}, best epoch by validation {args.monitor}, "
+                f"batch {args.batch_size}")
     table = markdown_table(rows, settings, source)
     print("\n" + table)
     out = Path(args.out)
     atomic_write_text(out / "table3.md", table)
     atomic_write_text(out / "table3.json", json.dumps(
-        {"patches": source, "max_epochs": max_epochs, "patience": patience, "batch_size": args.batch_size,
+        {"patches": source, "max_epochs": max_epochs, "patience": patience, "monitor": args.monitor,
+         "max_minutes": minutes, "batch_size": args.batch_size,
          "threads": args.threads, "seeds": seeds, "rows": rows,
          "runs": [r for name in models for r in runs[name]]}, indent=2, allow_nan=True))
     print(f"wrote {out / 'table3.md'} and table3.json")

@@ -67,9 +67,9 @@ def test_table3_quick(small_store, tmp_path):
 
 
 def test_fit_until_stale_stops_after_patience_and_restores_the_best():
-    """Validation losses 5, 3, 4, 2, 2.5, 2.1, 2.2, 1 with patience 3: the best is epoch 4
-    (2.0); epochs 5, 6, 7 do not beat it, so training stops after epoch 7 and the weights
-    of epoch 4 come back. A NaN loss never counts as an improvement."""
+    """Validation losses 5, 3, 4, 2, 2.5, 2.1, 2.2, 1 with patience 3, monitored by loss: the
+    best is epoch 4 (2.0); epochs 5, 6, 7 do not beat it, so training stops after epoch 7 and
+    the weights of epoch 4 come back. A NaN loss never counts as an improvement."""
     table3 = load_script()
     losses = iter([5, 3, 4, 2, 2.5, 2.1, 2.2, 1])
     state = {"weights": 0}
@@ -79,17 +79,43 @@ def test_fit_until_stale_stops_after_patience_and_restores_the_best():
         trained.append(epoch)
         state["weights"] = epoch                     # "weights" = the epoch that made them
 
-    best, epochs, seen = table3.fit_until_stale(train_epoch, lambda: next(losses), lambda: state["weights"],
-                                                lambda w: state.update(weights=w), max_epochs=20, patience=3)
-    assert (best, epochs, seen) == (4, 7, [5, 3, 4, 2, 2.5, 2.1, 2.2])
+    best, epochs, seen, accuracies = table3.fit_until_stale(
+        train_epoch, lambda: (next(losses), 0.5), lambda: state["weights"], lambda w: state.update(weights=w),
+        max_epochs=20, patience=3, monitor="loss")
+    assert (best, epochs, seen) == (4, 7, [5, 3, 4, 2, 2.5, 2.1, 2.2]) and accuracies == [0.5] * 7
     assert trained == list(range(1, 8)) and state["weights"] == 4
     nan_losses = iter([1.0, float("nan"), float("nan")])
-    best, epochs, _ = table3.fit_until_stale(lambda e: None, lambda: next(nan_losses), lambda: "w1",
-                                             lambda w: None, max_epochs=3, patience=2)
+    best, epochs, _, _ = table3.fit_until_stale(lambda e: None, lambda: (next(nan_losses), 0.5), lambda: "w1",
+                                                lambda w: None, max_epochs=3, patience=2, monitor="loss")
     assert (best, epochs) == (1, 3)
-    best, epochs, _ = table3.fit_until_stale(lambda e: None, lambda: 1.0, lambda: "w", lambda w: None,
-                                             max_epochs=5, patience=10)
+    best, epochs, _, _ = table3.fit_until_stale(lambda e: None, lambda: (1.0, 0.5), lambda: "w", lambda w: None,
+                                                max_epochs=5, patience=10)
     assert (best, epochs) == (1, 5)                  # max_epochs stops it first
+
+
+def test_fit_until_stale_by_accuracy_keeps_the_most_accurate_epoch():
+    """The paper's rule: the kept epoch is the one with the highest validation accuracy, even
+    where a cautious epoch has the lowest loss. (loss, accuracy) per epoch: (0.70, 0.50),
+    (0.60, 0.55), (0.90, 0.80), (1.20, 0.80), (0.50, 0.70), (2.00, 0.75) with patience 3:
+    epoch 3 (0.80) is the best -- epoch 4 only ties it -- so training stops after epoch 6 and
+    epoch 3 comes back, where the loss would have kept epoch 5."""
+    table3 = load_script()
+    scores = [(0.70, 0.50), (0.60, 0.55), (0.90, 0.80), (1.20, 0.80), (0.50, 0.70), (2.00, 0.75), (0.1, 1.0)]
+    state = {"weights": 0, "epoch": 0}
+
+    def run(monitor):
+        it = iter(scores)
+        return table3.fit_until_stale(lambda e: state.update(epoch=e), lambda: next(it), lambda: state["epoch"],
+                                      lambda w: state.update(weights=w), max_epochs=7, patience=3,
+                                      monitor=monitor)
+
+    best, epochs, losses, accuracies = run("accuracy")
+    assert (best, epochs, state["weights"]) == (3, 6, 3)
+    assert accuracies == [0.50, 0.55, 0.80, 0.80, 0.70, 0.75] and losses[2] == 0.90
+    best, epochs, _, _ = run("loss")
+    assert (best, epochs, state["weights"]) == (7, 7, 7)             # 0.5 at epoch 5, then 0.1 at epoch 7
+    with pytest.raises(ValueError, match="monitor"):
+        table3.fit_until_stale(lambda e: None, lambda: (1.0, 0.5), lambda: 0, lambda w: None, 3, 1, monitor="auc")
 
 
 def test_summarize_gives_mean_and_sample_spread():
@@ -124,3 +150,22 @@ def test_keras_init_gives_glorot_uniform_weights_and_zero_biases():
         assert abs(w).max() <= bound and abs(w).max() > 0.95 * bound      # fills the whole range
         assert abs(w.std() - bound / 3 ** 0.5) < 0.05 * bound               # uniform: std = bound / sqrt(3)
     assert all(float(m.bias.abs().max()) == 0 for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+
+
+def test_fit_until_stale_stops_after_the_epoch_that_passes_the_time_budget():
+    """A clock that advances 10 s an epoch and a budget of 25 s: epochs 1, 2 and 3 run (the
+    third passes 25 s at 30 s), however good the scores, and the best of them comes back.
+    ``on_epoch`` hears each epoch's (epoch, loss, accuracy)."""
+    table3 = load_script()
+    now = {"t": 0.0}
+    heard = []
+    accuracies = iter([0.6, 0.9, 0.7, 0.95, 0.99])
+
+    def train_epoch(epoch):
+        now["t"] += 10.0
+
+    best, epochs, _, seen = table3.fit_until_stale(
+        train_epoch, lambda: (0.5, next(accuracies)), lambda: now["t"], lambda w: None, max_epochs=5,
+        patience=5, max_seconds=25, clock=lambda: now["t"], on_epoch=lambda *a: heard.append(a))
+    assert (best, epochs, seen) == (2, 3, [0.6, 0.9, 0.7])
+    assert heard == [(1, 0.5, 0.6), (2, 0.5, 0.9), (3, 0.5, 0.7)]
