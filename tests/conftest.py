@@ -88,3 +88,18 @@ def tiny_model_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_store_file(small_store):
     return small_store[0]
+
+
+@pytest.fixture
+def tune_cache_file(tmp_path, monkeypatch):
+    """The autotuner's file of choices moved to an empty temporary file, and this process's
+    memory of it (and of the variants chosen) cleared: a test never reads or writes the
+    machine's real file."""
+    from shallowcnn.kernels import autotune, autotune_cache
+
+    path = tmp_path / "shallowcnn-autotune.json"
+    monkeypatch.setattr(autotune_cache, "cache_path", lambda: path)
+    monkeypatch.setattr(autotune_cache, "_disk", None)
+    monkeypatch.setattr(autotune_cache, "_warned", False)
+    monkeypatch.setattr(autotune, "_chosen", {})
+    return path

@@ -19,7 +19,7 @@ from bad_inputs_common import run_cli
 
 from shallowcnn import storage
 from shallowcnn.data.patches import PatchStore
-from shallowcnn.kernels import autotune, autotune_cache
+from shallowcnn.kernels import autotune
 from shallowcnn.model import ShallowCNN
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,14 +97,9 @@ CACHE_CASES = {
 
 
 @pytest.fixture
-def cache_file(tmp_path, monkeypatch):
-    """The tune cache moved to a temporary file, this process's memory of it cleared."""
-    path = tmp_path / "shallowcnn-autotune.json"
-    monkeypatch.setattr(autotune_cache, "cache_path", lambda: path)
-    monkeypatch.setattr(autotune_cache, "_disk", None)
-    monkeypatch.setattr(autotune_cache, "_warned", False)
-    monkeypatch.setattr(autotune, "_chosen", {})
-    return path
+def cache_file(tune_cache_file):
+    """The tune cache moved to a temporary file, this process's memory of it cleared (conftest.py)."""
+    return tune_cache_file
 
 
 def write_cache(path, case):

@@ -56,13 +56,9 @@ def run_python(code, env_changes, timeout=600):
 
 
 @pytest.fixture
-def fresh(tmp_path, monkeypatch):
-    """An empty file of choices in tmp_path, nothing of it in memory."""
-    path = tmp_path / "choices.json"
-    monkeypatch.setattr(autotune_cache, "cache_path", lambda: path)
-    monkeypatch.setattr(autotune_cache, "_disk", None)
-    monkeypatch.setattr(autotune_cache, "_warned", False)
-    return path
+def fresh(tune_cache_file):
+    """An empty file of choices in tmp_path, nothing of it in memory (conftest.py)."""
+    return tune_cache_file
 
 
 # ---------------------------------------------------------------- the override and the rule
