@@ -41,8 +41,6 @@ from __future__ import annotations
 import os
 import sys
 
-from . import autotune_cache
-
 ENV = "SHALLOWCNN_VECTOR_WIDTH"
 VALUES = ("auto", "llvm", "256", "512")
 WIDTHS = (256, 512)
@@ -114,6 +112,8 @@ def describe(state: dict) -> str:
 
 def _decide_and_set() -> dict:
     import numba
+
+    from . import autotune_cache      # here, not at the top: `shallowcnn`'s start-up imports requested()
     asked = requested()
     if numba.config.CPU_FEATURES is not None:
         if asked in ("256", "512"):
