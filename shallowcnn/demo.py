@@ -27,6 +27,7 @@ from .data.phantom import DEFAULT_CASES, generate_phantom, summarise
 from .evaluate import evaluate
 from .mining import DEFAULT_ROUNDS, ROUND_EPOCHS, MiningConfig, mine
 from .model import ShallowCNN
+from .operating_point import FALLBACK_NMS_PX
 from .scan_files import scan_paths
 from .storage import atomic_write_text
 from .train import TrainConfig, train_run
@@ -194,7 +195,7 @@ def _froc_lines(froc: dict | None, mining: dict | None) -> list:
         lines += [f"Hard-negative mining (`mine/mining.json`): validation sensitivity at 1 FP/image {rounds}; "
                   f"kept round {mining['best_round']}. Operating point chosen on the validation patients' "
                   f"mammograms for {point['target_fp_per_image']:g} false positive per image: p >= "
-                  f"{point['threshold']:.4f} with NMS at {point.get('nms_px', 144):g} px "
+                  f"{point['threshold']:.4f} with NMS at {point.get('nms_px', FALLBACK_NMS_PX):g} px "
                   f"(there: sensitivity {point['sensitivity']:.2f} at "
                   f"{point['fp_per_image']:.2f} FP/image).", ""]
     return lines + ["Per 1 cm^2 patch:", ""] if lines else lines

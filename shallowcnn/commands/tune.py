@@ -173,7 +173,7 @@ def run_command(args):
         print(f"  {sig:44s} -> {rec['variant']:5s}  (CPU ms, one thread: {times})")
     if not args.show and not args.no_width:
         measure_vector_width()
-    elif args.show and autotune_cache.read_vector_width():
+    elif args.show and (measured := autotune_cache.read_vector_width()):
         print("vector width measured here:")
-        _print_width(autotune_cache.read_vector_width())
+        _print_width(measured)
     return 0

@@ -168,21 +168,29 @@ def _file_problem(path: Path) -> str | None:
 
 def save_choice(signature, rec):
     """Add one choice to the cache file (read again first: another process may have added some)."""
-    _save(lambda data: data["choices"].__setitem__(signature, {k: v for k, v in rec.items() if k != "how"}))
+    data = _read_again()
+    data["choices"][signature] = {k: v for k, v in rec.items() if k != "how"}
+    _save(data)
 
 
 def save_vector_width(rec: dict) -> None:
     """Save the vector width measured on this machine (``{"bits": 256 | 512, "cpu_ms": ...}``)."""
-    _save(lambda data: data.__setitem__("vector_width", dict(rec)))
+    data = _read_again()
+    data["vector_width"] = dict(rec)
+    _save(data)
 
 
-def _save(change) -> None:
-    """Read the file again (another process may have added choices), apply ``change`` to its
-    data and write it back atomically, keeping what ``change`` does not touch."""
+def _read_again() -> dict:
+    """A copy of the file's data as it is now (another process may have added choices)."""
     global _disk
     _disk = None
-    data = {"choices": dict(_read()["choices"]), "vector_width": _read()["vector_width"]}
-    change(data)
+    now = _read()
+    return {"choices": dict(now["choices"]), "vector_width": now["vector_width"]}
+
+
+def _save(data: dict) -> None:
+    """``data`` ({"choices", "vector_width"}) as this process's and the file's, written atomically."""
+    global _disk
     _disk = data
     out = {"identity": identity(), "choices": data["choices"]}
     if data["vector_width"] is not None:
