@@ -6,7 +6,7 @@
 Times, round after round (so that a change of load hits every variant alike), each variant
 of: conv1 (the few-filter family: g3, g2, g4, wino) on batches of 64 patches of 144 x 144
 and 60 x 60 and on one batch of 16 scan tiles (272 x 272); the scan's conv2 + ReLU + 16 x 16
-block max (the fused family: f4r2, f4r1, f8r1, wino) on 16 tiles; the fused conv2 +
+block max (its family: f4r2, f4r1, f8r1, wino) on 16 tiles; the fused conv2 (f4r2, f4r1, f8r1, wino, wino2d) +
 ReLU + global max pool at 144 x 144 and 60 x 60; and, for scale, the model's whole inference
 forward (``ShallowCNN.forward``, the autotuner's variants) on the same two batches. Prints the
 median wall-clock and process-CPU milliseconds of one call (CPU: all threads; on a loaded
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         for v in autotune.FAMILIES["small_f"]:
             cases.append((name, v, lambda x=x, v=v: cpu.conv2d_forward(x, W1, b1, relu=True, variant=v)))
     h = rng.random((16, 6, 264, 264), dtype=np.float32)
-    for v in autotune.FAMILIES["fused"]:
+    for v in autotune.FAMILIES["blockmax"]:
         cases.append(("blockmax scan 16 x 264, g 16", v, lambda v=v: conv_relu_blockmax(h, W2, b2, 16, variant=v)))
     for size in (136, 52):                   # conv2's input in 144 x 144 and 60 x 60 patches
         h2 = rng.random((64, 6, size, size), dtype=np.float32)

@@ -35,9 +35,11 @@ def test_pins(monkeypatch):
     monkeypatch.setenv(autotune.ENV, "default")
     assert autotune.pins() == {fam: names[0] for fam, names in autotune.FAMILIES.items()}
     monkeypatch.setenv(autotune.ENV, "f8r1, g2")        # a tile variant pins the fused kernel too
-    assert autotune.pins() == {"tile": "f8r1", "fused": "f8r1", "small_f": "g2"}
+    assert autotune.pins() == {"tile": "f8r1", "fused": "f8r1", "blockmax": "f8r1", "small_f": "g2"}
     monkeypatch.setenv(autotune.ENV, "wino")             # Winograd: the fused conv2, block max and conv1
-    assert autotune.pins() == {"fused": "wino", "small_f": "wino"}
+    assert autotune.pins() == {"fused": "wino", "blockmax": "wino", "small_f": "wino"}
+    monkeypatch.setenv(autotune.ENV, "wino2d")           # 2-D Winograd: the fused conv2 and conv1
+    assert autotune.pins() == {"fused": "wino2d", "small_f": "wino2d"}
     monkeypatch.setenv(autotune.ENV, "f4r1,zz")
     with pytest.raises(ValueError, match="unknown variant 'zz'"):
         autotune.pins()

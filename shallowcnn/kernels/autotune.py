@@ -36,7 +36,7 @@ import time
 
 from . import autotune_cache
 from .autotune_cache import identity, isa_flags
-from .variants import FUSED_VARIANTS, SMALL_F_FAMILY, TILE_VARIANTS
+from .variants import BLOCKMAX_VARIANTS, FUSED_VARIANTS, SMALL_F_FAMILY, TILE_VARIANTS
 
 # numba is imported inside the functions that need it: `shallowcnn tune`, and so every
 # start of the command line, imports this module.
@@ -46,8 +46,10 @@ REPS = 3                      # timed samples per variant (the best is kept)
 SAMPLE_S = 0.005              # CPU seconds per sample at least (short runs are repeated)
 
 # family -> its variant names, the default first
-# ("fused": the fused conv2 and the scan's block max; "wino" is in "fused" and "small_f")
-FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "small_f": SMALL_F_FAMILY}
+# ("fused": the fused conv2 + global max; "blockmax": the scan's conv2 + block max;
+# "wino" is in "fused", "blockmax" and "small_f", "wino2d" in "fused" and "small_f")
+FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "blockmax": BLOCKMAX_VARIANTS,
+            "small_f": SMALL_F_FAMILY}
 
 _chosen: dict = {}            # signature -> record, for this process
 _force = False                # True inside timing_everything() (`shallowcnn tune`)
@@ -84,14 +86,16 @@ def signature(kind, x, W) -> str:
     return f"{kind} {x.dtype.name} C{C} F{F} K{K} Wo{x.shape[3] - K + 1}"
 
 
-def tuning_slice(x, K, rows=32, patches=2):
+def tuning_slice(x, K, rows=48, patches=4):
     """What the variants are timed on: a few patches and output rows of x (N, C, H, W),
-    with all its channels and columns."""
+    with all its channels and columns. 48 rows hold a whole 60 x 60 patch's conv2 (44 rows)
+    and whole bands of the 2-D Winograd kernels; 4 patches spread the per-call costs (packing
+    the weights) as a batch would, more than 2 did."""
     import numpy as np
     return np.ascontiguousarray(x[:patches, :, :K - 1 + rows])
 
 
-def pick(family: str, kind: str, x, W, run, rows: int = 32) -> str:
+def pick(family: str, kind: str, x, W, run, rows: int = 48) -> str:
     """:func:`choose` for the kernel ``kind`` on input x (N, C, H, W) with weights W.
 
     ``run(xs, name)`` runs the kernel with variant ``name`` on ``xs``. The tuning

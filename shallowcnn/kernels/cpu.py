@@ -38,6 +38,8 @@ the truth these kernels are tested against).  Three ideas make them fast.
    conv1 have one more: ``wino`` (:mod:`shallowcnn.kernels.winograd`), the same
    passes on Winograd-transformed rows (half the multiply-adds for conv2; for conv1,
    its 6 filters padded to 8, two thirds), float32 sums within about 1e-6 of the direct ones.
+   The fused conv2 and conv1 have a second: ``wino2d`` (:mod:`shallowcnn.kernels.winograd2d`),
+   Winograd in both directions on a grid of 3 x 3 tiles (a third of the multiply-adds).
 
 2. Fusion (conv + ReLU + global max pool)
    The network only needs, per (patch, filter), the maximum of the conv2
@@ -71,7 +73,7 @@ import os
 
 import numpy as np
 
-from . import BackendUnavailable, autotune, check_shapes, winograd
+from . import BackendUnavailable, autotune, check_shapes, winograd, winograd2d
 # The scanning kernel (conv2 + ReLU + block max) lives in its own file; it is part of this
 # backend's contract (kernels/__init__.py), so the backend offers it under its name.
 from .cpu_blockmax import conv_relu_blockmax  # noqa: F401
@@ -241,7 +243,7 @@ def _conv_max_kernel(x, Wp, bp, F, kt, ft, rt, jt):
                 # to the smaller flat index, as in np.argmax)
                 for r in range(rn):
                     for f in range(nf):
-                        fold_row_max(acc, (r * FB + f) * ACC_ROW, jn, (i0 + r) * Wo + j0, best, where, f)
+                        fold_row_max(acc, (r * FB + f) * ACC_ROW, jn, (i0 + r) * Wo + j0, best, where, f, 1)
         for f in range(nf):
             zmax[n, f0 + f] = best[f]
             argmax[n, f0 + f] = where[f]
@@ -359,8 +361,9 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
     (``max(out, 0)`` when relu: applied as the output is stored, no extra pass).
     ``variant`` is an extension of this backend (``relu`` is in every backend's contract):
     None (the autotuner picks), a name of ``tiles.TILE_VARIANTS`` (the blocked path, any F), of
-    ``tiles.SMALL_F_VARIANTS`` (the few-filter path, any F), or ``wino``
-    (:func:`winograd.conv_dense`, any F; float32 sums within rounding of the direct ones).
+    ``tiles.SMALL_F_VARIANTS`` (the few-filter path, any F), ``wino`` (:func:`winograd.conv_dense`)
+    or ``wino2d`` (:func:`winograd2d.conv_dense`; both any F, float32 sums within rounding of the
+    direct ones).
     """
     check_shapes(x, W)
     dt = _dtype(x, W)
@@ -370,6 +373,10 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
     F, _, K, _ = W.shape
     Wo = x.shape[3] - K + 1
     jt = small_f_width(Wo, K)
+    if variant == "wino2d":     # Winograd in 2-D (kernels/winograd2d.py), where its tiles fit
+        if winograd2d.usable(K, Wo):
+            return winograd2d.conv_dense(x, W, b, relu)
+        variant = "wino"
     if variant == "wino":       # Winograd (kernels/winograd.py); leftover rows: the direct default
         direct = _direct_default(F, jt)
         return winograd.conv_dense(x, W, b, relu, lambda xs: conv2d_forward(xs, W, b, relu, direct))
@@ -378,7 +385,7 @@ def conv2d_forward(x, W, b, relu=False, variant=None):
             if variant is None:
                 variant = autotune.pick("small_f", "small_f dense", x, W,
                                         lambda xs, v: conv2d_forward(xs, W, b, relu, v))
-                if variant == "wino":
+                if variant in ("wino", "wino2d"):
                     return conv2d_forward(x, W, b, relu, variant)
             return _small_f(x, W, b, relu, variant, jt)
         variant = None          # K wider than a segment (tiles.SEG): the blocked path
@@ -464,6 +471,11 @@ def conv_relu_maxpool_forward(x, W, b, variant=None):
 
 
 def _conv_max(x, W, b, variant):
+    if variant == "wino2d":         # Winograd in 2-D (kernels/winograd2d.py), where its tiles fit
+        F, _, K, _ = W.shape
+        if winograd2d.usable(K, x.shape[3] - K + 1):
+            return winograd2d.conv_max(x, W, b)
+        variant = "wino"
     if variant == "wino":           # Winograd (kernels/winograd.py); leftover rows: the direct default
         return winograd.conv_max(x, W, b, lambda xs: _conv_max(xs, W, b, autotune.FAMILIES["tile"][0]))
     F, _, K, _ = W.shape

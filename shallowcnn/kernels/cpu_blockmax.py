@@ -119,7 +119,7 @@ def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
     out (N, F, (H-K+1) // g, (W-K+1) // g), ``out = relu(blockmax_g(conv(x, W) + b))``
 
     Rows and columns of the convolution beyond the last whole block are not computed.
-    variant: a name of ``variants.FUSED_VARIANTS`` (the tile variants and ``wino``), or
+    variant: a name of ``variants.BLOCKMAX_VARIANTS`` (the tile variants and ``wino``), or
     None (the autotuner picks).
     """
     x = np.ascontiguousarray(x)
@@ -131,10 +131,10 @@ def conv_relu_blockmax(x, W, b, g: int, variant=None) -> np.ndarray:
         raise ValueError(f"convolution output {Ho} x {Wo} holds no whole {g} x {g} block")
     g = int(g)
     if variant is None:
-        variant = autotune.pick("fused", f"tile blockmax g{g}", x, W,
+        variant = autotune.pick("blockmax", f"tile blockmax g{g}", x, W,
                                 lambda xs, v: _blockmax(xs, W, b, g, v),
                                 rows=max(g, 32 // g * g))   # whole block rows
-    return _blockmax(x, W, b, g, autotune.check("fused", variant))
+    return _blockmax(x, W, b, g, autotune.check("blockmax", variant))
 
 
 def _blockmax(x, W, b, g, variant):

@@ -252,24 +252,26 @@ def row_max(acc, a, jn):
 
 
 @njit(cache=True, inline="always")
-def fold_row_max(acc, a, jn, idx0, best, where, k):
-    """Fold one row of a tile, acc[a : a + jn] at flat output positions idx0 ..
-    idx0 + jn - 1, into the running maximum best[k] and its position where[k].
+def fold_row_max(acc, a, jn, idx0, best, where, k, step):
+    """Fold one row of a tile, acc[a : a + jn] at flat output positions idx0, idx0 + step,
+    ..., idx0 + (jn - 1)*step, into the running maximum best[k] and its position where[k].
 
     The row's maximum is a vectorised reduction (:func:`row_max`); only when it
     reaches the running best is its first position looked for. Ties go to the
     smaller flat index, as in np.argmax: rows are not always folded in order (a
     later column chunk holds an earlier position than an earlier chunk's next row).
-    Used by the fused kernels, direct (cpu.py) and Winograd (winograd.py).
+    step is 1 for a row of outputs; the 2-D Winograd tiles (winograd2d.py) hold every
+    third output of a row. Used by the fused kernels, direct (cpu.py) and Winograd
+    (winograd.py, winograd2d.py).
     """
     m = row_max(acc, a, jn)
     if m >= best[k]:
         j = 0
         while acc[a + j] != m:
             j += 1
-        if m > best[k] or idx0 + j < where[k]:
+        if m > best[k] or idx0 + j * step < where[k]:
             best[k] = m
-            where[k] = idx0 + j
+            where[k] = idx0 + j * step
 
 
 # ---------------------------------------------------------------------------

@@ -10,17 +10,21 @@ start of the command line imports) does not load Numba just to know them.
 # (the autotuner's choice where nothing is timed: tests, a pinned "default")
 TILE_VARIANTS = {"f4r2": (4, 2), "f4r1": (4, 1), "f8r1": (8, 1)}
 
-# The fused conv + ReLU + max pool also has a Winograd variant (kernels/winograd.py: half
-# the multiply-adds, float32 results within about 1e-6 of the direct sums, not equal to
-# them); the default stays the direct f4r2, so pinned runs (tests) give the same numbers
-# on every CPU.
-FUSED_VARIANTS = (*TILE_VARIANTS, "wino")
+# The fused conv + ReLU + max pool also has two Winograd variants: "wino" (kernels/winograd.py,
+# F(4, 3) down the columns: half the multiply-adds) and "wino2d" (kernels/winograd2d.py,
+# F(3 x 3, 3 x 3): a third); float32 results within a few 1e-6 of the direct sums, not equal
+# to them. The default stays the direct f4r2, so pinned runs (tests) give the same numbers
+# on every CPU. The scan's block max (kernels/cpu_blockmax.py) has the tile variants and "wino":
+# its 16 x 16 blocks are whole groups of 4 rows, not of 3.
+BLOCKMAX_VARIANTS = (*TILE_VARIANTS, "wino")
+FUSED_VARIANTS = (*BLOCKMAX_VARIANTS, "wino2d")
 
 # The few-filter tile (conv1): name -> gmax, the largest group of filters whose sums one
 # pass carries (G chains per vector of columns, G*K weights held in registers); the first
 # is the default.
 SMALL_F_VARIANTS = {"g3": 3, "g2": 2, "g4": 4}
 
-# conv1's few-filter path has one too: winograd.conv_dense, the same band passes writing
-# the whole map (6 filters padded to two blocks of 4). The direct g3 stays its default.
-SMALL_F_FAMILY = (*SMALL_F_VARIANTS, "wino")
+# conv1's few-filter path has them too: winograd.conv_dense and winograd2d.conv_dense, the
+# same passes writing the whole map (6 filters padded to two blocks of 4). The direct g3
+# stays its default.
+SMALL_F_FAMILY = (*SMALL_F_VARIANTS, "wino", "wino2d")

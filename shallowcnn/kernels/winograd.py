@@ -190,7 +190,7 @@ def _wino_max_kernel(x, Up, bp, F, kt, jt):
                             output_rows(acc, s, f, bp[f0 + f], jn, y)
                             for rho in range(4):
                                 fold_row_max(y, rho * ACC_ROW, jn, (i0 + 4 * s + rho) * Wo + j0,
-                                             best, where, f0 + f)
+                                             best, where, f0 + f, 1)
     return zmax, argmax
 
 
