@@ -46,9 +46,11 @@ to VL = 16 columns. The extra columns read real input (the next columns, or the 
 row) and their sums are never used; only where that would read past the end of x
 (the last rows of the last patch) does a tile keep the scalar tail.
 
-(Editing this file?  Delete ``shallowcnn/kernels/__pycache__`` afterwards: Numba's
-on-disk cache of a kernel in cpu.py checks cpu.py only, not the functions of this
-file that were compiled into it.)
+(Editing this file?  Delete Numba's cache files in ``shallowcnn/kernels/__pycache__``
+afterwards (``*.nbi``, ``*.nbc``): its on-disk cache of a kernel in cpu.py checks cpu.py
+only, not the functions of this file that were compiled into it. Keep the
+``shallowcnn-autotune-*.json`` there: it holds this machine's measured choices, the
+vector width among them, which only ``shallowcnn tune`` makes again.)
 """
 from __future__ import annotations
 
