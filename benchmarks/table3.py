@@ -9,8 +9,8 @@ augmentation (the store's x5 geometric transforms, made once for all) and the sa
 recipe: Adam (lr 1e-3, eps 1e-7), batch 64, binary cross-entropy, the same seed for
 the order of the batches -- **until its validation score stops improving**: after
 ``--patience`` epochs without a better score (or ``--epochs``, or ``--minutes`` of
-training, at most), training stops and the weights of the best epoch are restored
-(:func:`fit_until_stale`). The score is the validation accuracy by default -- the
+training, or its share of ``--total-minutes``, at most), training stops and the weights
+of the best epoch are restored (:func:`fit_until_stale`). The score is the validation accuracy by default -- the
 paper's rule ("we selected the model with the highest accuracy") and ``shallowcnn
 train``'s -- or the validation loss (``--monitor loss``), which rewards a network's
 cautious first epochs (a constant answer has a low loss) over its later, accurate but
@@ -26,10 +26,17 @@ epochs trained, the training time and the inference speed (patches per second ov
 batches of 64).
 
 The peers are PyTorch networks written here (the ``[bench]`` extra; no
-torchvision needed), both from scratch (random weights) with ONE input channel:
-
+torchvision needed), both from scratch (random weights) with ONE input channel.
 Both start as Keras (the paper's framework) and ShallowCNN start: Glorot-uniform
-weights and zero biases (:func:`keras_init`).
+weights and zero biases (:func:`keras_init`). Two things a standard PyTorch pipeline
+does, and the peers need (measured in benchmarks/README.md, "`--quick` this round"):
+
+* a fixed input layer (x - mean) / std with the train split's pixel mean and standard
+  deviation (:func:`train_statistics`, :func:`standardized`; like ``transforms.Normalize``),
+  applied to every patch the peer sees. ShallowCNN keeps the paper's /255 input;
+* MobileNetV2's BatchNorm running statistics recomputed after each epoch over 10 training
+  batches with the epoch's final weights (:func:`recompute_batchnorm_statistics`), so that
+  validation in eval mode scores the network that was trained.
 
 * LeNet-5 (LeCun et al. 1998) as it is usually re-implemented: conv 6 x 5x5,
   ReLU, max pool 2, conv 16 x 5x5, ReLU, max pool 2, dense 120, 84, 1. At
@@ -44,8 +51,10 @@ saying how they were built; see benchmarks/README.md for how ours differ.
 
 ``--quick`` makes a small phantom store (:func:`quick_store`: 36 patients of 832 x 1024
 pixels, x5 augmentation: 2,340 train, 660 validation and 660 test patches) and trains
-one seed with patience 6, at most 30 epochs and at most QUICK_MINUTES minutes of
-training per network (the same time for each; see benchmarks/README.md for timings).
+one seed with patience 6, at most 30 epochs and QUICK_TOTAL_MINUTES minutes of training
+for all networks together, shared by :func:`time_share`: each network is owed an equal
+share of what is left, so the time ShallowCNN and LeNet-5 leave unused when they stop on
+patience passes on to MobileNetV2 (see benchmarks/README.md for timings).
 
 Writes ``table3.md`` and ``table3.json`` into ``--out`` (default
 benchmarks/results/), atomically through shallowcnn.storage.
@@ -135,6 +144,69 @@ def keras_init(net, nn):
     return net
 
 
+def train_statistics(x_train) -> tuple:
+    """(mean, standard deviation) of every pixel of the train split ``x_train`` (n, 1, H, W),
+    as Python floats computed in float64: the numbers of the peers' input layer. The
+    validation and test splits never enter them."""
+    x = np.asarray(x_train)
+    return float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+
+
+def standardized(net, torch, mean: float, std: float):
+    """``net`` behind a fixed input layer that maps x to (x - mean) / std: what a standard
+    PyTorch pipeline does (``transforms.Normalize`` with the train split's statistics). The
+    two numbers are buffers, not parameters: saved with the weights, never trained, and
+    applied identically to every patch the network sees (train, validation, test, timing).
+
+    Why the peers need it: the /255 patches have mean 0.68 (background tissue) and standard
+    deviation 0.125, so each of LeNet-5's conv outputs is mostly 0.68 x (the sum of its
+    weights) and its 17,424-input dense layer stalls (train accuracy 0.49-0.53);
+    standardised, it fits its training patches (on the quick store it then memorises them:
+    validation stays near chance). ShallowCNN keeps the paper's /255: it is the
+    network the paper defines, and its scan uses the same input (benchmarks/README.md)."""
+    class Standardize(torch.nn.Module):
+        """(x - mean) / std with two fixed scalars."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+
+        def forward(self, x):
+            return (x - self.mean) / self.std
+
+    return torch.nn.Sequential(Standardize(), net)
+
+
+def recompute_batchnorm_statistics(net, torch, x, rng, batches: int = 10, batch_size: int = 64):
+    """Replace every BatchNorm layer's running mean and variance by their average over
+    ``batches`` random training batches of ``x`` (n, C, H, W) float32 tensor, passed forward
+    with the current weights ("precise BatchNorm", Wu & Johnson 2021). Does nothing to a
+    network without BatchNorm; changes no weight. Returns ``net``.
+
+    Why MobileNetV2 needs it: its running statistics (momentum 0.1) trail weights that Adam
+    moves fast from scratch, so in eval mode a network that classifies its training
+    batches well can score chance on every patch, its training patches included
+    (benchmarks/README.md); averaging the statistics of the weights being evaluated is the
+    standard cure."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return net
+    was_training, momenta = net.training, [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None                    # None: a cumulative (equal-weight) average over the batches
+    net.train()
+    order = rng.permutation(len(x))[:batches * batch_size]
+    with torch.no_grad():
+        for i in range(0, len(order), batch_size):
+            net(x[torch.from_numpy(np.sort(order[i:i + batch_size]))])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    net.train(was_training)
+    return net
+
+
 def fit_until_stale(train_epoch, validate, snapshot, restore, max_epochs, patience, monitor="accuracy",
                     max_seconds=None, clock=time.perf_counter, on_epoch=None):
     """Early stopping with the best weights kept, for any framework.
@@ -174,6 +246,15 @@ def fit_until_stale(train_epoch, validate, snapshot, restore, max_epochs, patien
     return best_epoch, len(losses), losses, accuracies
 
 
+def build_peer(name, torch, mean: float, std: float):
+    """A peer ("lenet5" or "mobilenetv2") ready to train: Keras' initialisation
+    (:func:`keras_init`) behind the fixed input layer (x - mean) / std (:func:`standardized`),
+    in PyTorch's channels_last layout (the same arithmetic, 1.6x faster for MobileNetV2 on
+    CPU: benchmarks/README.md). Seed torch first for reproducible weights."""
+    net = keras_init({"lenet5": lenet5, "mobilenetv2": mobilenet_v2}[name](torch.nn), torch.nn)
+    return standardized(net, torch, mean, std).to(memory_format=torch.channels_last)
+
+
 def train_torch(name, data, batch_size, seed, stopping):
     """Train a PyTorch peer until its validation score stops improving: ``stopping`` holds
     :func:`fit_until_stale`'s keywords (max_epochs, patience, monitor, max_seconds, on_epoch).
@@ -182,14 +263,13 @@ def train_torch(name, data, batch_size, seed, stopping):
     validation loss of each epoch, validation accuracy of each epoch)."""
     import torch
     torch.manual_seed(seed)
-    # channels_last: the same arithmetic, 1.6x faster for MobileNetV2 on CPU (benchmarks/README.md)
-    net = keras_init({"lenet5": lenet5, "mobilenetv2": mobilenet_v2}[name](torch.nn), torch.nn)
-    net = net.to(memory_format=torch.channels_last)
+    net = build_peer(name, torch, *train_statistics(data["train"][0]))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     (x, y), (x_val, y_val) = data["train"], data["val"]
     x, y = torch.from_numpy(x).contiguous(memory_format=torch.channels_last), torch.from_numpy(y)
     rng = np.random.default_rng([seed, 2])
+    batchnorm_rng = np.random.default_rng([seed, 3])     # its own: the batch order stays as without it
 
     def logits(images):
         net.eval()
@@ -206,6 +286,7 @@ def train_torch(name, data, batch_size, seed, stopping):
             optimizer.zero_grad(set_to_none=True)
             loss_fn(net(x[idx]).ravel(), y[idx]).backward()
             optimizer.step()
+        recompute_batchnorm_statistics(net, torch, x, batchnorm_rng, batch_size=batch_size)
 
     def validate():
         val_logits = logits(x_val)
@@ -291,7 +372,19 @@ def markdown_table(rows, settings, store) -> str:
     return "\n".join(lines) + "\n"
 
 
-QUICK_MINUTES = 6          # --quick: each network's training stops after the epoch that passes this
+QUICK_TOTAL_MINUTES = 15   # --quick: the training time of all networks together (time_share)
+
+
+def time_share(total_seconds, spent_seconds, runs_left, cap_seconds=None):
+    """The seconds of training the next run may use: an equal share of what is left of
+    ``total_seconds`` after ``spent_seconds``, among the ``runs_left`` runs still to train
+    (this one included), at most ``cap_seconds`` if given; None if neither is set. Every
+    network is owed the same share, and time that a network leaves unused (it stopped on
+    patience) passes on to the networks after it. Never below zero."""
+    if total_seconds is None:
+        return cap_seconds
+    share = max(0.0, total_seconds - spent_seconds) / max(1, runs_left)
+    return share if cap_seconds is None else min(share, cap_seconds)
 
 
 def quick_store(folder) -> Path:
@@ -323,8 +416,11 @@ def main(argv=None) -> int:
                     help="the validation score that picks the kept epoch and stops training: the highest "
                          "accuracy (default: the paper's rule and shallowcnn train's) or the lowest loss")
     ap.add_argument("--minutes", type=float, default=None,
-                    help="stop a network's training after the epoch that passes this many minutes "
-                         f"(default none; --quick {QUICK_MINUTES})")
+                    help="stop a network's training after the epoch that passes this many minutes (default none)")
+    ap.add_argument("--total-minutes", type=float, default=None,
+                    help="training minutes for all networks and seeds together: each run may use an equal "
+                         "share of what is left, so time a network leaves unused passes on to the next "
+                         f"(default none; --quick {QUICK_TOTAL_MINUTES})")
     ap.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64, the paper's)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     ap.add_argument("--seeds", default=None,
@@ -337,7 +433,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results"), help="folder for table3.md and table3.json")
     ap.add_argument("--quick", action="store_true",
                     help=f"a small phantom store (unless --patches), one seed, patience 6, at most "
-                         f"{QUICK_MINUTES} minutes of training per network")
+                         f"{QUICK_TOTAL_MINUTES} minutes of training for all networks together")
     args = ap.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODELS))
@@ -363,11 +459,13 @@ def main(argv=None) -> int:
         ap.error(f"--seeds: expected whole numbers separated by commas, got {args.seeds!r}")
     if not seeds or min(seeds) < 0 or max_epochs < 1 or patience < 1:
         ap.error("--seeds needs at least one seed >= 0; --epochs and --patience must be at least 1")
-    minutes = args.minutes if args.minutes is not None else (QUICK_MINUTES if args.quick else None)
-    if minutes is not None and minutes <= 0:
-        ap.error(f"--minutes must be positive, got {minutes}")
+    minutes = args.minutes
+    total_minutes = args.total_minutes if args.total_minutes is not None else (
+        QUICK_TOTAL_MINUTES if args.quick else None)
+    for option, value in (("--minutes", minutes), ("--total-minutes", total_minutes)):
+        if value is not None and value <= 0:
+            ap.error(f"{option} must be positive, got {value}")
     stopping = {"max_epochs": max_epochs, "patience": patience, "monitor": args.monitor,
-                "max_seconds": None if minutes is None else 60 * minutes,
                 "on_epoch": lambda epoch, loss, accuracy: print(
                     f"    epoch {epoch}: validation loss {loss:.4f}, accuracy {accuracy:.4f}", flush=True)}
 
@@ -386,17 +484,23 @@ def main(argv=None) -> int:
         return 2
     x_test, y_test = data["test"]
     runs = {name: [] for name in models}
+    spent, runs_left = 0.0, len(seeds) * len(models)
     for seed in seeds:
         for name in models:
+            stopping["max_seconds"] = time_share(None if total_minutes is None else 60 * total_minutes, spent,
+                                                 runs_left, None if minutes is None else 60 * minutes)
+            budget = "" if stopping["max_seconds"] is None else f", {stopping['max_seconds'] / 60:.1f} minutes"
             print(f"seed {seed}: training {LABELS[name]} on {len(data['train'][0])} patches "
-                  f"(at most {max_epochs} epochs, patience {patience}) ...", flush=True)
+                  f"(at most {max_epochs} epochs{budget}, patience {patience}) ...", flush=True)
             if name == "shallowcnn":
                 trained = train_shallowcnn(data, args.batch_size, seed, args.backend, stopping)
             else:
                 trained = train_torch(name, data, args.batch_size, seed, stopping)
             predict, n_params, seconds, best_epoch, epochs, val_losses, val_accuracies = trained
+            spent, runs_left = spent + seconds, runs_left - 1
             metrics = classification_metrics(y_test, predict(x_test))
             run = {"model": name, "seed": seed, "n_params": int(n_params), "train_seconds": seconds,
+                   "budget_seconds": stopping["max_seconds"],
                    "best_epoch": best_epoch, "epochs": epochs, "val_losses": [round(v, 5) for v in val_losses],
                    "val_accuracies": [round(v, 5) for v in val_accuracies],
                    "patches_per_second": patches_per_second(predict, x_test, args.reps, args.inference_patches),
@@ -407,15 +511,18 @@ def main(argv=None) -> int:
     rows = [summarize(runs[name]) for name in models]
     source = "a small phantom store (--quick)" if not args.patches else str(store_path)
     settings = (f"at most {max_epochs} epochs" + (f" and {minutes:g} minutes" if minutes else "")
-                + f" per network, patience {patience}, best epoch by validation {args.monitor}, "
-                f"batch {args.batch_size}")
+                + " per network" + (f", {total_minutes:g} minutes for all (equal shares, unused time passed on)"
+                                    if total_minutes else "")
+                + f", patience {patience}, best epoch by validation {args.monitor}, batch {args.batch_size}; "
+                "the peers standardise their input with the train split's mean {:.3f} and std {:.3f}".format(
+                    *train_statistics(data["train"][0])))
     table = markdown_table(rows, settings, source)
     print("\n" + table)
     out = Path(args.out)
     atomic_write_text(out / "table3.md", table)
     atomic_write_text(out / "table3.json", json.dumps(
         {"patches": source, "max_epochs": max_epochs, "patience": patience, "monitor": args.monitor,
-         "max_minutes": minutes, "batch_size": args.batch_size,
+         "max_minutes": minutes, "total_minutes": total_minutes, "batch_size": args.batch_size,
          "threads": args.threads, "seeds": seeds, "rows": rows,
          "runs": [r for name in models for r in runs[name]]}, indent=2, allow_nan=True))
     print(f"wrote {out / 'table3.md'} and table3.json")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "table3.py"
@@ -169,3 +170,77 @@ def test_fit_until_stale_stops_after_the_epoch_that_passes_the_time_budget():
         patience=5, max_seconds=25, clock=lambda: now["t"], on_epoch=lambda *a: heard.append(a))
     assert (best, epochs, seen) == (2, 3, [0.6, 0.9, 0.7])
     assert heard == [(1, 0.5, 0.6), (2, 0.5, 0.9), (3, 0.5, 0.7)]
+
+
+def test_train_statistics_use_the_train_split_only_worked_by_hand():
+    """Pixels 0.2, 0.4, 0.6, 0.8 (two patches of 1 x 1 x 2): mean 0.5, and the population
+    standard deviation sqrt((0.09 + 0.01 + 0.01 + 0.09) / 4) = sqrt(0.05)."""
+    table3 = load_script()
+    x_train = np.array([0.2, 0.4, 0.6, 0.8], np.float32).reshape(2, 1, 1, 2)
+    mean, std = table3.train_statistics(x_train)
+    assert abs(mean - 0.5) < 1e-7 and abs(std - 0.05 ** 0.5) < 1e-7
+
+
+def test_peers_standardise_every_input_with_the_train_statistics():
+    """The peer's first layer holds the train split's mean and std as fixed buffers (not
+    trainable: the parameter counts are unchanged), maps 0.5 -> 0 and 0.8 -> 0.3 / sqrt(0.05)
+    by hand, and the whole network gives the same logits as its body fed (x - mean) / std by
+    hand -- for validation- or test-like patches whose own statistics differ."""
+    torch = pytest.importorskip("torch", reason="Table 3's peers need PyTorch")
+    table3 = load_script()
+    x_train = np.array([0.2, 0.4, 0.6, 0.8], np.float32).reshape(2, 1, 1, 2)
+    mean, std = table3.train_statistics(x_train)
+    torch.manual_seed(0)
+    net = table3.build_peer("lenet5", torch, mean, std).eval()
+    layer, body = net[0], net[1]
+    assert float(layer.mean) == pytest.approx(0.5) and float(layer.std) == pytest.approx(0.05 ** 0.5)
+    assert not any(p.requires_grad for p in layer.parameters()) and len(list(layer.parameters())) == 0
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == lenet5_count()
+    assert set(net.state_dict()) >= {"0.mean", "0.std"}          # kept with the weights (keep-best)
+    worked = layer(torch.tensor([[0.5, 0.8]])).numpy()
+    assert np.allclose(worked, [[0.0, 0.3 / 0.05 ** 0.5]], atol=1e-6)
+    rng = np.random.default_rng(1)
+    x_test = (0.9 + 0.05 * rng.standard_normal((3, 1, 144, 144))).astype(np.float32)   # not the train mean
+    with torch.no_grad():
+        whole = net(torch.from_numpy(x_test)).numpy()
+        by_hand = body(torch.from_numpy((x_test - 0.5) / np.float32(0.05 ** 0.5))).numpy()
+    assert np.allclose(whole, by_hand, rtol=1e-4, atol=1e-4)
+
+
+def test_recompute_batchnorm_statistics_averages_the_batches_worked_by_hand():
+    """One BatchNorm channel, 4 one-pixel patches 1, 3, 5, 11 in batches of 2 (2 batches, order
+    fixed by a sorted index): batch means 2 and 8 -> running mean 5; unbiased batch variances
+    2 and 18 -> running variance 10. The momentum and the train/eval mode come back as they
+    were; the weights do not change; a network without BatchNorm is left alone."""
+    torch = pytest.importorskip("torch", reason="Table 3's peers need PyTorch")
+    table3 = load_script()
+    net = torch.nn.Sequential(torch.nn.BatchNorm2d(1))
+    net[0].running_mean.fill_(-7.0)
+    net.eval()
+
+    class FixedOrder:                       # rng.permutation -> 0, 1, 2, 3: batches {1, 3} and {5, 11}
+        def permutation(self, n):
+            return np.arange(n)
+
+    x = torch.tensor([1.0, 3.0, 5.0, 11.0]).reshape(4, 1, 1, 1)
+    weight = net[0].weight.detach().clone()
+    table3.recompute_batchnorm_statistics(net, torch, x, FixedOrder(), batches=2, batch_size=2)
+    assert float(net[0].running_mean) == pytest.approx(5.0) and float(net[0].running_var) == pytest.approx(10.0)
+    assert net[0].momentum == 0.1 and not net.training and torch.equal(net[0].weight, weight)
+    dense = torch.nn.Linear(2, 1)
+    before = dense.weight.detach().clone()
+    assert table3.recompute_batchnorm_statistics(dense, torch, torch.ones(3, 2), FixedOrder()) is dense
+    assert torch.equal(dense.weight, before)
+
+
+def test_time_share_gives_equal_shares_and_passes_unused_time_on():
+    """15 minutes (900 s) for three networks: the first may use 300 s; if it stops on patience
+    after 120 s, the second may use (900 - 120) / 2 = 390 s; if that one uses 90 s, the last
+    gets all that is left, 690 s. A per-network cap still applies; none of either gives None."""
+    table3 = load_script()
+    assert table3.time_share(900, 0, 3) == 300
+    assert table3.time_share(900, 120, 2) == 390
+    assert table3.time_share(900, 210, 1) == 690
+    assert table3.time_share(900, 1000, 1) == 0                     # overspent: nothing left, not negative
+    assert table3.time_share(900, 120, 2, cap_seconds=360) == 360
+    assert table3.time_share(None, 0, 3, cap_seconds=360) == 360 and table3.time_share(None, 0, 3) is None
