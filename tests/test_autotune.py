@@ -99,7 +99,8 @@ def test_context_names_the_machine():
 
 def test_cli_tune_times_saves_and_shows(fresh, capsys):
     from shallowcnn.cli import main
-    assert main(["tune", "--size", "30", "--no-scan", "--no-width"]) == 0   # the width: test_vector_width.py
+    # the width and the threading layer: test_vector_width.py, test_threading_layer.py
+    assert main(["tune", "--size", "30", "--no-scan", "--no-width", "--no-threading"]) == 0
     out = capsys.readouterr().out
     assert "small_f dense float32 C1 F6 K9 Wo22" in out and "tile fused float32 C6 F16 K9 Wo14" in out
     assert set(json.loads(fresh.read_text())["choices"]) == {

@@ -5,6 +5,9 @@ the network's real layers (and one scan tile) with every choice timed again. The
 CPU with AVX-512, it measures whether the kernels run faster built for 512-bit vectors
 than for 256-bit ones (:func:`measure_vector_width`; :mod:`shallowcnn.kernels.vector_width`
 explains why that needs a process per width) and saves the width for later processes.
+Last, with two or more threads, it times the network's forward with each of Numba's
+threading layers, a process each (:func:`measure_threading_layer`;
+:mod:`shallowcnn.kernels.threading_layer` says why), and saves the faster.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import MIN_INPUT_SIDE
-from ..kernels import autotune, autotune_cache, get_backend, vector_width
+from ..kernels import autotune, autotune_cache, get_backend, threading_layer, vector_width
 from ..model import ShallowCNN
 from ..scan import DEFAULT_STRIDE, DEFAULT_TILE
 from .common import CommandError, whole_number_in
@@ -30,6 +33,14 @@ WIDTH_BATCH = 16
 WIDTH_REPS = 5                # samples per piece of work in a process (the best is kept)
 WIDTH_ROUNDS = 2              # processes per width, alternating (256, 512, 256, 512): a burst of load
                               # on a shared machine then rarely decides (the best of each piece is kept)
+
+# The work the threading layers are timed on: name -> patch side; inference at batch 64 with all
+# of Numba's threads, wall-clock (what the layer changes is how long threads wait, not CPU time)
+LAYER_WORK = {"infer 144": 144, "infer 60": 60}
+LAYER_BATCH = 64
+LAYER_REPS = {144: 9, 60: 25}    # calls per piece in a process; the median is kept (one late wake-up
+                                 # in a few calls is what distinguishes the layers, so not the best)
+LAYER_ROUNDS = 2                 # processes per layer, alternating; the lower median of the rounds is kept
 
 
 def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
@@ -118,6 +129,89 @@ def measure_vector_width(time_in_child=_time_width_in_child) -> dict | None:
     return rec
 
 
+def time_layer_work(batch=LAYER_BATCH) -> dict:
+    """Wall ms (median of LAYER_REPS calls, all of Numba's threads) of each piece of LAYER_WORK
+    in this process, with whatever threading layer it runs. A new process per layer runs it
+    (:func:`measure_threading_layer`)."""
+    import time
+
+    rng = np.random.default_rng(0)
+    model = ShallowCNN(backend="numba", seed=0)
+    times = {}
+    for name, size in LAYER_WORK.items():
+        x = rng.random((batch, 1, size, size)).astype(np.float32)
+        for _ in range(3):                     # compiles (or loads) the kernels, starts the threads
+            model.forward(x, training=False)
+        samples = []
+        for _ in range(LAYER_REPS[size]):
+            start = time.perf_counter()
+            model.forward(x, training=False)
+            samples.append(1e3 * (time.perf_counter() - start))
+        times[name] = round(float(np.median(samples)), 3)
+    return times
+
+
+def _time_layer_in_child(layer: str) -> dict:
+    """:func:`time_layer_work` in a new Python process with ``NUMBA_THREADING_LAYER=layer``."""
+    code = ("import json, numba; from shallowcnn.commands.tune import time_layer_work; "
+            "ms = time_layer_work(); print(json.dumps({'wall_ms': ms, 'layer': numba.threading_layer()}))")
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "NUMBA_THREADING_LAYER": layer,
+           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env.pop("NUMBA_THREADING_LAYER_PRIORITY", None)
+    env.pop(autotune.ENV, None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CommandError(f"timing the kernels with Numba's {layer} threading layer failed:\n{r.stderr.strip()}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    if out["layer"] != layer:
+        raise CommandError(f"the process meant to run Numba's {layer} threading layer ran {out['layer']}")
+    return out["wall_ms"]
+
+
+def measure_threading_layer(time_in_child=_time_layer_in_child, threads=None) -> dict | None:
+    """Time LAYER_WORK with each of Numba's threading layers (LAYER_ROUNDS processes each), print
+    the table, save the layer :func:`threading_layer.decide` picks for this machine and return
+    its record (``{"layer", "wall_ms": {"workqueue": ..., "omp": ...}}``); None, saying why,
+    where there is nothing to choose (one thread, no OpenMP here) or the user's
+    NUMBA_THREADING_LAYER decides."""
+    import numba
+    threads = numba.config.NUMBA_NUM_THREADS if threads is None else threads
+    if any(os.environ.get(name) for name in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")):
+        print("threading layer: not measured (NUMBA_THREADING_LAYER is set, and it decides)")
+        return None
+    if threads < 2:
+        print("threading layer: nothing to measure (one thread: no thread waits for another)")
+        return None
+    if not threading_layer.available("omp"):
+        print("threading layer: nothing to measure (Numba has no OpenMP layer here: workqueue)")
+        return None
+    print(f"threading layer: timing inference with Numba's workqueue and omp layers, {threads} threads, "
+          f"{LAYER_ROUNDS} processes each", flush=True)
+    ms = {layer: {} for layer in threading_layer.LAYERS}
+    for _ in range(LAYER_ROUNDS):
+        for layer in threading_layer.LAYERS:
+            for name, t in time_in_child(layer).items():
+                ms[layer][name] = min(t, ms[layer].get(name, t))
+    rec = {"layer": threading_layer.decide(ms), "wall_ms": ms}
+    autotune_cache.save_threading_layer(rec)
+    _print_layer(rec)
+    return rec
+
+
+def _print_layer(rec):
+    wq, omp = rec["wall_ms"]["workqueue"], rec["wall_ms"]["omp"]
+    print(f"  {'wall ms, batch ' + str(LAYER_BATCH) + ' (median)':32s} {'workqueue':>9s} {'omp':>9s}  (lower of "
+          f"{LAYER_ROUNDS} processes)")
+    for name in wq:
+        print(f"  {name:32s} {wq[name]:9.2f} {omp[name]:9.2f}  ({wq[name] / omp[name]:.2f}x)")
+    print(f"  {'total':32s} {sum(wq.values()):9.2f} {sum(omp.values()):9.2f}  "
+          f"({sum(wq.values()) / sum(omp.values()):.2f}x)")
+    print(f"  -> {rec['layer']} for the processes to come (omp only when {100 * threading_layer.CLEAR_WIN:.0f}% "
+          f"faster in total and nowhere {100 * threading_layer.CLEAR_WIN:.0f}% slower; NUMBA_THREADING_LAYER "
+          "overrides)")
+
+
 def _print_width(rec):
     ms256, ms512 = rec["cpu_ms"]["256"], rec["cpu_ms"]["512"]
     print(f"  {'CPU ms, one thread, batch ' + str(WIDTH_BATCH):32s} {'256 bits':>9s} {'512 bits':>9s}  (best of "
@@ -140,7 +234,10 @@ def add_command(subparsers):
                     "the table. On a CPU with AVX-512 it then times the network at 144 and 60 "
                     "pixels with 256- and with 512-bit vectors, a process each, and keeps 512 "
                     "only where it is clearly faster (SHALLOWCNN_VECTOR_WIDTH=256|512|llvm "
-                    "overrides the saved width, NUMBA_CPU_FEATURES overrides both). "
+                    "overrides the saved width, NUMBA_CPU_FEATURES overrides both). With two or "
+                    "more threads it then times inference with Numba's workqueue and omp "
+                    "threading layers and keeps omp only where it is clearly faster "
+                    "(NUMBA_THREADING_LAYER overrides). "
                     "Later runs use the saved choices at once. Run it again after "
                     "changing the CPU or the packages, or on a quiet machine.")
     p.add_argument("--size", type=whole_number_in(MIN_INPUT_SIDE, 512, "patch side"), action="append",
@@ -151,6 +248,8 @@ def add_command(subparsers):
     p.add_argument("--no-scan", action="store_true", help="skip the scanning kernel")
     p.add_argument("--no-width", action="store_true",
                    help="do not measure the vector width (256 or 512 bits; it takes a minute or two)")
+    p.add_argument("--no-threading", action="store_true",
+                   help="do not measure Numba's threading layer (workqueue or omp; half a minute)")
     p.add_argument("--show", action="store_true",
                    help="only print the saved choices for this machine (no timing)")
     p.set_defaults(func=run_command)
@@ -176,4 +275,9 @@ def run_command(args):
     elif args.show and (measured := autotune_cache.read_vector_width()):
         print("vector width measured here:")
         _print_width(measured)
+    if not args.show and not args.no_threading:
+        measure_threading_layer()
+    elif args.show and (layer := autotune_cache.read_threading_layer()):
+        print("threading layer measured here:")
+        _print_layer(layer)
     return 0

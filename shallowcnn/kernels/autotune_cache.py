@@ -5,11 +5,13 @@ Numba (:func:`identity`); the file is named after them and lies beside Numba's c
 the compiled kernels (:func:`cache_path`). :mod:`shallowcnn.kernels.autotune` reads it
 before timing anything and adds each new choice to it. It also holds the vector width
 measured for this machine (:mod:`shallowcnn.kernels.vector_width`), which is read before
-Numba defines its first kernel: so nothing here may import the kernels.
+Numba defines its first kernel, and the threading layer (:mod:`shallowcnn.kernels.threading_layer`),
+read before Numba starts its threads: so nothing here may import the kernels.
 
     {"identity": {...},
      "choices": {signature: {"variant": "f4r2", "cpu_ms": {variant: ms, ...}}, ...},
-     "vector_width": {"bits": 512, "cpu_ms": {"256": {work: ms, ...}, "512": {...}}}}   (optional)
+     "vector_width": {"bits": 512, "cpu_ms": {"256": {work: ms, ...}, "512": {...}}},   (optional)
+     "threading_layer": {"layer": "omp", "wall_ms": {"workqueue": {work: ms, ...}, "omp": {...}}}}   (optional)
 
 numba and llvmlite are imported inside the functions that need them: `shallowcnn tune`,
 and so every start of the command line, imports this module.
@@ -26,7 +28,8 @@ from .. import __version__
 from ..storage import atomic_write_text
 from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
 
-_disk: dict | None = None     # the cache file's {"choices": ..., "vector_width": ...}, read once
+_disk: dict | None = None     # the cache file's {"choices", "vector_width", "threading_layer"}, read once
+_MEASURED = ("vector_width", "threading_layer")     # the optional records beside the choices
 _warned = False               # the warning about an unusable file was printed
 
 
@@ -104,7 +107,8 @@ def read_choices() -> dict:
     """signature -> record of this machine's cache file (read once per process; {} if none).
 
     A file of any other shape (choices not an object, a record that is not one, no or an
-    unknown "variant", times that are not numbers; a vector width other than 256 or 512), or a
+    unknown "variant", times that are not numbers; a vector width other than 256 or 512, a
+    threading layer other than workqueue or omp), or a
     folder in its place, counts as no cache, with a warning naming it; the next timing (or
     ``shallowcnn tune``) writes it anew."""
     return _read()["choices"]
@@ -115,10 +119,16 @@ def read_vector_width() -> dict | None:
     return _read()["vector_width"]
 
 
+def read_threading_layer() -> dict | None:
+    """The threading layer measured on this machine, ``{"layer": "workqueue" | "omp", "wall_ms": ...}``,
+    or None."""
+    return _read()["threading_layer"]
+
+
 def _read() -> dict:
     global _disk
     if _disk is None:
-        _disk = {"choices": {}, "vector_width": None}
+        _disk = {"choices": {}, "vector_width": None, "threading_layer": None}
         problem = _file_problem(cache_path())
         if problem:
             _warn_once(f"ignoring the kernel choices in {cache_path()}: {problem}; `shallowcnn tune` writes them anew")
@@ -162,7 +172,10 @@ def _file_problem(path: Path) -> str | None:
     if width is not None and (not isinstance(width, dict) or width.get("bits") not in (256, 512)
                               or isinstance(width.get("bits"), bool)):
         return '"vector_width" is not {"bits": 256 or 512, ...}'
-    _disk = {"choices": dict(choices), "vector_width": width}
+    layer = data.get("threading_layer")
+    if layer is not None and (not isinstance(layer, dict) or layer.get("layer") not in ("workqueue", "omp")):
+        return '"threading_layer" is not {"layer": "workqueue" or "omp", ...}'
+    _disk = {"choices": dict(choices), "vector_width": width, "threading_layer": layer}
     return None
 
 
@@ -180,21 +193,28 @@ def save_vector_width(rec: dict) -> None:
     _save(data)
 
 
+def save_threading_layer(rec: dict) -> None:
+    """Save the threading layer measured on this machine (``{"layer": "workqueue" | "omp", "wall_ms": ...}``)."""
+    data = _read_again()
+    data["threading_layer"] = dict(rec)
+    _save(data)
+
+
 def _read_again() -> dict:
     """A copy of the file's data as it is now (another process may have added choices)."""
     global _disk
     _disk = None
     now = _read()
-    return {"choices": dict(now["choices"]), "vector_width": now["vector_width"]}
+    return {"choices": dict(now["choices"]), **{key: now[key] for key in _MEASURED}}
 
 
 def _save(data: dict) -> None:
-    """``data`` ({"choices", "vector_width"}) as this process's and the file's, written atomically."""
+    """``data`` ({"choices", "vector_width", "threading_layer"}) as this process's and the file's,
+    written atomically."""
     global _disk
     _disk = data
     out = {"identity": identity(), "choices": data["choices"]}
-    if data["vector_width"] is not None:
-        out["vector_width"] = data["vector_width"]
+    out.update({key: data[key] for key in _MEASURED if data[key] is not None})
     try:
         atomic_write_text(cache_path(), json.dumps(out, indent=1, sort_keys=True))
     except OSError as e:                       # a read-only install: choose again next time

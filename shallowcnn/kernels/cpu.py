@@ -69,11 +69,9 @@ dtype of ``np.result_type(x, W)`` (float64 for anything that is not float32).
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from . import BackendUnavailable, autotune, check_shapes, winograd, winograd2d
+from . import BackendUnavailable, autotune, check_shapes, threading_layer, winograd, winograd2d
 # The scanning kernel (conv2 + ReLU + block max) lives in its own file; it is part of this
 # backend's contract (kernels/__init__.py), so the backend offers it under its name.
 from .cpu_blockmax import conv_relu_blockmax  # noqa: F401
@@ -89,13 +87,11 @@ except ImportError as _e:  # pragma: no cover - numba is a hard dependency
     _IMPORT_ERROR = _e
 else:
     _IMPORT_ERROR = None
-    # OpenMP's workers sleep between calls; on a busy machine waking one takes a time slice,
-    # several times a small conv1's work (benchmarks/README.md, "Measurements behind the
-    # kernels"). Numba's 'workqueue' layer does not, so we prefer it unless
-    # NUMBA_THREADING_LAYER says otherwise.
-    # It serves one Python thread at a time (shallowcnn never calls kernels from several).
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        numba.config.THREADING_LAYER = "workqueue"
+    # Numba's 'workqueue' threading layer unless `shallowcnn tune` measured OpenMP's to be
+    # clearly faster on this machine, or NUMBA_THREADING_LAYER says otherwise: which one wins
+    # depends on the machine and its load (kernels/threading_layer.py). workqueue serves one
+    # Python thread at a time (shallowcnn never calls kernels from several).
+    THREADING = threading_layer.apply()
 
 SMALL_F = 8   # conv2d_forward takes the few-filter path (_small_f_kernel) when F <= SMALL_F
               # (more filters, e.g. conv2's 16 x 6 channels: conv_tile's blocks pad
