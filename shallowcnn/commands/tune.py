@@ -86,19 +86,31 @@ def time_width_work(batch=WIDTH_BATCH) -> dict:
     return times
 
 
+def _run_in_child(code: str, env_changes: dict, what: str) -> dict:
+    """Run ``code`` in a new Python process (this shallowcnn first on the path, the
+    environment changed by ``env_changes``, None removing a variable, and no variant pins:
+    the autotuner's choices count) and return the JSON object it printed last; a
+    CommandError saying ``what`` failed if the process did."""
+    package_root = str(Path(__file__).resolve().parents[2])     # the same shallowcnn as this process
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env.pop(autotune.ENV, None)
+    for name, value in env_changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CommandError(f"{what} failed:\n{r.stderr.strip()}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def _time_width_in_child(bits: int) -> dict:
     """:func:`time_width_work` in a new Python process with ``SHALLOWCNN_VECTOR_WIDTH=bits``."""
     code = ("import json; from shallowcnn.commands.tune import time_width_work; "
             "from shallowcnn.kernels import vector_width; "
             "print(json.dumps({'cpu_ms': time_width_work(), 'width': vector_width.applied()}))")
-    package_root = str(Path(__file__).resolve().parents[2])     # the same shallowcnn as this process
-    env = {**os.environ, vector_width.ENV: str(bits),
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    env.pop(autotune.ENV, None)                # the autotuner's choices, not a pin
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise CommandError(f"timing the {bits}-bit kernels failed:\n{r.stderr.strip()}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = _run_in_child(code, {vector_width.ENV: str(bits)}, f"timing the {bits}-bit kernels")
     if (out["width"] or {}).get("bits") != bits:
         raise CommandError(f"the process meant to run {bits}-bit kernels ran {out['width']}")
     return out["cpu_ms"]
@@ -155,15 +167,8 @@ def _time_layer_in_child(layer: str) -> dict:
     """:func:`time_layer_work` in a new Python process with ``NUMBA_THREADING_LAYER=layer``."""
     code = ("import json, numba; from shallowcnn.commands.tune import time_layer_work; "
             "ms = time_layer_work(); print(json.dumps({'wall_ms': ms, 'layer': numba.threading_layer()}))")
-    package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "NUMBA_THREADING_LAYER": layer,
-           "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-    env.pop("NUMBA_THREADING_LAYER_PRIORITY", None)
-    env.pop(autotune.ENV, None)
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise CommandError(f"timing the kernels with Numba's {layer} threading layer failed:\n{r.stderr.strip()}")
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = _run_in_child(code, {"NUMBA_THREADING_LAYER": layer, "NUMBA_THREADING_LAYER_PRIORITY": None},
+                        f"timing the kernels with Numba's {layer} threading layer")
     if out["layer"] != layer:
         raise CommandError(f"the process meant to run Numba's {layer} threading layer ran {out['layer']}")
     return out["wall_ms"]
@@ -177,7 +182,7 @@ def measure_threading_layer(time_in_child=_time_layer_in_child, threads=None) ->
     NUMBA_THREADING_LAYER decides."""
     import numba
     threads = numba.config.NUMBA_NUM_THREADS if threads is None else threads
-    if any(os.environ.get(name) for name in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")):
+    if threading_layer.set_by_user():
         print("threading layer: not measured (NUMBA_THREADING_LAYER is set, and it decides)")
         return None
     if threads < 2:

@@ -62,10 +62,15 @@ def decide(ms: dict) -> str:
     return "omp" if sum(omp.values()) <= (1 - CLEAR_WIN) * sum(wq.values()) and not loses_somewhere else DEFAULT
 
 
+def set_by_user() -> bool:
+    """True when the environment names the layer (``NUMBA_THREADING_LAYER`` or its priority list)."""
+    return any(os.environ.get(name) for name in _USER_VARIABLES)
+
+
 def choose() -> dict:
     """The layer for this process: ``{"layer": name or None, "how": why}``; None means the
     user's environment decides (Numba reads it). Imports the file of choices, not the kernels."""
-    if any(os.environ.get(name) for name in _USER_VARIABLES):
+    if set_by_user():
         return {"layer": None, "how": "set by NUMBA_THREADING_LAYER"}
     from . import autotune_cache
     saved = autotune_cache.read_threading_layer()
