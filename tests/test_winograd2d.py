@@ -11,6 +11,8 @@ import pytest
 
 pytest.importorskip("numba")
 
+from fused_variant_check import check_fused_variant  # noqa: E402
+
 from shallowcnn.kernels import cpu, reference as ref, winograd2d  # noqa: E402
 
 # (N, C, H, W, F, K)
@@ -45,24 +47,7 @@ def test_usable_shapes():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_wino2d_matches_the_reference(shape, dtype):
-    N, C, H, Wd, F, K = shape
-    rng = np.random.default_rng(sum(shape))
-    x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
-    W = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
-    b = (0.1 * rng.standard_normal(F)).astype(dtype)
-    b[0] = -50.0                                      # a filter whose ReLU stays shut
-    pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, b, variant="wino2d")
-    x64, W64, b64 = (a.astype(np.float64) for a in (x, W, b))
-    z = ref.conv2d_forward(x64, W64, b64).reshape(N, F, -1)
-    rp, ra = ref.conv_relu_maxpool_forward(x64, W64, b64)
-    atol = 1e-12 if dtype == np.float64 else 2e-5
-    assert pooled.dtype == dtype and argmax.dtype == np.int64
-    assert pooled[:, 0].max() == 0
-    np.testing.assert_allclose(pooled, rp, rtol=0, atol=atol)
-    np.testing.assert_allclose(np.take_along_axis(z, argmax[:, :, None], 2)[:, :, 0], z.max(axis=2),
-                               rtol=0, atol=2 * atol)
-    if dtype == np.float64:
-        np.testing.assert_array_equal(argmax, ra)
+    check_fused_variant(shape, dtype, "wino2d")
 
 
 def test_ties_go_to_the_first_position_across_tiles_bands_and_halves():
