@@ -34,3 +34,27 @@ def check_fused_variant(shape, dtype, variant):
                                rtol=0, atol=2 * atol)
     if dtype == np.float64:
         np.testing.assert_array_equal(argmax, ra)
+
+
+def check_model_path(monkeypatch, variant, height, width):
+    """``features_forward`` (the network's path, training's too) on 3 random patches of
+    ``height`` x ``width`` with ``variant`` pinned: the same pooled features as the direct
+    default, to float32 rounding, the same argmax (random data: no near-ties) and gradients
+    that follow the direct path's."""
+    from shallowcnn.kernels import autotune
+    rng = np.random.default_rng(3)
+    x = rng.random((3, 1, height, width), dtype=np.float32)
+    W1 = (rng.standard_normal((6, 1, 9, 9)) / 9).astype(np.float32)
+    b1 = np.full(6, 0.01, np.float32)
+    W2 = (rng.standard_normal((16, 6, 9, 9)) / 20).astype(np.float32)
+    b2 = np.zeros(16, np.float32)
+    direct, direct_ctx = cpu.features_forward(x, W1, b1, W2, b2)
+    monkeypatch.setenv(autotune.ENV, variant)
+    autotune.forget_choices()
+    pooled, ctx = cpu.features_forward(x, W1, b1, W2, b2)
+    assert any(rec["variant"] == variant for rec in autotune.chosen().values())
+    np.testing.assert_allclose(pooled, direct, rtol=0, atol=2e-5)
+    np.testing.assert_array_equal(ctx["argmax"], direct_ctx["argmax"])
+    for got, want in zip(cpu.features_backward(np.ones_like(pooled), ctx),
+                         cpu.features_backward(np.ones_like(direct), direct_ctx)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from fused_variant_check import check_fused_variant  # noqa: E402
+from fused_variant_check import check_fused_variant, check_model_path  # noqa: E402
 
 from shallowcnn.kernels import cpu, reference as ref, winograd  # noqa: E402
 
@@ -62,23 +62,8 @@ def test_ties_go_to_the_first_position_across_bands_and_rows():
 
 
 def test_the_model_path_uses_wino_when_pinned(monkeypatch):
-    """features_forward (the network's path) with the variant pinned: the same pooled
-    features as the direct default, to float32 rounding, and gradients that follow."""
-    from shallowcnn.kernels import autotune
-    rng = np.random.default_rng(3)
-    x = rng.random((3, 1, 40, 41), dtype=np.float32)
-    W1 = (rng.standard_normal((6, 1, 9, 9)) / 9).astype(np.float32)
-    b1 = np.full(6, 0.01, np.float32)
-    W2 = (rng.standard_normal((16, 6, 9, 9)) / 20).astype(np.float32)
-    b2 = np.zeros(16, np.float32)
-    direct, _ = cpu.features_forward(x, W1, b1, W2, b2)
-    monkeypatch.setenv(autotune.ENV, "wino")
-    autotune.forget_choices()
-    pooled, ctx = cpu.features_forward(x, W1, b1, W2, b2)
-    assert any(rec["variant"] == "wino" for rec in autotune.chosen().values())
-    np.testing.assert_allclose(pooled, direct, rtol=0, atol=2e-5)
-    grads = cpu.features_backward(np.ones_like(pooled), ctx)
-    assert all(np.isfinite(g).all() for g in grads)
+    """features_forward with the 1-D Winograd variant pinned (fused_variant_check.check_model_path)."""
+    check_model_path(monkeypatch, "wino", 40, 41)
 
 
 def _data(shape, dtype, seed):

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from fused_variant_check import check_fused_variant  # noqa: E402
+from fused_variant_check import check_fused_variant, check_model_path  # noqa: E402
 
 from shallowcnn.kernels import cpu, reference as ref, winograd2d  # noqa: E402
 
@@ -78,25 +78,8 @@ def test_ties_go_to_the_first_position_across_tiles_bands_and_halves():
 
 
 def test_the_model_path_uses_wino2d_when_pinned(monkeypatch):
-    """features_forward (the network's path, training's too) with the variant pinned: the same
-    pooled features as the direct default, to float32 rounding, and gradients that follow."""
-    from shallowcnn.kernels import autotune
-    rng = np.random.default_rng(3)
-    x = rng.random((3, 1, 60, 60), dtype=np.float32)
-    W1 = (rng.standard_normal((6, 1, 9, 9)) / 9).astype(np.float32)
-    b1 = np.full(6, 0.01, np.float32)
-    W2 = (rng.standard_normal((16, 6, 9, 9)) / 20).astype(np.float32)
-    b2 = np.zeros(16, np.float32)
-    direct, direct_ctx = cpu.features_forward(x, W1, b1, W2, b2)
-    monkeypatch.setenv(autotune.ENV, "wino2d")
-    autotune.forget_choices()
-    pooled, ctx = cpu.features_forward(x, W1, b1, W2, b2)
-    assert any(rec["variant"] == "wino2d" for rec in autotune.chosen().values())
-    np.testing.assert_allclose(pooled, direct, rtol=0, atol=2e-5)
-    np.testing.assert_array_equal(ctx["argmax"], direct_ctx["argmax"])     # no near-ties in this data
-    for got, want in zip(cpu.features_backward(np.ones_like(pooled), ctx),
-                         cpu.features_backward(np.ones_like(direct), direct_ctx)):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    """features_forward with the 2-D Winograd variant pinned (fused_variant_check.check_model_path)."""
+    check_model_path(monkeypatch, "wino2d", 60, 60)
 
 
 def test_wide_rows_fall_back_to_the_1d_variant():
