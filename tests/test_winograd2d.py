@@ -153,3 +153,56 @@ def test_wino2d_pins_conv1_and_the_fused_conv2(monkeypatch):
     cpu.conv_relu_blockmax(h, W2, np.zeros(16, np.float32), 4)
     variants = {sig.split(" float")[0]: rec["variant"] for sig, rec in autotune.chosen().items()}
     assert variants == {"small_f dense": "wino2d", "tile fused": "wino2d", "tile blockmax g4": "f4r2"}
+
+
+# (N, H, W): conv1 (6 filters, 9 x 9) and conv2 (16 x 6 x 9 x 9) on one-channel patches
+STACK_SHAPES = [(3, 60, 60), (2, 144, 144), (2, 30, 33), (1, 17, 17)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", STACK_SHAPES)
+def test_the_stack_computes_what_the_two_kernels_do(shape, dtype):
+    """winograd2d.stack_max (both layers, a patch at a time) gives the same bits as conv_dense and
+    then conv_max over the whole batch, and matches the float64 reference."""
+    N, H, Wd = shape
+    rng = np.random.default_rng(H + Wd)
+    x = rng.random((N, 1, H, Wd)).astype(dtype)
+    W1 = (rng.standard_normal((6, 1, 9, 9)) / 9).astype(dtype)
+    b1 = (0.05 * rng.standard_normal(6)).astype(dtype)
+    W2 = (rng.standard_normal((16, 6, 9, 9)) / 20).astype(dtype)
+    b2 = (0.05 * rng.standard_normal(16)).astype(dtype)
+    h1, zmax, argmax = winograd2d.stack_max(x, W1, b1, W2, b2)
+    h1_alone = winograd2d.conv_dense(x, W1, b1, True)
+    np.testing.assert_array_equal(h1, h1_alone)
+    zmax_alone, argmax_alone = winograd2d.conv_max(h1_alone, W2, b2)
+    np.testing.assert_array_equal(zmax, zmax_alone)
+    np.testing.assert_array_equal(argmax, argmax_alone)
+    h_ref = np.maximum(ref.conv2d_forward(*(a.astype(np.float64) for a in (x, W1, b1))), 0)
+    pooled_ref, _ = ref.conv_relu_maxpool_forward(h_ref, W2.astype(np.float64), b2.astype(np.float64))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(h1, h_ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(np.maximum(zmax, 0), pooled_ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("pin, stacked", [("wino2d", True), ("default", False), ("wino", False)])
+def test_features_forward_stacks_the_layers_only_when_both_chose_wino2d(monkeypatch, pin, stacked):
+    """cpu.features_forward runs winograd2d.stack_max exactly when conv1 and the fused conv2 are
+    both wino2d, and gives the two-kernel path's numbers either way."""
+    from shallowcnn.kernels import autotune
+    rng = np.random.default_rng(11)
+    x = rng.random((2, 1, 60, 60), dtype=np.float32)
+    W1 = (rng.standard_normal((6, 1, 9, 9)) / 9).astype(np.float32)
+    W2 = (rng.standard_normal((16, 6, 9, 9)) / 20).astype(np.float32)
+    b1, b2 = np.full(6, 0.01, np.float32), np.zeros(16, np.float32)
+    calls = []
+    stack = winograd2d.stack_max
+    monkeypatch.setattr(winograd2d, "stack_max", lambda *a: calls.append(1) or stack(*a))
+    monkeypatch.setenv(autotune.ENV, pin)
+    autotune.forget_choices()
+    pooled, ctx = cpu.features_forward(x, W1, b1, W2, b2)
+    assert bool(calls) == stacked
+    h1 = cpu.conv2d_forward(x, W1, b1, relu=True)
+    want, argmax = cpu.conv_relu_maxpool_forward(h1, W2, b2)
+    np.testing.assert_array_equal(ctx["h1"], h1)
+    np.testing.assert_array_equal(pooled, want)
+    np.testing.assert_array_equal(ctx["argmax"], argmax)

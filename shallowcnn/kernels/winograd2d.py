@@ -486,3 +486,38 @@ def conv_dense(x, W, b, relu):
     _wino2d_dense_kernel(x, pack_weights(W, x.dtype), pack_bias(b, F, x.dtype, FB), taps(K // 3), bool(relu), out,
                          *_scratch(x, C, K // 3))
     return out
+
+
+@njit(parallel=True, fastmath=FM_FMA, cache=True)
+def _wino2d_stack_kernel(x, Up1, bp1, kt1, Up2, bp2, F2, kt2, h1,
+                         xs1, T1, V1, acc1, y1, xs2, T2, V2, acc2, y2):
+    """conv1 + ReLU into h1 (N, F1, Ho1, Wo1) and then conv2's maxima and their positions,
+    one patch at a time: zmax (N, F2), argmax (N, F2) int64. Scratch arrays as
+    :func:`_scratch` makes them, conv1's (xs1 ..) and conv2's (xs2 ..)."""
+    N = x.shape[0]
+    Jp1, _, ntv1, R1, _, _ = _layout(x.shape[3], len(kt1))
+    Jp2, _, ntv2, R2, _, _ = _layout(h1.shape[3], len(kt2))
+    nw = acc2.shape[0]
+    zmax = np.full((N, F2), -np.inf, dtype=x.dtype)
+    argmax = np.zeros((N, F2), dtype=np.int64)
+    for w in prange(nw):
+        for n in range(w, N, nw):
+            _patch_dense(x, n, Up1, bp1, kt1, Jp1, R1, ntv1, True, xs1[w], T1[w], V1[w], acc1[w], y1[w], h1[n])
+            _patch_max(h1, n, Up2, bp2, kt2, F2, Jp2, R2, ntv2, xs2[w], T2[w], V2[w], acc2[w],
+                       y2[w, :9 * ROW], y2[w, 9 * ROW:], zmax[n], argmax[n])
+    return zmax, argmax
+
+
+def stack_max(x, W1, b1, W2, b2):
+    """conv1 (+ ReLU) and conv2's fused maximum, both in F(3 x 3, 3 x 3), a patch at a time
+    in one parallel loop: x (N, C, H, W) contiguous, weights of x's dtype ->
+    h1 (N, F1, Ho1, Wo1), zmax (N, F2), argmax (N, F2). Needs :func:`usable` for both."""
+    F1, C, K1, _ = W1.shape
+    F2, _, K2, _ = W2.shape
+    N, _, H, Wd = x.shape
+    h1 = np.empty((N, F1, H - K1 + 1, Wd - K1 + 1), dtype=x.dtype)
+    zmax, argmax = _wino2d_stack_kernel(
+        x, pack_weights(W1, x.dtype), pack_bias(b1, F1, x.dtype, FB), taps(K1 // 3),
+        pack_weights(W2, x.dtype), pack_bias(b2, F2, x.dtype, FB), F2, taps(K2 // 3), h1,
+        *_scratch(x, C, K1 // 3), *_scratch(h1, F1, K2 // 3))
+    return h1, zmax, argmax
