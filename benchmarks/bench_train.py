@@ -353,7 +353,8 @@ def main(argv=None):
         ctx = kw["context"]
         chosen = ", ".join(f"{k} -> {r['variant']}" for k, r in ctx["variants"].items())
         from shallowcnn.kernels.vector_width import describe
-        print(f"  ({ctx['numba_threads']} numba threads, {ctx['threading_layer']} threading layer; "
+        pinned = ", pinned to a CPU each" if ctx.get("threads_pinned") else ""
+        print(f"  ({ctx['numba_threads']} numba threads{pinned}, {ctx['threading_layer']} threading layer; "
               f"variants: {chosen}; vector width: {describe(ctx['vector_width'])})")
 
     results["loadavg_after"] = _loadavg()

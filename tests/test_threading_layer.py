@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("numba")
 
 from shallowcnn.commands import tune  # noqa: E402
-from shallowcnn.kernels import autotune, autotune_cache, threading_layer  # noqa: E402
+from shallowcnn.kernels import autotune, autotune_cache, thread_placement, threading_layer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_OMP = threading_layer.available("omp")
@@ -31,16 +31,45 @@ def fresh(tune_cache_file, monkeypatch):
     return tune_cache_file
 
 
+WQ, PINNED, OMP = {"layer": "workqueue", "pinned": False}, {"layer": "workqueue", "pinned": True}, \
+    {"layer": "omp", "pinned": False}
+
+
 def test_omp_only_where_it_wins_clearly_and_loses_nowhere():
-    wq = {"infer 144": 48.0, "infer 60": 12.0}                         # total 60
-    assert threading_layer.decide({"workqueue": wq, "omp": {"infer 144": 46.0, "infer 60": 8.0}}) == "omp"
-    # 8% less in total, but 52 > 1.05 x 48 at 144: the machine of benchmarks/README.md's fifth round, warm
+    """Speed-ups per piece (workqueue's ms / omp's): geometric mean >= 1.05, none below 1 / 1.05."""
+    wq = {"infer 144": 48.0, "infer 60": 12.0}
+    assert threading_layer.decide({"workqueue": wq, "omp": {"infer 144": 46.0, "infer 60": 8.0}}) == OMP
+    # faster at 60, but 52.2 > 1.05 x 48 at 144: the machine of benchmarks/README.md's fifth round, warm
     assert threading_layer.decide({"workqueue": {"infer 144": 48.0, "infer 60": 8.7},
-                                   "omp": {"infer 144": 52.2, "infer 60": 8.3}}) == "workqueue"
-    # 3% less in total: not clear
-    assert threading_layer.decide({"workqueue": wq, "omp": {"infer 144": 46.5, "infer 60": 11.7}}) == "workqueue"
-    assert threading_layer.decide({"workqueue": wq, "omp": {"infer 144": 45.6, "infer 60": 11.4}}) == "omp"   # 5%
-    assert threading_layer.decide({"workqueue": wq, "omp": wq}) == "workqueue"
+                                   "omp": {"infer 144": 52.2, "infer 60": 8.3}}) == WQ
+    # speed-ups 1.032 and 1.026: not clear
+    assert threading_layer.decide({"workqueue": wq, "omp": {"infer 144": 46.5, "infer 60": 11.7}}) == WQ
+    # 1.0526 both
+    assert threading_layer.decide({"workqueue": wq, "omp": {"infer 144": 45.6, "infer 60": 11.4}}) == OMP
+    assert threading_layer.decide({"workqueue": wq, "omp": wq}) == WQ
+
+
+def test_pinned_threads_by_the_same_rule_and_the_fastest_clear_winner_wins():
+    wq = {"infer 144": 48.0, "infer 60": 12.0}
+    pinned = {"infer 144": 47.0, "infer 60": 9.0}                     # speed-ups 1.02, 1.33: geometric mean 1.17
+    omp = {"infer 144": 46.0, "infer 60": 8.0}                        # 1.04, 1.5: 1.25
+    assert threading_layer.decide({"workqueue": wq, "workqueue pinned": pinned}) == PINNED
+    assert threading_layer.decide({"workqueue": wq, "workqueue pinned": pinned, "omp": omp}) == OMP
+    assert threading_layer.decide({"workqueue": wq, "workqueue pinned": omp, "omp": pinned}) == PINNED
+    # the fastest, but 12.8 > 1.05 x 12 at 60: only the other one qualifies
+    assert threading_layer.decide({"workqueue": wq, "workqueue pinned": {"infer 144": 40.0, "infer 60": 12.8},
+                                   "omp": omp}) == OMP
+    assert threading_layer.decide({"workqueue": wq, "workqueue pinned": wq, "omp": wq}) == WQ
+    # each piece counts alike, whatever its milliseconds: 60 x 60 10% faster, 144 x 144 the same
+    # (geometric mean 1.049 < 1.05), then 12% faster (1.058)
+    assert threading_layer.decide({"workqueue": wq, "workqueue pinned": {"infer 144": 48.0, "infer 60": 10.91}}) == WQ
+    faster = {"infer 144": 48.0, "infer 60": 10.71}
+    assert threading_layer.decide({"workqueue": wq, "workqueue pinned": faster}) == PINNED
+
+
+def test_the_geometric_mean():
+    assert threading_layer.geometric_mean([1.0, 4.0]) == pytest.approx(2.0)
+    assert threading_layer.geometric_mean([1.5]) == pytest.approx(1.5)
 
 
 def test_the_layer_round_trips_beside_the_width_and_the_choices(fresh):
@@ -55,12 +84,13 @@ def test_the_layer_round_trips_beside_the_width_and_the_choices(fresh):
     assert saved["threading_layer"] == layer and set(saved["choices"]) == {"s"}
 
 
-@pytest.mark.parametrize("layer", [{"layer": "tbb"}, {"layer": None}, "omp", {"wall_ms": {}}])
+@pytest.mark.parametrize("layer", [{"layer": "tbb"}, {"layer": None}, "omp", {"wall_ms": {}},
+                                   {"layer": "workqueue", "pinned": "yes"}])
 def test_a_malformed_layer_is_no_cache_with_a_warning(fresh, capsys, layer):
     fresh.write_text(json.dumps({"identity": autotune.identity(), "choices": {}, "threading_layer": layer}))
     assert autotune_cache.read_threading_layer() is None
     err = capsys.readouterr().err
-    assert str(fresh) in err and '"threading_layer" is not {"layer": "workqueue" or "omp"' in err
+    assert str(fresh) in err and '"threading_layer" is not {"layer": "workqueue" or "omp", "pinned"' in err
 
 
 def test_who_decides(fresh, monkeypatch):
@@ -75,28 +105,57 @@ def test_who_decides(fresh, monkeypatch):
     assert threading_layer.choose() == {"layer": None, "how": "set by NUMBA_THREADING_LAYER"}
 
 
-def test_tune_measures_both_layers_saves_and_prints_the_choice(fresh, monkeypatch, capsys):
-    """The measurement's plumbing, with fake timings for the processes: the lower of the rounds counts."""
+def test_tune_measures_every_configuration_saves_and_prints_the_choice(fresh, monkeypatch, capsys):
+    """The measurement's plumbing, with fake timings for the processes: the mean of the rounds counts."""
     monkeypatch.setattr(threading_layer, "available", lambda layer: True)
-    fake = {"workqueue": {"infer 144": 48.0, "infer 60": 12.0}, "omp": {"infer 144": 47.0, "infer 60": 8.0}}
+    monkeypatch.setattr(thread_placement, "possible", lambda layer, threads: None)
+    monkeypatch.setattr(tune, "LAYER_ROUNDS", 2)
+    fake = {"workqueue": {"infer 144": 48.0, "infer 60": 12.0},
+            "workqueue pinned": {"infer 144": 47.5, "infer 60": 9.0}, "omp": {"infer 144": 47.0, "infer 60": 8.0}}
     asked = []
 
-    def time_in_child(layer):                 # the second round is slower with omp: the lower counts
-        asked.append(layer)
-        return {k: v * (1.5 if layer == "omp" and len(asked) > 2 else 1) for k, v in fake[layer].items()}
+    def time_in_child(config):                # omp's second process is 1.5x slower: its mean is 1.25x
+        asked.append(config)
+        return {k: v * (1.5 if config == "omp" and len(asked) > 3 else 1) for k, v in fake[config].items()}
 
     rec = tune.measure_threading_layer(time_in_child, threads=2)
-    assert asked == ["workqueue", "omp"] * tune.LAYER_ROUNDS and rec == {"layer": "omp", "wall_ms": fake}
+    assert asked == ["workqueue", "workqueue pinned", "omp"] * 2
+    # omp: 58.75 > 1.05 x 48 at 144, out; pinned: speed-ups 48 / 47.5 and 12 / 9, geometric mean 1.16
+    omp_mean = {"infer 144": 58.75, "infer 60": 10.0}
+    assert rec == {"layer": "workqueue", "pinned": True,
+                   "wall_ms": {"workqueue": fake["workqueue"], "workqueue pinned": fake["workqueue pinned"],
+                               "omp": omp_mean}}
     assert autotune_cache.read_threading_layer() == rec
     out = capsys.readouterr().out
-    assert "infer 60" in out and "(1.50x)" in out and "-> omp" in out
+    assert "infer 60" in out and "(1.33x)" in out and "(0.82x)" in out and "(1.16x)" in out
+    assert "-> workqueue pinned for" in out
 
 
-def test_tune_measures_nothing_with_one_thread_without_omp_or_under_the_users_layer(fresh, monkeypatch, capsys):
-    never = lambda layer: pytest.fail("timed")                           # noqa: E731
+def test_tune_leaves_out_what_cannot_run_here(fresh, monkeypatch, capsys):
+    """No OpenMP: workqueue free against pinned; pinning impossible: workqueue against omp."""
+    fake = {"workqueue": {"infer 60": 12.0}, "workqueue pinned": {"infer 60": 9.0}, "omp": {"infer 60": 11.9}}
+    asked = []
+    monkeypatch.setattr(threading_layer, "available", lambda layer: layer == "workqueue")
+    monkeypatch.setattr(thread_placement, "possible", lambda layer, threads: None)
+    rec = tune.measure_threading_layer(lambda c: asked.append(c) or fake[c], threads=2)
+    assert set(asked) == {"workqueue", "workqueue pinned"} and rec["layer"] == "workqueue" and rec["pinned"]
+    assert "-> workqueue pinned for" in capsys.readouterr().out
+    asked.clear()
+    monkeypatch.setattr(threading_layer, "available", lambda layer: True)
+    monkeypatch.setattr(thread_placement, "possible", lambda layer, threads: "4 Numba threads but 2 CPUs")
+    rec = tune.measure_threading_layer(lambda c: asked.append(c) or fake[c], threads=2)
+    assert set(asked) == {"workqueue", "omp"} and rec == {"layer": "workqueue", "pinned": False,
+                                                          "wall_ms": {"workqueue": fake["workqueue"],
+                                                                      "omp": fake["omp"]}}
+
+
+def test_tune_measures_nothing_with_one_thread_without_a_choice_or_under_the_users_layer(fresh, monkeypatch,
+                                                                                        capsys):
+    never = lambda config: pytest.fail("timed")                          # noqa: E731
     assert tune.measure_threading_layer(never, threads=1) is None
     assert "one thread" in capsys.readouterr().out
     monkeypatch.setattr(threading_layer, "available", lambda layer: layer == "workqueue")
+    monkeypatch.setattr(thread_placement, "possible", lambda layer, threads: "not Linux")
     assert tune.measure_threading_layer(never, threads=2) is None
     assert "no OpenMP layer" in capsys.readouterr().out
     monkeypatch.setattr(threading_layer, "available", lambda layer: True)

@@ -6,8 +6,9 @@ CPU with AVX-512, it measures whether the kernels run faster built for 512-bit v
 than for 256-bit ones (:func:`measure_vector_width`; :mod:`shallowcnn.kernels.vector_width`
 explains why that needs a process per width) and saves the width for later processes.
 Last, with two or more threads, it times the network's forward with each of Numba's
-threading layers, a process each (:func:`measure_threading_layer`;
-:mod:`shallowcnn.kernels.threading_layer` says why), and saves the faster.
+threading layers, and with workqueue's threads pinned to a CPU each, a process each
+(:func:`measure_threading_layer`; :mod:`shallowcnn.kernels.threading_layer` and
+:mod:`shallowcnn.kernels.thread_placement` say why), and saves the fastest where it wins clearly.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import MIN_INPUT_SIDE
-from ..kernels import autotune, autotune_cache, get_backend, threading_layer, vector_width
+from ..kernels import autotune, autotune_cache, get_backend, thread_placement, threading_layer, vector_width
 from ..model import ShallowCNN
 from ..scan import DEFAULT_STRIDE, DEFAULT_TILE
 from .common import CommandError, whole_number_in
@@ -34,13 +35,15 @@ WIDTH_REPS = 5                # samples per piece of work in a process (the best
 WIDTH_ROUNDS = 2              # processes per width, alternating (256, 512, 256, 512): a burst of load
                               # on a shared machine then rarely decides (the best of each piece is kept)
 
-# The work the threading layers are timed on: name -> patch side; inference at batch 64 with all
-# of Numba's threads, wall-clock (what the layer changes is how long threads wait, not CPU time)
+# The work the threading configurations are timed on: name -> patch side; inference at batch 64 with
+# all of Numba's threads, wall-clock (what they change is how long threads wait, not CPU time)
 LAYER_WORK = {"infer 144": 144, "infer 60": 60}
 LAYER_BATCH = 64
-LAYER_REPS = {144: 9, 60: 25}    # calls per piece in a process; the median is kept (one late wake-up
-                                 # in a few calls is what distinguishes the layers, so not the best)
-LAYER_ROUNDS = 2                 # processes per layer, alternating; the lower median of the rounds is kept
+LAYER_REPS = {144: 9, 60: 25}    # calls per piece in a process, right after 3 warm-up calls; their MEAN is
+                                 # kept: late wake-ups and threads sharing a CPU are what tell the
+                                 # configurations apart, and a user's batches pay for all of them
+LAYER_ROUNDS = 3                 # processes per configuration, alternating; the mean over them is kept (a
+                                 # process can be lucky or unlucky throughout: the best of a few favours luck)
 
 
 def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
@@ -142,7 +145,7 @@ def measure_vector_width(time_in_child=_time_width_in_child) -> dict | None:
 
 
 def time_layer_work(batch=LAYER_BATCH) -> dict:
-    """Wall ms (median of LAYER_REPS calls, all of Numba's threads) of each piece of LAYER_WORK
+    """Wall ms (mean of LAYER_REPS calls, all of Numba's threads) of each piece of LAYER_WORK
     in this process, with whatever threading layer it runs. A new process per layer runs it
     (:func:`measure_threading_layer`)."""
     import time
@@ -159,27 +162,32 @@ def time_layer_work(batch=LAYER_BATCH) -> dict:
             start = time.perf_counter()
             model.forward(x, training=False)
             samples.append(1e3 * (time.perf_counter() - start))
-        times[name] = round(float(np.median(samples)), 3)
+        times[name] = round(float(np.mean(samples)), 3)
     return times
 
 
-def _time_layer_in_child(layer: str) -> dict:
-    """:func:`time_layer_work` in a new Python process with ``NUMBA_THREADING_LAYER=layer``."""
-    code = ("import json, numba; from shallowcnn.commands.tune import time_layer_work; "
-            "ms = time_layer_work(); print(json.dumps({'wall_ms': ms, 'layer': numba.threading_layer()}))")
-    out = _run_in_child(code, {"NUMBA_THREADING_LAYER": layer, "NUMBA_THREADING_LAYER_PRIORITY": None},
-                        f"timing the kernels with Numba's {layer} threading layer")
-    if out["layer"] != layer:
-        raise CommandError(f"the process meant to run Numba's {layer} threading layer ran {out['layer']}")
+def _time_layer_in_child(config: str) -> dict:
+    """:func:`time_layer_work` in a new Python process running ``config`` (a name of
+    threading_layer.CONFIGS: the layer, and whether workqueue's threads are pinned)."""
+    layer, pinned = config.split()[0], config.endswith(" pinned")
+    code = ("import json, numba; from shallowcnn.kernels import cpu; from shallowcnn.commands.tune import "
+            "time_layer_work; ms = time_layer_work(); print(json.dumps({'wall_ms': ms, 'layer': "
+            "numba.threading_layer(), 'pinned': cpu.PLACEMENT['pinned']}))")
+    out = _run_in_child(code, {"NUMBA_THREADING_LAYER": layer, "NUMBA_THREADING_LAYER_PRIORITY": None,
+                               thread_placement.ENV: "1" if pinned else "0"},
+                        f"timing the kernels with Numba's {config} threads")
+    if out["layer"] != layer or out["pinned"] != pinned:
+        raise CommandError(f"the process meant to run Numba's {config} threads ran {out['layer']}"
+                           f"{' pinned' if out['pinned'] else ''}")
     return out["wall_ms"]
 
 
 def measure_threading_layer(time_in_child=_time_layer_in_child, threads=None) -> dict | None:
-    """Time LAYER_WORK with each of Numba's threading layers (LAYER_ROUNDS processes each), print
-    the table, save the layer :func:`threading_layer.decide` picks for this machine and return
-    its record (``{"layer", "wall_ms": {"workqueue": ..., "omp": ...}}``); None, saying why,
-    where there is nothing to choose (one thread, no OpenMP here) or the user's
-    NUMBA_THREADING_LAYER decides."""
+    """Time LAYER_WORK with each configuration of threading_layer.CONFIGS that can run here
+    (LAYER_ROUNDS processes each), print the table, save what :func:`threading_layer.decide`
+    picks for this machine and return its record (``{"layer", "pinned", "wall_ms": {config:
+    ...}}``); None, saying why, where there is nothing to choose (one thread; neither OpenMP
+    nor pinning here) or the user's NUMBA_THREADING_LAYER decides."""
     import numba
     threads = numba.config.NUMBA_NUM_THREADS if threads is None else threads
     if threading_layer.set_by_user():
@@ -188,33 +196,40 @@ def measure_threading_layer(time_in_child=_time_layer_in_child, threads=None) ->
     if threads < 2:
         print("threading layer: nothing to measure (one thread: no thread waits for another)")
         return None
-    if not threading_layer.available("omp"):
-        print("threading layer: nothing to measure (Numba has no OpenMP layer here: workqueue)")
+    configs = [c for c in threading_layer.CONFIGS
+               if not (c == "omp" and not threading_layer.available("omp"))
+               and not (c.endswith(" pinned") and thread_placement.possible("workqueue", threads))]
+    if len(configs) == 1:
+        print("threading layer: nothing to measure (Numba has no OpenMP layer here, and its threads cannot be "
+              f"pinned: {thread_placement.possible('workqueue', threads)}): workqueue")
         return None
-    print(f"threading layer: timing inference with Numba's workqueue and omp layers, {threads} threads, "
+    print(f"threading layer: timing inference with Numba's {', '.join(configs)} threads, {threads} threads, "
           f"{LAYER_ROUNDS} processes each", flush=True)
-    ms = {layer: {} for layer in threading_layer.LAYERS}
+    runs = {config: [] for config in configs}
     for _ in range(LAYER_ROUNDS):
-        for layer in threading_layer.LAYERS:
-            for name, t in time_in_child(layer).items():
-                ms[layer][name] = min(t, ms[layer].get(name, t))
-    rec = {"layer": threading_layer.decide(ms), "wall_ms": ms}
+        for config in configs:
+            runs[config].append(time_in_child(config))
+    ms = {config: {name: round(float(np.mean([run[name] for run in rs])), 3) for name in rs[0]}
+          for config, rs in runs.items()}
+    rec = {**threading_layer.decide(ms), "wall_ms": ms}
     autotune_cache.save_threading_layer(rec)
     _print_layer(rec)
     return rec
 
 
 def _print_layer(rec):
-    wq, omp = rec["wall_ms"]["workqueue"], rec["wall_ms"]["omp"]
-    print(f"  {'wall ms, batch ' + str(LAYER_BATCH) + ' (median)':32s} {'workqueue':>9s} {'omp':>9s}  (lower of "
-          f"{LAYER_ROUNDS} processes)")
-    for name in wq:
-        print(f"  {name:32s} {wq[name]:9.2f} {omp[name]:9.2f}  ({wq[name] / omp[name]:.2f}x)")
-    print(f"  {'total':32s} {sum(wq.values()):9.2f} {sum(omp.values()):9.2f}  "
-          f"({sum(wq.values()) / sum(omp.values()):.2f}x)")
-    print(f"  -> {rec['layer']} for the processes to come (omp only when {100 * threading_layer.CLEAR_WIN:.0f}% "
-          f"faster in total and nowhere {100 * threading_layer.CLEAR_WIN:.0f}% slower; NUMBA_THREADING_LAYER "
-          "overrides)")
+    ms = rec["wall_ms"]
+    base = ms[threading_layer.CONFIGS[0]]
+    print(f"  {'wall ms, batch ' + str(LAYER_BATCH) + ' (mean)':32s} " + " ".join(f"{c:>17s}" for c in ms)
+          + f"  (mean of {LAYER_ROUNDS} processes; x: faster than {threading_layer.CONFIGS[0]})")
+    for name in base:
+        print(f"  {name:32s} " + " ".join(f"{t[name]:9.2f} ({base[name] / t[name]:.2f}x)" for t in ms.values()))
+    print(f"  {'geometric mean of the speed-ups':32s} " + " ".join(
+        f"{'':9s} ({threading_layer.geometric_mean([base[k] / t[k] for k in base]):.2f}x)" for t in ms.values()))
+    chosen = rec["layer"] + (" pinned" if rec.get("pinned") else "")
+    print(f"  -> {chosen} for the processes to come (another than {threading_layer.CONFIGS[0]} only when "
+          f"{100 * threading_layer.CLEAR_WIN:.0f}% faster (geometric mean) and nowhere "
+          f"{100 * threading_layer.CLEAR_WIN:.0f}% slower; NUMBA_THREADING_LAYER and {thread_placement.ENV} override)")
 
 
 def _print_width(rec):
@@ -240,9 +255,10 @@ def add_command(subparsers):
                     "pixels with 256- and with 512-bit vectors, a process each, and keeps 512 "
                     "only where it is clearly faster (SHALLOWCNN_VECTOR_WIDTH=256|512|llvm "
                     "overrides the saved width, NUMBA_CPU_FEATURES overrides both). With two or "
-                    "more threads it then times inference with Numba's workqueue and omp "
-                    "threading layers and keeps omp only where it is clearly faster "
-                    "(NUMBA_THREADING_LAYER overrides). "
+                    "more threads it then times inference with Numba's workqueue threads (free, "
+                    "or pinned to a CPU each) and omp threads and keeps another than free "
+                    "workqueue only where it is clearly faster (NUMBA_THREADING_LAYER and "
+                    "SHALLOWCNN_PIN_THREADS=1|0 override). "
                     "Later runs use the saved choices at once. Run it again after "
                     "changing the CPU or the packages, or on a quiet machine.")
     p.add_argument("--size", type=whole_number_in(MIN_INPUT_SIDE, 512, "patch side"), action="append",
@@ -254,7 +270,7 @@ def add_command(subparsers):
     p.add_argument("--no-width", action="store_true",
                    help="do not measure the vector width (256 or 512 bits; it takes a minute or two)")
     p.add_argument("--no-threading", action="store_true",
-                   help="do not measure Numba's threading layer (workqueue or omp; half a minute)")
+                   help="do not measure Numba's threading layer (workqueue, pinned or not, or omp; a minute)")
     p.add_argument("--show", action="store_true",
                    help="only print the saved choices for this machine (no timing)")
     p.set_defaults(func=run_command)

@@ -34,7 +34,7 @@ import os
 import sys
 import time
 
-from . import autotune_cache
+from . import autotune_cache, thread_placement
 from .autotune_cache import identity, isa_flags
 from .variants import BLOCKMAX_VARIANTS, FUSED_VARIANTS, SMALL_F_FAMILY, TILE_VARIANTS
 
@@ -233,8 +233,9 @@ def context() -> dict:
     import numba
     from . import vector_width
     return {**identity(), "isa": isa_flags(), "numba_threads": numba.get_num_threads(),
-            "threading_layer": _threading_layer(), "variants": chosen(), "pins": os.environ.get(ENV, ""),
-            "vector_width": vector_width.applied()}
+            "threading_layer": _threading_layer(),
+            "threads_pinned": bool((thread_placement.applied or {}).get("pinned")), "variants": chosen(),
+            "pins": os.environ.get(ENV, ""), "vector_width": vector_width.applied()}
 
 
 def _threading_layer():

@@ -11,7 +11,8 @@ read before Numba starts its threads: so nothing here may import the kernels.
     {"identity": {...},
      "choices": {signature: {"variant": "f4r2", "cpu_ms": {variant: ms, ...}}, ...},
      "vector_width": {"bits": 512, "cpu_ms": {"256": {work: ms, ...}, "512": {...}}},   (optional)
-     "threading_layer": {"layer": "omp", "wall_ms": {"workqueue": {work: ms, ...}, "omp": {...}}}}   (optional)
+     "threading_layer": {"layer": "workqueue", "pinned": true,                                      (optional)
+                         "wall_ms": {"workqueue": {work: ms, ...}, "workqueue pinned": {...}, "omp": {...}}}}
 
 numba and llvmlite are imported inside the functions that need them: `shallowcnn tune`,
 and so every start of the command line, imports this module.
@@ -120,8 +121,8 @@ def read_vector_width() -> dict | None:
 
 
 def read_threading_layer() -> dict | None:
-    """The threading layer measured on this machine, ``{"layer": "workqueue" | "omp", "wall_ms": ...}``,
-    or None."""
+    """The threading layer measured on this machine, ``{"layer": "workqueue" | "omp", "pinned": bool
+    (absent in older files: False), "wall_ms": ...}``, or None."""
     return _read()["threading_layer"]
 
 
@@ -173,8 +174,9 @@ def _file_problem(path: Path) -> str | None:
                               or isinstance(width.get("bits"), bool)):
         return '"vector_width" is not {"bits": 256 or 512, ...}'
     layer = data.get("threading_layer")
-    if layer is not None and (not isinstance(layer, dict) or layer.get("layer") not in ("workqueue", "omp")):
-        return '"threading_layer" is not {"layer": "workqueue" or "omp", ...}'
+    if layer is not None and (not isinstance(layer, dict) or layer.get("layer") not in ("workqueue", "omp")
+                              or layer.get("pinned", False) not in (True, False)):
+        return '"threading_layer" is not {"layer": "workqueue" or "omp", "pinned": true or false, ...}'
     _disk = {"choices": dict(choices), "vector_width": width, "threading_layer": layer}
     return None
 
@@ -194,7 +196,7 @@ def save_vector_width(rec: dict) -> None:
 
 
 def save_threading_layer(rec: dict) -> None:
-    """Save the threading layer measured on this machine (``{"layer": "workqueue" | "omp", "wall_ms": ...}``)."""
+    """Save the threading layer measured on this machine (``{"layer", "pinned", "wall_ms"}``)."""
     data = _read_again()
     data["threading_layer"] = dict(rec)
     _save(data)

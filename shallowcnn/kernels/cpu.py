@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import BackendUnavailable, autotune, check_shapes, threading_layer, winograd, winograd2d
+from . import BackendUnavailable, autotune, check_shapes, thread_placement, threading_layer, winograd, winograd2d
 # The scanning kernel (conv2 + ReLU + block max) lives in its own file; it is part of this
 # backend's contract (kernels/__init__.py), so the backend offers it under its name.
 from .cpu_blockmax import conv_relu_blockmax  # noqa: F401
@@ -92,6 +92,9 @@ else:
     # depends on the machine and its load (kernels/threading_layer.py). workqueue serves one
     # Python thread at a time (shallowcnn never calls kernels from several).
     THREADING = threading_layer.apply()
+    # ... and, where `shallowcnn tune` measured it faster, each workqueue thread pinned to a CPU of
+    # its own, so that the OS never wakes two of them on one CPU (kernels/thread_placement.py).
+    PLACEMENT = thread_placement.apply()
 
 SMALL_F = 8   # conv2d_forward takes the few-filter path (_small_f_kernel) when F <= SMALL_F
               # (more filters, e.g. conv2's 16 x 6 channels: conv_tile's blocks pad

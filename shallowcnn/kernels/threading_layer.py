@@ -13,9 +13,9 @@ took 7-16 ms with omp against 1.3-2.3 ms with workqueue ("Measurements behind th
 So it is measured, not guessed: ``shallowcnn tune`` times the network's forward pass with
 each layer, each in a process of its own (:func:`shallowcnn.commands.tune.measure_threading_layer`),
 and saves the result beside the kernel variants (:mod:`.autotune_cache`); :func:`decide`
-picks omp only where it wins clearly and loses nowhere. The layer changes when threads run,
-never what they compute: every kernel gives each patch to one thread, so results are the
-same bits with either.
+picks omp, or workqueue with its threads pinned (:mod:`.thread_placement`), only where it wins
+clearly and loses nowhere. The layer changes when threads run, never what they compute:
+every kernel gives each patch to one thread, so results are the same bits with either.
 
 Who decides, first match wins:
 
@@ -34,11 +34,17 @@ Numba reads the layer when it starts its threads (the first parallel call, or
 from __future__ import annotations
 
 import importlib
+import math
 import os
 
 LAYERS = ("workqueue", "omp")
 DEFAULT = "workqueue"
-CLEAR_WIN = 0.05      # omp must save this fraction of the total time, and lose no more on any piece
+# What `shallowcnn tune` times: each layer, and workqueue with its threads pinned to a CPU each
+# (kernels/thread_placement.py). The default configuration is the first.
+CONFIGS = ("workqueue", "workqueue pinned", "omp")
+CLEAR_WIN = 0.05      # another configuration must run the pieces of work this much faster (geometric mean of
+                      # the speed-ups, so that 60 x 60's milliseconds count as much as 144 x 144's), and
+                      # take no piece this fraction longer
 _USER_VARIABLES = ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")
 
 
@@ -53,13 +59,26 @@ def available(layer: str) -> bool:
     return True
 
 
-def decide(ms: dict) -> str:
-    """omp when it takes at least CLEAR_WIN less wall time than workqueue over all the pieces
-    of work and no piece more than CLEAR_WIN longer; else workqueue.
-    ``ms``: layer -> {piece: wall ms}."""
-    wq, omp = ms["workqueue"], ms["omp"]
-    loses_somewhere = any(omp[k] > (1 + CLEAR_WIN) * wq[k] for k in wq)
-    return "omp" if sum(omp.values()) <= (1 - CLEAR_WIN) * sum(wq.values()) and not loses_somewhere else DEFAULT
+def decide(ms: dict) -> dict:
+    """``{"layer", "pinned"}``: of the configurations timed in ``ms`` (name of CONFIGS -> {piece:
+    wall ms}), the one with the largest speed-up over the default (workqueue, threads free) among
+    those whose speed-ups (default's ms / theirs, per piece) have a geometric mean of at least
+    1 + CLEAR_WIN and none below 1 / (1 + CLEAR_WIN); the default when none does."""
+    base = ms[CONFIGS[0]]
+
+    def speedups(t):
+        return [base[k] / t[k] for k in base]
+
+    def clearly_faster(t):
+        return geometric_mean(speedups(t)) >= 1 + CLEAR_WIN and min(speedups(t)) >= 1 / (1 + CLEAR_WIN)
+
+    winners = [c for c in CONFIGS[1:] if c in ms and clearly_faster(ms[c])]
+    best = max(winners, key=lambda c: geometric_mean(speedups(ms[c])), default=CONFIGS[0])
+    return {"layer": best.split()[0], "pinned": best.endswith(" pinned")}
+
+
+def geometric_mean(values) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def set_by_user() -> bool:
