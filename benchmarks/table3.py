@@ -5,7 +5,9 @@
     python benchmarks/table3.py --quick                             # a small phantom store, one seed
 
 Every network trains on the store's train split -- the same patches, the same
-augmentation (the store's x5 geometric transforms, made once for all) and the same
+augmentation (the store's x5 geometric transforms, made once for all, and each epoch a
+fresh copy of every patch moved by up to ``--shift`` = 24 pixels and turned or mirrored at
+random, :func:`augment_epoch`, drawn alike for every network) and the same
 recipe: Adam (lr 1e-3, eps 1e-7), batch 64, binary cross-entropy, the same seed for
 the order of the batches -- **until its validation score stops improving**: after
 ``--patience`` epochs without a better score (or ``--epochs``, or ``--minutes`` of
@@ -144,6 +146,32 @@ def keras_init(net, nn):
     return net
 
 
+# ------------------------------------------------------------------ augmentation, every epoch
+SHIFT_PX = 24      # each epoch moves every training patch by up to this many pixels in each direction
+
+
+def moved_patch(patch, dy: int, dx: int, turns: int, flip: bool, shift: int = SHIFT_PX):
+    """One patch (C, H, W) moved by (dy, dx) pixels (|dy|, |dx| <= shift; the rows and columns
+    that come in are the patch's own, mirrored at its border), then turned ``turns`` quarter
+    turns and mirrored left-right if ``flip``: out[c, i, j] = patch[c, reflect(i - dy), reflect(j - dx)]
+    before the turn."""
+    C, H, W = patch.shape
+    padded = np.pad(patch, ((0, 0), (shift, shift), (shift, shift)), mode="reflect")
+    out = np.rot90(padded[:, shift - dy:shift - dy + H, shift - dx:shift - dx + W], turns, axes=(1, 2))
+    return out[:, :, ::-1] if flip else out
+
+
+def augment_epoch(x, rng, shift: int = SHIFT_PX):
+    """A new copy of the training patches x (n, C, H, W) for one epoch: each moved by a random
+    offset of up to ``shift`` pixels and put through a random one of the square's 8 symmetries
+    (:func:`moved_patch`). Every network draws from a generator seeded alike, so all see the
+    same patches in the same epochs. ``shift`` 0 and no turn leave a patch as it was."""
+    n = len(x)
+    dy, dx = rng.integers(-shift, shift + 1, n), rng.integers(-shift, shift + 1, n)
+    turns, flips = rng.integers(0, 4, n), rng.integers(0, 2, n)
+    return np.stack([moved_patch(x[i], dy[i], dx[i], turns[i], bool(flips[i]), shift) for i in range(n)])
+
+
 def train_statistics(x_train) -> tuple:
     """(mean, standard deviation) of every pixel of the train split ``x_train`` (n, 1, H, W),
     as Python floats computed in float64: the numbers of the peers' input layer. The
@@ -255,9 +283,11 @@ def build_peer(name, torch, mean: float, std: float):
     return standardized(net, torch, mean, std).to(memory_format=torch.channels_last)
 
 
-def train_torch(name, data, batch_size, seed, stopping):
+def train_torch(name, data, batch_size, seed, stopping, shift=SHIFT_PX):
     """Train a PyTorch peer until its validation score stops improving: ``stopping`` holds
-    :func:`fit_until_stale`'s keywords (max_epochs, patience, monitor, max_seconds, on_epoch).
+    :func:`fit_until_stale`'s keywords (max_epochs, patience, monitor, max_seconds, on_epoch);
+    each epoch trains on :func:`augment_epoch`'s copy of the train split (``shift`` None: the
+    split as stored).
 
     Returns (predict function, parameter count, training seconds, best epoch, epochs trained,
     validation loss of each epoch, validation accuracy of each epoch)."""
@@ -266,10 +296,11 @@ def train_torch(name, data, batch_size, seed, stopping):
     net = build_peer(name, torch, *train_statistics(data["train"][0]))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    (x, y), (x_val, y_val) = data["train"], data["val"]
-    x, y = torch.from_numpy(x).contiguous(memory_format=torch.channels_last), torch.from_numpy(y)
+    (x_stored, y), (x_val, y_val) = data["train"], data["val"]
+    y = torch.from_numpy(y)
     rng = np.random.default_rng([seed, 2])
     batchnorm_rng = np.random.default_rng([seed, 3])     # its own: the batch order stays as without it
+    augment_rng = np.random.default_rng([seed, 4])       # the same draws as ShallowCNN's
 
     def logits(images):
         net.eval()
@@ -280,6 +311,8 @@ def train_torch(name, data, batch_size, seed, stopping):
 
     def train_epoch(epoch):
         net.train()
+        x = x_stored if shift is None else augment_epoch(x_stored, augment_rng, shift)
+        x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
         order = rng.permutation(len(x))
         for i in range(0, len(x), batch_size):
             idx = torch.from_numpy(np.sort(order[i:i + batch_size]))
@@ -306,9 +339,10 @@ def train_torch(name, data, batch_size, seed, stopping):
     return predict, n_params, seconds, best_epoch, epochs, val_losses, val_accuracies
 
 
-def train_shallowcnn(data, batch_size, seed, backend, stopping):
+def train_shallowcnn(data, batch_size, seed, backend, stopping, shift=SHIFT_PX):
     """Train the project's network with its own Trainer's epochs (the paper's recipe) until
-    its validation score stops improving; returns what :func:`train_torch` does."""
+    its validation score stops improving, on :func:`augment_epoch`'s copy of the train split
+    each epoch (as the peers); returns what :func:`train_torch` does."""
     from shallowcnn.model import ShallowCNN
     from shallowcnn.train import TrainConfig, Trainer, evaluate_arrays
 
@@ -316,9 +350,11 @@ def train_shallowcnn(data, batch_size, seed, backend, stopping):
     config = TrainConfig(epochs=stopping["max_epochs"], batch_size=batch_size, seed=seed, backend=backend)
     trainer = Trainer(model, config, verbose=False)
     (x, y), (x_val, y_val) = data["train"], data["val"]
+    augment_rng = np.random.default_rng([seed, 4])       # the same draws as the peers'
     start = time.perf_counter()
     best_epoch, epochs, val_losses, val_accuracies = fit_until_stale(
-        lambda epoch: trainer.run_epoch(x, y, epoch), lambda: evaluate_arrays(model, x_val, y_val),
+        lambda epoch: trainer.run_epoch(x if shift is None else augment_epoch(x, augment_rng, shift), y, epoch),
+        lambda: evaluate_arrays(model, x_val, y_val),
         lambda: {k: v.copy() for k, v in model.params.items()}, model.set_params, **stopping)
     seconds = time.perf_counter() - start
     return lambda images: model.predict_proba(images, batch_size=64), model.n_params(), seconds, \
@@ -422,6 +458,10 @@ def main(argv=None) -> int:
                          "share of what is left, so time a network leaves unused passes on to the next "
                          f"(default none; --quick {QUICK_TOTAL_MINUTES})")
     ap.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64, the paper's)")
+    ap.add_argument("--shift", type=int, default=SHIFT_PX,
+                    help=f"each epoch, move every training patch by up to this many pixels and turn or mirror "
+                         f"it at random, the same for every network (default {SHIFT_PX}; -1: train on the "
+                         "stored patches as they are)")
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     ap.add_argument("--seeds", default=None,
                     help="comma-separated seeds of weights and batch order (default 0,1,2; --quick 0)")
@@ -459,6 +499,9 @@ def main(argv=None) -> int:
         ap.error(f"--seeds: expected whole numbers separated by commas, got {args.seeds!r}")
     if not seeds or min(seeds) < 0 or max_epochs < 1 or patience < 1:
         ap.error("--seeds needs at least one seed >= 0; --epochs and --patience must be at least 1")
+    if args.shift < -1 or args.shift >= 72:
+        ap.error(f"--shift must be -1 (none) or 0 to 71 pixels, got {args.shift}")
+    shift = None if args.shift == -1 else args.shift
     minutes = args.minutes
     total_minutes = args.total_minutes if args.total_minutes is not None else (
         QUICK_TOTAL_MINUTES if args.quick else None)
@@ -493,9 +536,9 @@ def main(argv=None) -> int:
             print(f"seed {seed}: training {LABELS[name]} on {len(data['train'][0])} patches "
                   f"(at most {max_epochs} epochs{budget}, patience {patience}) ...", flush=True)
             if name == "shallowcnn":
-                trained = train_shallowcnn(data, args.batch_size, seed, args.backend, stopping)
+                trained = train_shallowcnn(data, args.batch_size, seed, args.backend, stopping, shift)
             else:
-                trained = train_torch(name, data, args.batch_size, seed, stopping)
+                trained = train_torch(name, data, args.batch_size, seed, stopping, shift)
             predict, n_params, seconds, best_epoch, epochs, val_losses, val_accuracies = trained
             spent, runs_left = spent + seconds, runs_left - 1
             metrics = classification_metrics(y_test, predict(x_test))
@@ -513,7 +556,10 @@ def main(argv=None) -> int:
     settings = (f"at most {max_epochs} epochs" + (f" and {minutes:g} minutes" if minutes else "")
                 + " per network" + (f", {total_minutes:g} minutes for all (equal shares, unused time passed on)"
                                     if total_minutes else "")
-                + f", patience {patience}, best epoch by validation {args.monitor}, batch {args.batch_size}; "
+                + f", patience {patience}, best epoch by validation {args.monitor}, batch {args.batch_size}, "
+                + ("the stored patches as they are" if shift is None else
+                   f"each epoch every training patch moved by up to {shift} px and turned or mirrored at random")
+                + "; "
                 "the peers standardise their input with the train split's mean {:.3f} and std {:.3f}".format(
                     *train_statistics(data["train"][0])))
     table = markdown_table(rows, settings, source)
@@ -521,7 +567,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     atomic_write_text(out / "table3.md", table)
     atomic_write_text(out / "table3.json", json.dumps(
-        {"patches": source, "max_epochs": max_epochs, "patience": patience, "monitor": args.monitor,
+        {"patches": source, "max_epochs": max_epochs, "patience": patience, "monitor": args.monitor, "shift": shift,
          "max_minutes": minutes, "total_minutes": total_minutes, "batch_size": args.batch_size,
          "threads": args.threads, "seeds": seeds, "rows": rows,
          "runs": [r for name in models for r in runs[name]]}, indent=2, allow_nan=True))

@@ -244,3 +244,31 @@ def test_time_share_gives_equal_shares_and_passes_unused_time_on():
     assert table3.time_share(900, 1000, 1) == 0                     # overspent: nothing left, not negative
     assert table3.time_share(900, 120, 2, cap_seconds=360) == 360
     assert table3.time_share(None, 0, 3, cap_seconds=360) == 360 and table3.time_share(None, 0, 3) is None
+
+
+def test_a_moved_patch_by_hand():
+    """moved_patch: a pixel at (r, c) goes to (r + dy, c + dx); what comes in is mirrored at the
+    border (numpy's "reflect": the edge pixel itself is not repeated); then the turn and the flip."""
+    table3 = load_script()
+    patch = np.arange(36, dtype=np.float32).reshape(1, 6, 6)
+    out = table3.moved_patch(patch, 1, 2, 0, False, shift=3)
+    assert out.shape == (1, 6, 6)
+    assert out[0, 3, 4] == patch[0, 2, 2] and out[0, 5, 5] == patch[0, 4, 3]
+    assert out[0, 0, 0] == patch[0, 1, 2] and out[0, 0, 1] == patch[0, 1, 1]     # reflected row 1, columns 2, 1
+    np.testing.assert_array_equal(table3.moved_patch(patch, 0, 0, 0, False, shift=3), patch)
+    np.testing.assert_array_equal(table3.moved_patch(patch, 0, 0, 1, False, shift=3)[0], np.rot90(patch[0]))
+    np.testing.assert_array_equal(table3.moved_patch(patch, 0, 0, 0, True, shift=3)[0], patch[0, :, ::-1])
+    np.testing.assert_array_equal(table3.moved_patch(patch, -3, 0, 0, False, shift=3)[0, :3], patch[0, 3:])
+
+
+def test_augment_epoch_draws_alike_for_every_network_and_keeps_the_pixels():
+    table3 = load_script()
+    rng = np.random.default_rng(0)
+    x = rng.random((5, 1, 16, 16)).astype(np.float32)
+    a = table3.augment_epoch(x, np.random.default_rng([0, 4]), shift=4)
+    b = table3.augment_epoch(x, np.random.default_rng([0, 4]), shift=4)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert not np.array_equal(a, x)
+    for i in range(5):                  # every value comes from the patch itself
+        assert np.isin(a[i], x[i]).all()
