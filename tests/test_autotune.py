@@ -38,8 +38,10 @@ def test_pins(monkeypatch):
     assert autotune.pins() == {"tile": "f8r1", "fused": "f8r1", "blockmax": "f8r1", "small_f": "g2"}
     monkeypatch.setenv(autotune.ENV, "wino")             # Winograd: the fused conv2, block max and conv1
     assert autotune.pins() == {"fused": "wino", "blockmax": "wino", "small_f": "wino"}
-    monkeypatch.setenv(autotune.ENV, "wino2d")           # 2-D Winograd: the fused conv2 and conv1
-    assert autotune.pins() == {"fused": "wino2d", "small_f": "wino2d"}
+    monkeypatch.setenv(autotune.ENV, "wino2d")           # 2-D Winograd: the fused conv2, conv1, both in one loop
+    assert autotune.pins() == {"fused": "wino2d", "small_f": "wino2d", "stack": "wino2d"}
+    monkeypatch.setenv(autotune.ENV, "wino2d,separate")  # ... but as two kernels
+    assert autotune.pins() == {"fused": "wino2d", "small_f": "wino2d", "stack": "separate"}
     monkeypatch.setenv(autotune.ENV, "f4r1,zz")
     with pytest.raises(ValueError, match="unknown variant 'zz'"):
         autotune.pins()

@@ -36,7 +36,7 @@ import time
 
 from . import autotune_cache, thread_placement
 from .autotune_cache import identity, isa_flags
-from .variants import BLOCKMAX_VARIANTS, FUSED_VARIANTS, SMALL_F_FAMILY, TILE_VARIANTS
+from .variants import BLOCKMAX_VARIANTS, FUSED_VARIANTS, SMALL_F_FAMILY, STACK_VARIANTS, TILE_VARIANTS
 
 # numba is imported inside the functions that need it: `shallowcnn tune`, and so every
 # start of the command line, imports this module.
@@ -46,10 +46,11 @@ REPS = 3                      # timed samples per variant (the best is kept)
 SAMPLE_S = 0.005              # CPU seconds per sample at least (short runs are repeated)
 
 # family -> its variant names, the default first
-# ("fused": the fused conv2 + global max; "blockmax": the scan's conv2 + block max;
-# "wino" is in "fused", "blockmax" and "small_f", "wino2d" in "fused" and "small_f")
+# ("fused": the fused conv2 + global max; "blockmax": the scan's conv2 + block max; "stack":
+# conv1 and the fused conv2 as two kernels or one loop; "wino" is in "fused", "blockmax" and
+# "small_f", "wino2d" in "fused", "small_f" and "stack")
 FAMILIES = {"tile": tuple(TILE_VARIANTS), "fused": FUSED_VARIANTS, "blockmax": BLOCKMAX_VARIANTS,
-            "small_f": SMALL_F_FAMILY}
+            "small_f": SMALL_F_FAMILY, "stack": STACK_VARIANTS}
 
 _chosen: dict = {}            # signature -> record, for this process
 _force = False                # True inside timing_everything() (`shallowcnn tune`)
@@ -138,16 +139,6 @@ def choose(family: str, signature: str, run) -> str:
     if rec is None:
         rec = _time_variants(family, signature, run)
         autotune_cache.save_choice(signature, rec)
-    _chosen[signature] = rec
-    return rec["variant"]
-
-
-def known(family: str, signature: str) -> str | None:
-    """The variant :func:`choose` would return without timing anything (pinned, chosen earlier in
-    this process, or in the cache file), else None."""
-    rec = _known_record(family, signature)
-    if rec is None:
-        return None
     _chosen[signature] = rec
     return rec["variant"]
 

@@ -570,37 +570,45 @@ def features_forward(x, W1, b1, W2, b2):
     :func:`features_backward` needs (x, h1 = relu(conv1(x)), argmax, pooled, W2).
     """
     check_shapes(x, W1)
-    if _stack_in_2d(x, W1, W2):
+    dt = _dtype(x, W1)
+    x, W1, b1, W2, b2 = (np.ascontiguousarray(a, dtype=dt) for a in (x, W1, b1, W2, b2))
+    if _stack_variant(x, W1, b1, W2, b2) == "wino2d":
         # both layers in F(3 x 3, 3 x 3), one patch at a time: conv1's output of a patch is still
         # in the cache when conv2 reads it, and the threads are woken once per batch, not twice
-        dt = _dtype(x, W1)
-        h1, zmax, argmax = winograd2d.stack_max(np.ascontiguousarray(x, dtype=dt), *(
-            np.ascontiguousarray(a, dtype=dt) for a in (W1, b1, W2, b2)))
+        h1, zmax, argmax = winograd2d.stack_max(x, W1, b1, W2, b2)
         pooled = np.maximum(zmax, 0)
     else:
         h1 = conv2d_forward(x, W1, b1, relu=True)   # ReLU fused into the store
         pooled, argmax = conv_relu_maxpool_forward(h1, W2, b2)
-    ctx = {"x": np.ascontiguousarray(x, dtype=h1.dtype), "h1": h1, "argmax": argmax,
-           "pooled": pooled, "W2": np.ascontiguousarray(W2, dtype=h1.dtype), "K1": W1.shape[2]}
+    ctx = {"x": x, "h1": h1, "argmax": argmax, "pooled": pooled, "W2": W2, "K1": W1.shape[2]}
     return pooled, ctx
 
 
-def _stack_in_2d(x, W1, W2) -> bool:
-    """True when the autotuner has already chosen ``wino2d`` for both conv1 (dense, the few-filter
-    family) and the fused conv2 at these shapes and both fit its grid: then
-    :func:`winograd2d.stack_max` computes the two layers in one parallel loop. Until both choices
-    are made (the first call on a new machine), the two kernels run one after the other and
-    make them."""
+def _stack_variant(x, W1, b1, W2, b2) -> str:
+    """The autotuner's "stack" choice for these shapes: "wino2d" (:func:`winograd2d.stack_max`,
+    conv1 and the fused conv2 in one parallel loop) or "separate" (two kernels, each with its
+    own choice). Offered only where conv1 itself chose wino2d and both layers fit the grid; timed
+    against conv1's wino2d followed by the fused conv2's own choice. All arrays of x's dtype."""
     F1, _, K1, _ = W1.shape
-    K2 = W2.shape[2]
     Wd = x.shape[3]
     Wo1 = Wd - K1 + 1
     if F1 > SMALL_F or not small_f_width(Wo1, K1) or not winograd2d.usable(K1, Wo1) \
-            or not winograd2d.usable(K2, Wo1 - K2 + 1):
-        return False
-    dt = _dtype(x, W1)
-    return (autotune.known("small_f", autotune.signature_of("small_f dense", dt, W1.shape, Wd)) == "wino2d"
-            and autotune.known("fused", autotune.signature_of("tile fused", dt, W2.shape, Wo1)) == "wino2d")
+            or not winograd2d.usable(W2.shape[2], Wo1 - W2.shape[2] + 1):
+        return "separate"
+    if autotune.pick("small_f", "small_f dense", x, W1,
+                     lambda xs, v: conv2d_forward(xs, W1, b1, True, v)) != "wino2d":
+        return "separate"
+    fused = []      # the fused conv2's choice, made once (when "separate" is timed it runs many times)
+
+    def run(xs, variant):
+        if variant == "wino2d":
+            return winograd2d.stack_max(xs, W1, b1, W2, b2)
+        h1 = conv2d_forward(xs, W1, b1, True, "wino2d")
+        if not fused:
+            fused.append(autotune.pick("fused", "tile fused", h1, W2, lambda hs, v: _conv_max(hs, W2, b2, v)))
+        return _conv_max(h1, W2, b2, fused[0])
+
+    return autotune.pick("stack", f"stack F{W2.shape[0]}", x, W1, run)
 
 
 def features_backward(dpooled, ctx):

@@ -28,3 +28,8 @@ SMALL_F_VARIANTS = {"g3": 3, "g2": 2, "g4": 4}
 # same passes writing the whole map (6 filters padded to two blocks of 4). The direct g3
 # stays its default.
 SMALL_F_FAMILY = (*SMALL_F_VARIANTS, "wino", "wino2d")
+
+# The network's two convolutions as two kernels ("separate": conv1, then the fused conv2, each
+# its own choice) or as one parallel loop over patches, both in F(3 x 3, 3 x 3)
+# (winograd2d.stack_max). Offered only where conv1 chose wino2d; "separate" is the default.
+STACK_VARIANTS = ("separate", "wino2d")
