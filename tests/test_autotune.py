@@ -105,8 +105,9 @@ def test_cli_tune_times_saves_and_shows(fresh, capsys):
     assert main(["tune", "--size", "30", "--no-scan", "--no-width", "--no-threading"]) == 0
     out = capsys.readouterr().out
     assert "small_f dense float32 C1 F6 K9 Wo22" in out and "tile fused float32 C6 F16 K9 Wo14" in out
+    assert "stack F16 float32 C1 F6 K9 Wo22" in out        # both layers in one loop, or two kernels
     assert set(json.loads(fresh.read_text())["choices"]) == {
-        "small_f dense float32 C1 F6 K9 Wo22", "tile fused float32 C6 F16 K9 Wo14"}
+        "small_f dense float32 C1 F6 K9 Wo22", "tile fused float32 C6 F16 K9 Wo14", "stack F16 float32 C1 F6 K9 Wo22"}
     autotune.forget_choices()
     assert main(["tune", "--show"]) == 0
     assert "tile fused float32 C6 F16 K9 Wo14" in capsys.readouterr().out

@@ -187,9 +187,9 @@ def test_the_stack_computes_what_the_two_kernels_do(shape, dtype):
 @pytest.mark.parametrize("pin, stacked", [("wino2d", True), ("default", False), ("wino", False),
                                          ("g3,separate", False), ("wino2d,separate", False)])
 def test_features_forward_stacks_the_layers_only_where_chosen(monkeypatch, pin, stacked):
-    """cpu.features_forward runs winograd2d.stack_max exactly when the "stack" choice is wino2d,
-    which is offered only where conv1 chose wino2d, and gives the two-kernel path's numbers
-    either way."""
+    """cpu.features_forward runs winograd2d.stack_max exactly when the "stack" choice is wino2d
+    (never where the user pinned the layers' variants and not the stack's), and gives the
+    two-kernel path's numbers either way."""
     from shallowcnn.kernels import autotune
     rng = np.random.default_rng(11)
     x = rng.random((2, 1, 60, 60), dtype=np.float32)

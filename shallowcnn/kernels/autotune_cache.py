@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..storage import atomic_write_text
-from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, TILE_VARIANTS
+from .variants import FUSED_VARIANTS, SMALL_F_VARIANTS, STACK_VARIANTS, TILE_VARIANTS
 
 _disk: dict | None = None     # the cache file's {"choices", "vector_width", "threading_layer"}, read once
 _MEASURED = ("vector_width", "threading_layer")     # the optional records beside the choices
@@ -162,7 +162,7 @@ def _file_problem(path: Path) -> str | None:
     choices = data.get("choices", {})
     if not isinstance(choices, dict):
         return f'"choices" is a JSON {type(choices).__name__}, not an object'
-    known = {*TILE_VARIANTS, *FUSED_VARIANTS, *SMALL_F_VARIANTS}
+    known = {*TILE_VARIANTS, *FUSED_VARIANTS, *SMALL_F_VARIANTS, *STACK_VARIANTS}
     for sig, rec in choices.items():
         times = rec.get("cpu_ms") if isinstance(rec, dict) else None
         if (not isinstance(rec, dict) or rec.get("variant") not in known or not isinstance(times, dict)

@@ -572,41 +572,44 @@ def features_forward(x, W1, b1, W2, b2):
     check_shapes(x, W1)
     dt = _dtype(x, W1)
     x, W1, b1, W2, b2 = (np.ascontiguousarray(a, dtype=dt) for a in (x, W1, b1, W2, b2))
-    if _stack_variant(x, W1, b1, W2, b2) == "wino2d":
+    layers = {}     # the two layers' own variants, where choosing the stack needed them
+    if _stack_variant(x, W1, b1, W2, b2, layers) == "wino2d":
         # both layers in F(3 x 3, 3 x 3), one patch at a time: conv1's output of a patch is still
         # in the cache when conv2 reads it, and the threads are woken once per batch, not twice
         h1, zmax, argmax = winograd2d.stack_max(x, W1, b1, W2, b2)
         pooled = np.maximum(zmax, 0)
     else:
-        h1 = conv2d_forward(x, W1, b1, relu=True)   # ReLU fused into the store
-        pooled, argmax = conv_relu_maxpool_forward(h1, W2, b2)
+        h1 = conv2d_forward(x, W1, b1, relu=True, variant=layers.get("conv1"))   # ReLU fused into the store
+        pooled, argmax = conv_relu_maxpool_forward(h1, W2, b2, variant=layers.get("conv2"))
     ctx = {"x": x, "h1": h1, "argmax": argmax, "pooled": pooled, "W2": W2, "K1": W1.shape[2]}
     return pooled, ctx
 
 
-def _stack_variant(x, W1, b1, W2, b2) -> str:
+def _stack_variant(x, W1, b1, W2, b2, layers) -> str:
     """The autotuner's "stack" choice for these shapes: "wino2d" (:func:`winograd2d.stack_max`,
     conv1 and the fused conv2 in one parallel loop) or "separate" (two kernels, each with its
-    own choice). Offered only where conv1 itself chose wino2d and both layers fit the grid; timed
-    against conv1's wino2d followed by the fused conv2's own choice. All arrays of x's dtype."""
+    own choice, which timing the two puts into ``layers`` as "conv1" and "conv2"). Offered
+    where both layers fit the grid, unless the user pinned the layers' variants and not this.
+    All arrays of x's dtype."""
     F1, _, K1, _ = W1.shape
-    Wd = x.shape[3]
-    Wo1 = Wd - K1 + 1
+    Wo1 = x.shape[3] - K1 + 1
     if F1 > SMALL_F or not small_f_width(Wo1, K1) or not winograd2d.usable(K1, Wo1) \
             or not winograd2d.usable(W2.shape[2], Wo1 - W2.shape[2] + 1):
         return "separate"
-    if autotune.pick("small_f", "small_f dense", x, W1,
-                     lambda xs, v: conv2d_forward(xs, W1, b1, True, v)) != "wino2d":
+    pinned = autotune.pins()
+    if "stack" not in pinned and ("small_f" in pinned or "fused" in pinned):
         return "separate"
-    fused = []      # the fused conv2's choice, made once (when "separate" is timed it runs many times)
 
     def run(xs, variant):
         if variant == "wino2d":
             return winograd2d.stack_max(xs, W1, b1, W2, b2)
-        h1 = conv2d_forward(xs, W1, b1, True, "wino2d")
-        if not fused:
-            fused.append(autotune.pick("fused", "tile fused", h1, W2, lambda hs, v: _conv_max(hs, W2, b2, v)))
-        return _conv_max(h1, W2, b2, fused[0])
+        if "conv1" not in layers:        # chosen once: "separate" is timed over many runs
+            layers["conv1"] = autotune.pick("small_f", "small_f dense", xs, W1,
+                                            lambda xt, v: conv2d_forward(xt, W1, b1, True, v))
+        h1 = conv2d_forward(xs, W1, b1, True, layers["conv1"])
+        if "conv2" not in layers:
+            layers["conv2"] = autotune.pick("fused", "tile fused", h1, W2, lambda hs, v: _conv_max(hs, W2, b2, v))
+        return _conv_max(h1, W2, b2, layers["conv2"])
 
     return autotune.pick("stack", f"stack F{W2.shape[0]}", x, W1, run)
 

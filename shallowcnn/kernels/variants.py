@@ -31,5 +31,6 @@ SMALL_F_FAMILY = (*SMALL_F_VARIANTS, "wino", "wino2d")
 
 # The network's two convolutions as two kernels ("separate": conv1, then the fused conv2, each
 # its own choice) or as one parallel loop over patches, both in F(3 x 3, 3 x 3)
-# (winograd2d.stack_max). Offered only where conv1 chose wino2d; "separate" is the default.
+# (winograd2d.stack_max), timed against each other where both layers fit the 2-D grid;
+# "separate" is the default.
 STACK_VARIANTS = ("separate", "wino2d")
