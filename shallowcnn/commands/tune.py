@@ -46,9 +46,11 @@ LAYER_ROUNDS = 3                 # processes per configuration, alternating; the
                                  # process can be lucky or unlucky throughout: the best of a few favours luck)
 
 
-def retune(sizes=(144, 60), dtype="float32", batch=4, scan=True):
+def retune(sizes=(144, 60), dtype="float32", batch=64, scan=True):
     """Time every variant again for the network's layers at these patch sizes (and
-    for one scan tile), save the choices and return them (signature -> record)."""
+    for one scan tile), save the choices and return them (signature -> record). Each layer's
+    variants are timed on a slice of 4 patches; the stack of both layers on the whole batch
+    (a training batch: conv1's output of the batch is what the stack keeps out of memory)."""
     rng = np.random.default_rng(0)
     model = ShallowCNN(backend="numba", seed=0)
     with autotune.timing_everything():

@@ -102,11 +102,11 @@ def tuning_slice(x, K, rows=48, patches=4):
     return np.ascontiguousarray(x[:patches, :, :K - 1 + rows])
 
 
-def pick(family: str, kind: str, x, W, run, rows: int = 48) -> str:
+def pick(family: str, kind: str, x, W, run, rows: int = 48, patches: int = 4) -> str:
     """:func:`choose` for the kernel ``kind`` on input x (N, C, H, W) with weights W.
 
     ``run(xs, name)`` runs the kernel with variant ``name`` on ``xs``. The tuning
-    slice of x (:func:`tuning_slice`, ``rows`` output rows) is cut only if the
+    slice of x (:func:`tuning_slice`, ``rows`` output rows of ``patches`` patches) is cut only if the
     variants are timed now: a pinned or cached choice costs no copy of the input,
     which matters since every call of a kernel asks.
     """
@@ -114,7 +114,7 @@ def pick(family: str, kind: str, x, W, run, rows: int = 48) -> str:
 
     def run_on_slice(name):
         if not sliced:
-            sliced.append(tuning_slice(x, W.shape[2], rows))
+            sliced.append(tuning_slice(x, W.shape[2], rows, patches))
         return run(sliced[0], name)
 
     return choose(family, signature(kind, x, W), run_on_slice)

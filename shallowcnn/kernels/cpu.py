@@ -611,7 +611,9 @@ def _stack_variant(x, W1, b1, W2, b2, layers) -> str:
             layers["conv2"] = autotune.pick("fused", "tile fused", h1, W2, lambda hs, v: _conv_max(hs, W2, b2, v))
         return _conv_max(h1, W2, b2, layers["conv2"])
 
-    return autotune.pick("stack", f"stack F{W2.shape[0]}", x, W1, run)
+    # timed on whole patches of a whole batch (64 at most): what the stack saves is conv1's output
+    # of the batch going out to memory and back, which a slice of 4 patches would keep in the cache
+    return autotune.pick("stack", f"stack F{W2.shape[0]}", x, W1, run, rows=x.shape[2] - K1 + 1, patches=64)
 
 
 def features_backward(dpooled, ctx):
