@@ -31,7 +31,7 @@ The peers are PyTorch networks written here (the ``[bench]`` extra; no
 torchvision needed), both from scratch (random weights) with ONE input channel.
 Both start as Keras (the paper's framework) and ShallowCNN start: Glorot-uniform
 weights and zero biases (:func:`keras_init`). Two things a standard PyTorch pipeline
-does, and the peers need (measured in benchmarks/README.md, "`--quick` this round"):
+does, and the peers need (measured in benchmarks/README.md, "`--quick` last round (fifth)"):
 
 * a fixed input layer (x - mean) / std with the train split's pixel mean and standard
   deviation (:func:`train_statistics`, :func:`standardized`; like ``transforms.Normalize``),

@@ -39,7 +39,9 @@ the truth these kernels are tested against).  Three ideas make them fast.
    passes on Winograd-transformed rows (half the multiply-adds for conv2; for conv1,
    its 6 filters padded to 8, two thirds), float32 sums within about 1e-6 of the direct ones.
    The fused conv2 and conv1 have a second: ``wino2d`` (:mod:`shallowcnn.kernels.winograd2d`),
-   Winograd in both directions on a grid of 3 x 3 tiles (a third of the multiply-adds).
+   Winograd in both directions on a grid of 3 x 3 tiles (a third of the multiply-adds);
+   and :func:`features_forward` may run the two layers as one loop over patches in it
+   (the autotuner's "stack" choice, :func:`_stack_variant`).
 
 2. Fusion (conv + ReLU + global max pool)
    The network only needs, per (patch, filter), the maximum of the conv2
