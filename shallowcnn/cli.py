@@ -19,7 +19,7 @@ import warnings
 from . import __version__
 from .commands.common import CommandError
 from .data.problems import ReaderWarning
-from .kernels import vector_width
+from .kernels import thread_placement, vector_width
 
 # name -> (module, one-line help). The help is kept here too (tests/test_cli_train_evaluate.py
 # checks that it is the module's own) so that `shallowcnn --help` lists every command
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
 
     try:
         vector_width.requested()          # a bad SHALLOWCNN_VECTOR_WIDTH is named before any work starts
+        thread_placement.user_choice()    # ... and a bad SHALLOWCNN_PIN_THREADS
     except ValueError as e:
         print(f"shallowcnn {args.command}: error: {e}", file=sys.stderr)
         return 2

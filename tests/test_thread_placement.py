@@ -28,10 +28,14 @@ def test_the_users_variable(monkeypatch, value, expected):
     assert thread_placement.user_choice() is expected
 
 
-def test_a_bad_value_names_the_variable(monkeypatch):
+def test_a_bad_value_names_the_variable(monkeypatch, capsys):
+    from shallowcnn.cli import main
     monkeypatch.setenv(thread_placement.ENV, "yes")
     with pytest.raises(ValueError, match="SHALLOWCNN_PIN_THREADS='yes'"):
         thread_placement.user_choice()
+    assert main(["tune", "--show"]) == 2                 # the command line says so before any work
+    err = capsys.readouterr().err
+    assert "shallowcnn tune: error: SHALLOWCNN_PIN_THREADS='yes': use 1" in err and "Traceback" not in err
 
 
 def test_masks_set_one_bit_per_thread(monkeypatch):
