@@ -102,3 +102,17 @@ def test_a_new_process_pins_its_threads_when_asked(tmp_path, pin):
     else:
         assert out["placement"]["pinned"] is False
         assert not any(a in first_two for a in out["allowed"])  # no thread limited to one CPU
+
+
+def test_a_refusal_leaves_the_threads_free(monkeypatch):
+    """If the OS refuses (a container may), apply() says why and the process goes on unpinned."""
+    monkeypatch.setenv(thread_placement.ENV, "1")
+    monkeypatch.setattr(thread_placement, "possible", lambda layer, threads: None)
+
+    def refuse(threads):
+        raise OSError("sched_setaffinity refused to pin Numba's threads (status [-1, -1])")
+
+    monkeypatch.setattr(thread_placement, "pin", refuse)
+    monkeypatch.setattr(thread_placement, "applied", None)
+    got = thread_placement.apply()
+    assert got["pinned"] is False and "refused" in got["how"] and thread_placement.applied == got

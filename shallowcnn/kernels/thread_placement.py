@@ -113,8 +113,10 @@ def apply() -> dict:
         threads = numba.config.NUMBA_NUM_THREADS
         numba.set_num_threads(numba.get_num_threads())      # starts the threads: the layer is now known
         why_not = possible(numba.threading_layer(), threads)
-        if why_not:
-            applied = {"pinned": False, "how": f"{chosen['how']}, but not pinned: {why_not}"}
-        else:
-            applied = dict(chosen, cpus=pin(threads))
+        if not why_not:
+            try:
+                return (applied := dict(chosen, cpus=pin(threads)))
+            except OSError as e:            # a container may forbid it: the threads then stay free
+                why_not = str(e)
+        applied = {"pinned": False, "how": f"{chosen['how']}, but not pinned: {why_not}"}
     return applied
