@@ -83,14 +83,8 @@ def signature(kind, x, W) -> str:
     """The shapes a choice is made for, e.g. ``tile fused float32 C6 F16 K9 Wo128``:
     the kernel, dtype, channels, filters, kernel size and output row width (what
     the variants are sensitive to; the batch and the row count hardly matter)."""
-    return signature_of(kind, x.dtype, W.shape, x.shape[3])
-
-
-def signature_of(kind, dtype, W_shape, width) -> str:
-    """:func:`signature` from the input's dtype and row width alone (no array needed)."""
-    import numpy as np
-    F, C, K, _ = W_shape
-    return f"{kind} {np.dtype(dtype).name} C{C} F{F} K{K} Wo{width - K + 1}"
+    F, C, K, _ = W.shape
+    return f"{kind} {x.dtype.name} C{C} F{F} K{K} Wo{x.shape[3] - K + 1}"
 
 
 def tuning_slice(x, K, rows=48, patches=4):
@@ -135,30 +129,23 @@ def choose(family: str, signature: str, run) -> str:
     kernel size and row width). A pinned variant wins; then this process's earlier
     choice; then the cache file; else the variants are timed now.
     """
-    rec = _known_record(family, signature)
-    if rec is None:
-        rec = _time_variants(family, signature, run)
-        autotune_cache.save_choice(signature, rec)
-    _chosen[signature] = rec
-    return rec["variant"]
-
-
-def _known_record(family, signature):
-    if _force:
-        return None
-    pinned = pins().get(family)
+    pinned = None if _force else pins().get(family)
     if pinned is not None:
-        rec = _chosen.get(signature)
-        return rec if rec is not None and rec["variant"] == pinned else {"variant": pinned, "how": f"pinned by {ENV}"}
-    rec = _chosen.get(signature)
-    if rec is None:
+        _chosen.setdefault(signature, {"variant": pinned, "how": f"pinned by {ENV}"})
+        return pinned
+    rec = None if _force else _chosen.get(signature)
+    if rec is None and not _force:
         rec = autotune_cache.read_choices().get(signature)
         # a choice made among other variants (an older version's) is made again
         if rec is not None and set(rec.get("cpu_ms", ())) == set(FAMILIES[family]):
             rec = dict(rec, how="cached")
         else:
             rec = None
-    return rec
+    if rec is None:
+        rec = _time_variants(family, signature, run)
+        autotune_cache.save_choice(signature, rec)
+    _chosen[signature] = rec
+    return rec["variant"]
 
 
 def _time_variants(family, signature, run) -> dict:
