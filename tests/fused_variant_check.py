@@ -1,5 +1,6 @@
-"""The check that every Winograd variant of the fused conv + ReLU + max pool passes
-against the float64 reference (tests/test_winograd.py, tests/test_winograd2d.py).
+"""The checks that every Winograd variant of the fused conv + ReLU + max pool, and of the
+dense forward, passes against the float64 reference (tests/test_winograd.py,
+tests/test_winograd2d.py).
 
 Its sums are rounded differently from the direct kernel's, so the maxima are compared with
 a tolerance in float32, the argmax by the value the reference has there (the position it
@@ -13,14 +14,36 @@ import numpy as np
 from shallowcnn.kernels import cpu, reference as ref
 
 
+def random_layer(shape, dtype, seed):
+    """x (N, C, H, W), W (F, C, K, K) scaled by 1 / sqrt(C K K), b (F,) of ``shape``
+    (N, C, H, W, F, K), standard normal, in ``dtype``."""
+    N, C, H, Wd, F, K = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
+    W = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
+    b = (0.1 * rng.standard_normal(F)).astype(dtype)
+    return x, W, b
+
+
+def check_dense_variant(shape, dtype, relu, variant):
+    """``cpu.conv2d_forward(variant=...)`` (and its ReLU when relu) on :func:`random_layer`'s
+    data against the float64 reference: exact to 1e-12 in float64; in float32 the transforms'
+    larger, cancelling terms cost a few units of 1e-6 of the largest value."""
+    x, W, b = random_layer(shape, dtype, sum(shape))
+    got = cpu.conv2d_forward(x, W, b, relu=relu, variant=variant)
+    want = ref.conv2d_forward(*(a.astype(np.float64) for a in (x, W, b)))
+    if relu:
+        want = np.maximum(want, 0)
+    assert got.dtype == dtype and got.shape == want.shape
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-12 if dtype == np.float64 else 5e-6) * scale)
+
+
 def check_fused_variant(shape, dtype, variant):
     """Random x, W, b of ``shape`` (N, C, H, W, F, K) in ``dtype``, filter 0 with its ReLU
     shut everywhere; asserts ``variant``'s pooled maxima and argmax against the reference."""
     N, C, H, Wd, F, K = shape
-    rng = np.random.default_rng(sum(shape))
-    x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
-    W = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
-    b = (0.1 * rng.standard_normal(F)).astype(dtype)
+    x, W, b = random_layer(shape, dtype, sum(shape))
     b[0] = -50.0                                      # a filter whose ReLU stays shut
     pooled, argmax = cpu.conv_relu_maxpool_forward(x, W, b, variant=variant)
     x64, W64, b64 = (a.astype(np.float64) for a in (x, W, b))

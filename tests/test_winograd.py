@@ -12,7 +12,8 @@ import pytest
 
 pytest.importorskip("numba")
 
-from fused_variant_check import check_fused_variant, check_model_path  # noqa: E402
+from fused_variant_check import (  # noqa: E402
+    check_dense_variant, check_fused_variant, check_model_path, random_layer)
 
 from shallowcnn.kernels import cpu, reference as ref, winograd  # noqa: E402
 
@@ -66,15 +67,6 @@ def test_the_model_path_uses_wino_when_pinned(monkeypatch):
     check_model_path(monkeypatch, "wino", 40, 41)
 
 
-def _data(shape, dtype, seed):
-    N, C, H, Wd, F, K = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
-    W = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
-    b = (0.1 * rng.standard_normal(F)).astype(dtype)
-    return x, W, b
-
-
 # (N, C, H, W, F, K)
 DENSE_SHAPES = [
     (2, 1, 30, 33, 6, 9),       # conv1: 22 rows = 5 groups + 2 direct rows; F = 6 pads to 2 blocks of 4
@@ -90,15 +82,7 @@ DENSE_SHAPES = [
 @pytest.mark.parametrize("shape", DENSE_SHAPES)
 def test_wino_dense_forward_matches_the_reference(shape, dtype, relu):
     """cpu.conv2d_forward(variant="wino") -- conv1's Winograd variant -- against the float64 reference."""
-    x, W, b = _data(shape, dtype, sum(shape))
-    got = cpu.conv2d_forward(x, W, b, relu=relu, variant="wino")
-    want = ref.conv2d_forward(*(a.astype(np.float64) for a in (x, W, b)))
-    if relu:
-        want = np.maximum(want, 0)
-    assert got.dtype == dtype and got.shape == want.shape
-    # float32: the transforms' larger, cancelling terms cost a few units of 1e-6 of the largest value
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-12 if dtype == np.float64 else 5e-6) * scale)
+    check_dense_variant(shape, dtype, relu, "wino")
 
 
 def blockmax_reference(x, W, b, g):
@@ -124,7 +108,7 @@ def test_wino_blockmax_matches_the_reference(case, dtype):
     """The scan's block max with variant="wino" against conv2d_forward + block max in float64."""
     from shallowcnn.kernels.cpu_blockmax import conv_relu_blockmax
     shape, g = case
-    x, W, b = _data(shape, dtype, sum(shape) + g)
+    x, W, b = random_layer(shape, dtype, sum(shape) + g)
     b[0] = -50.0                                       # a filter whose ReLU stays shut: zeros
     got = conv_relu_blockmax(x, W, b, g, variant="wino")
     want = blockmax_reference(*(a.astype(np.float64) for a in (x, W, b)), g)
@@ -139,7 +123,7 @@ def test_wino_pins_the_three_winograd_kernels(monkeypatch):
     from shallowcnn.kernels import autotune
     monkeypatch.setenv(autotune.ENV, "wino")
     monkeypatch.setattr(autotune, "_chosen", {})
-    x, W, b = _data((1, 1, 24, 24, 6, 9), np.float32, 1)
+    x, W, b = random_layer((1, 1, 24, 24, 6, 9), np.float32, 1)
     h = cpu.conv2d_forward(x, W, b, relu=True)
     W2 = np.random.default_rng(2).standard_normal((16, 6, 9, 9)).astype(np.float32) / 20
     cpu.conv_relu_blockmax(h, W2, np.zeros(16, np.float32), 4)

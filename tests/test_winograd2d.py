@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("numba")
 
-from fused_variant_check import check_fused_variant, check_model_path  # noqa: E402
+from fused_variant_check import check_dense_variant, check_fused_variant, check_model_path  # noqa: E402
 
 from shallowcnn.kernels import cpu, reference as ref, winograd2d  # noqa: E402
 
@@ -109,18 +109,7 @@ DENSE_SHAPES = [
 @pytest.mark.parametrize("shape", DENSE_SHAPES)
 def test_wino2d_dense_forward_matches_the_reference(shape, dtype, relu):
     """cpu.conv2d_forward(variant="wino2d") -- conv1's 2-D Winograd variant -- against the float64 reference."""
-    N, C, H, Wd, F, K = shape
-    rng = np.random.default_rng(sum(shape))
-    x = rng.standard_normal((N, C, H, Wd)).astype(dtype)
-    W = (rng.standard_normal((F, C, K, K)) / np.sqrt(C * K * K)).astype(dtype)
-    b = (0.1 * rng.standard_normal(F)).astype(dtype)
-    got = cpu.conv2d_forward(x, W, b, relu=relu, variant="wino2d")
-    want = ref.conv2d_forward(*(a.astype(np.float64) for a in (x, W, b)))
-    if relu:
-        want = np.maximum(want, 0)
-    assert got.dtype == dtype and got.shape == want.shape
-    scale = max(1.0, float(np.abs(want).max()))
-    np.testing.assert_allclose(got, want, rtol=0, atol=(1e-12 if dtype == np.float64 else 5e-6) * scale)
+    check_dense_variant(shape, dtype, relu, "wino2d")
 
 
 def test_scratch_is_kept_per_shape_and_reused():
